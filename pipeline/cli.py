@@ -1,0 +1,220 @@
+"""Command line: ``feedback-pipeline run|replay|status|fake-server``.
+
+Exit codes: 0 all sent, 1 finished with failed or invalid records, 2 usage or configuration
+error, 3 aborted (authentication refused, interrupted, ledger unusable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pipeline import __version__
+from pipeline.config import Credentials, Settings
+from pipeline.errors import (
+    AbortedError,
+    ConfigError,
+    LedgerError,
+    PipelineError,
+    SourceError,
+)
+from pipeline.report import Summary
+from pipeline.runner import ledger_counts, replay_failed, run_sources
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"feedback-pipeline: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(fn: F) -> F:
+    """Turn the package's errors into one line and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, SourceError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except (LedgerError, AbortedError) as exc:
+            _fail(str(exc), EXIT_ABORTED)
+        except PipelineError as exc:
+            _fail(str(exc), EXIT_ABORTED)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_ABORTED)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
+            if os.environ.get("FEEDBACK_PIPELINE_DEBUG"):
+                raise
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(set FEEDBACK_PIPELINE_DEBUG=1 for the traceback)",
+                EXIT_ABORTED,
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for value in values:
+        dest, sep, src = value.partition("=")
+        if not sep or not dest.strip() or not src.strip():
+            raise click.BadParameter(f"{value!r}: expected FIELD=COLUMN, e.g. score=rating")
+        mapping[dest.strip()] = src.strip()
+    return mapping
+
+
+def _delivery_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            metavar="FILE",
+            help="TOML settings file (default: $FEEDBACK_PIPELINE_CONFIG).",
+        ),
+        click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3]."),
+        click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com]."),
+        click.option("--concurrency", type=int, help="Requests in flight at most [16]."),
+        click.option("--rate", type=float, help="Requests per second at most [50]."),
+        click.option("--max-attempts", type=int, help="Attempts per record, retries included [5]."),
+        click.option("--timeout", type=float, help="Seconds per request [30]."),
+        click.option("--report", metavar="FILE", help="Write a JSON summary here."),
+        click.option(
+            "--no-progress",
+            "progress",
+            flag_value=False,
+            default=None,
+            help="No progress bar (it only shows on a terminal anyway).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _finish(summary: Summary, report: str | None) -> None:
+    click.echo(summary.text())
+    if report:
+        summary.write_json(report)
+    sys.exit(summary.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="feedback-pipeline")
+def cli() -> None:
+    """Submit human-feedback records to the Twilio Assistants Feedback API, exactly once."""
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Input format (default: from the file name; required for stdin).",
+)
+@click.option(
+    "--map",
+    "columns",
+    multiple=True,
+    callback=_parse_map,
+    metavar="FIELD=COLUMN",
+    help="Read FIELD from COLUMN, e.g. --map score=rating. Repeatable.",
+)
+@click.option("--dry-run", is_flag=True, help="Read, validate and check the ledger; send nothing.")
+@_delivery_options
+@_guarded
+def run(
+    sources: tuple[str, ...],
+    config_file: str | None,
+    report: str | None,
+    dry_run: bool,
+    fmt: str | None,
+    columns: dict[str, str],
+    **flags: Any,
+) -> None:
+    """Send every valid record of SOURCE files (CSV, JSONL, .gz; - for stdin)."""
+    settings = Settings.load(config_file, format=fmt, columns=columns or None, **flags)
+    auth = None if dry_run else Credentials().basic_auth()
+    summary = asyncio.run(run_sources(settings, sources, auth=auth, dry_run=dry_run))
+    _finish(summary, report or settings.report)
+
+
+@cli.command()
+@_delivery_options
+@_guarded
+def replay(config_file: str | None, report: str | None, **flags: Any) -> None:
+    """Send again the records the ledger holds as failed (no source file needed)."""
+    settings = Settings.load(config_file, **flags)
+    _require_ledger(settings.ledger)
+    summary = asyncio.run(replay_failed(settings, auth=Credentials().basic_auth()))
+    _finish(summary, report or settings.report)
+
+
+@cli.command()
+@click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
+@click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_guarded
+def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
+    """Count the ledger's records in each state."""
+    settings = Settings.load(config_file, ledger=ledger)
+    _require_ledger(settings.ledger)
+    counts = asyncio.run(ledger_counts(settings.ledger))
+    states = ("sent", "failed", "invalid", "in_flight")
+    result = {state: counts.get(state, 0) for state in states}
+    result["total"] = sum(counts.values())
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"ledger {settings.ledger}")
+    for name, count in result.items():
+        click.echo(f"  {name:<10}{count:>10}")
+
+
+def _require_ledger(path: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"ledger: no ledger at {path} (pass --ledger PATH)")
+
+
+@cli.command("fake-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--fail-rate", default=0.0, type=float, help="Share of POSTs answered 503.")
+@click.option("--throttle-rps", type=float, help="Token-bucket limit: 429 + Retry-After beyond.")
+@click.option("--latency-ms", default=0.0, type=float, help="Added to every answer.")
+@click.option(
+    "--reset-rate",
+    default=0.0,
+    type=float,
+    help="Share of POSTs stored and then answered with a connection reset.",
+)
+@_guarded
+def fake_server(host: str, port: int, **faults: Any) -> None:
+    """Run the fake Feedback API (for demos, tests and benchmarks)."""
+    from pipeline.fake import FakeState, Faults, serve
+
+    try:
+        state = FakeState(faults=Faults(**faults))
+    except ValueError as exc:
+        raise ConfigError(f"fake-server: {exc}") from None
+    try:
+        asyncio.run(serve(state, host, port))
+    except OSError as exc:
+        raise ConfigError(f"fake-server: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def main() -> None:
+    cli(prog_name="feedback-pipeline")

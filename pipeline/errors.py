@@ -1,0 +1,83 @@
+"""The one exception hierarchy of feedback-pipeline.
+
+Every error the package raises on purpose derives from :class:`PipelineError`, so a caller
+can catch the family; the CLI maps each branch to an exit code::
+
+    PipelineError
+    ├── ConfigError             bad settings or invocation               -> exit 2
+    ├── SourceError             a source cannot be opened or read        -> exit 2
+    ├── LedgerError             the ledger file is unusable              -> exit 3
+    ├── AbortedError            the run stopped before it finished       -> exit 3
+    └── DeliveryError           one request did not produce a feedback
+        ├── TransportError      no HTTP answer (refused, reset, timeout) -> retried
+        └── ApiError            the API answered with an error status
+            ├── RetryableApiError   429, 408, 5xx                        -> retried
+            ├── PermanentApiError   any other 4xx                        -> failed, not retried
+            └── AuthError           401, 403                             -> aborts the run
+
+Messages never contain credentials: the client never puts them anywhere but the
+Authorization header, and errors are built from status, Twilio code and message only.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+
+class ConfigError(PipelineError):
+    """A setting, flag or credential is missing or invalid."""
+
+
+class SourceError(PipelineError):
+    """A source file cannot be opened (missing, a directory, unreadable)."""
+
+
+class LedgerError(PipelineError):
+    """The ledger database cannot be opened, migrated or written."""
+
+
+class AbortedError(PipelineError):
+    """The run was stopped early: authentication refused or interrupted."""
+
+
+class DeliveryError(PipelineError):
+    """A single request did not produce a feedback resource."""
+
+
+class TransportError(DeliveryError):
+    """No HTTP response arrived: connection refused or reset, or a timeout."""
+
+
+class ApiError(DeliveryError):
+    """The API answered with an error status, parsed from Twilio's error JSON."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        more_info: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.more_info = more_info
+        self.retry_after = retry_after
+        suffix = f" (Twilio error {code})" if code is not None else ""
+        super().__init__(f"HTTP {status}{suffix}: {message}")
+
+
+class RetryableApiError(ApiError):
+    """429, 408 or 5xx: worth another attempt after a backoff."""
+
+
+class PermanentApiError(ApiError):
+    """A 4xx other than 401/403/408/429: sending it again would fail again."""
+
+
+class AuthError(ApiError):
+    """401 or 403: every other request would fail the same way, so the run aborts."""

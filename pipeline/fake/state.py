@@ -1,0 +1,275 @@
+"""In-memory state of the fake Feedback API: credentials, stored feedbacks, counters, faults.
+
+The server thread mutates this state while tests and benchmarks read it from the main
+thread, so every mutation and every multi-step read happens under one lock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_ACCOUNT_SID = "ACfa4e" + "0" * 28
+DEFAULT_AUTH_TOKEN = "fake-auth-token"
+
+ContentKey = tuple[str, str, str | None, float | None, str | None]
+
+
+@dataclass(kw_only=True)
+class Faults:
+    """Misbehaviour to inject; mutable so a running server picks up changes at once."""
+
+    fail_rate: float = 0.0
+    throttle_rps: float | None = None
+    latency_ms: float = 0.0
+    reset_rate: float = 0.0
+    error_status: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError when a field is out of range or of the wrong type."""
+        for name in ("fail_rate", "reset_rate"):
+            value = _number(name, getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if _number("latency_ms", self.latency_ms) < 0:
+            raise ValueError("latency_ms must be >= 0")
+        if self.throttle_rps is not None and _number("throttle_rps", self.throttle_rps) <= 0:
+            raise ValueError("throttle_rps must be > 0 or null")
+        if self.error_status is not None and (
+            not _is_int(self.error_status) or not 400 <= self.error_status <= 599
+        ):
+            raise ValueError("error_status must be an HTTP error status (400-599) or null")
+        if self.seed is not None and not _is_int(self.seed):
+            raise ValueError("seed must be an integer or null")
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply several field changes at once; nothing changes if any is invalid."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(unknown)}")
+        candidate = Faults(**{**asdict(self), **changes})
+        for name in names:
+            setattr(self, name, getattr(candidate, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but `true` is never a meaningful status or seed.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return float(value)
+
+
+class TokenBucket:
+    """Classic token bucket; only ever touched from the server's event loop."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._last = clock()
+
+    def take(self) -> float | None:
+        """Take one token; None on success, else seconds until a token is available."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        return (1.0 - self._tokens) / self.rate
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeState:
+    """Everything the fake server knows; tests inspect it directly."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        credentials: Mapping[str, str] | None = None,
+        known_assistants: Iterable[str] | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        # username -> password; API keys (SK...) live here too and act for account_sid.
+        self.credentials: dict[str, str] = (
+            dict(credentials) if credentials is not None else {account_sid: auth_token}
+        )
+        self.known_assistants: set[str] | None = (
+            set(known_assistants) if known_assistants is not None else None
+        )
+        self.user_sid = "US" + uuid.uuid4().hex
+        self.rng = random.Random()
+        self._faults = Faults()
+        self.faults = faults if faults is not None else Faults()
+        self.posts_received = 0
+        self.resets = 0
+        self.responses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._stored: list[dict[str, Any]] = []
+        self._by_assistant: dict[str, list[dict[str, Any]]] = {}
+        self._bucket: TokenBucket | None = None
+
+    # -- faults ---------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self._faults = value
+        self.rng.seed(value.seed)
+
+    def update_faults(self, changes: Mapping[str, Any]) -> Faults:
+        """Validate and apply changes (the control endpoint's path); reseed on a new seed."""
+        self._faults.update(changes)
+        if "seed" in changes:
+            self.rng.seed(self._faults.seed)
+        return self._faults
+
+    def roll(self, rate: float) -> bool:
+        """True with probability `rate`; no draw for 0 or 1 so runs stay reproducible."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        return self.rng.random() < rate
+
+    def throttle_wait(self) -> float | None:
+        """None if a POST may proceed, else seconds until the bucket refills a token."""
+        rate = self._faults.throttle_rps
+        if rate is None:
+            self._bucket = None
+            return None
+        bucket = self._bucket
+        if bucket is None or bucket.rate != rate:
+            # A changed limit starts a fresh, full bucket.
+            bucket = self._bucket = TokenBucket(rate)
+        return bucket.take()
+
+    # -- credentials ----------------------------------------------------------
+
+    def add_api_key(self, key_sid: str, secret: str) -> None:
+        self.credentials[key_sid] = secret
+
+    def account_sid_for(self, username: str) -> str:
+        return username if username.startswith("AC") else self.account_sid
+
+    # -- storage and counters -------------------------------------------------
+
+    def note_post(self) -> None:
+        with self._lock:
+            self.posts_received += 1
+
+    def note_response(self, status: int) -> None:
+        with self._lock:
+            self.responses[status] += 1
+
+    def note_reset(self) -> None:
+        with self._lock:
+            self.resets += 1
+
+    def store(
+        self,
+        assistant_id: str,
+        body: Mapping[str, Any],
+        *,
+        account_sid: str,
+    ) -> dict[str, Any]:
+        """Store a validated create request and return the full resource."""
+        now = _utc_now()
+        score = body.get("score")
+        resource: dict[str, Any] = {
+            "id": f"aia_fdbk_{uuid.uuid4()}",
+            "assistant_id": assistant_id,
+            "account_sid": account_sid,
+            "user_sid": self.user_sid,
+            "session_id": body["session_id"],
+            "message_id": body.get("message_id"),
+            "score": float(score) if score is not None else None,
+            "text": body.get("text"),
+            "date_created": now,
+            "date_updated": now,
+        }
+        with self._lock:
+            self._stored.append(resource)
+            self._by_assistant.setdefault(assistant_id, []).append(resource)
+        return dict(resource)
+
+    @property
+    def stored_count(self) -> int:
+        with self._lock:
+            return len(self._stored)
+
+    def feedbacks(self, assistant_id: str | None = None) -> list[dict[str, Any]]:
+        """Copies of stored feedbacks in creation order, optionally for one assistant."""
+        with self._lock:
+            source = self._stored if assistant_id is None else self._by_assistant.get(assistant_id)
+            return [dict(f) for f in source or []]
+
+    def page(self, assistant_id: str, offset: int, size: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of an assistant's feedbacks and that assistant's total count."""
+        with self._lock:
+            items = self._by_assistant.get(assistant_id, [])
+            return [dict(f) for f in items[offset : offset + size]], len(items)
+
+    def content_counts(self) -> Counter[ContentKey]:
+        with self._lock:
+            return Counter(
+                (f["assistant_id"], f["session_id"], f["message_id"], f["score"], f["text"])
+                for f in self._stored
+            )
+
+    def duplicates(self) -> dict[ContentKey, int]:
+        """Contents stored more than once, with how many times each was stored."""
+        return {key: n for key, n in self.content_counts().items() if n > 1}
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.content_counts()
+        with self._lock:
+            return {
+                "posts_received": self.posts_received,
+                "stored": len(self._stored),
+                "distinct": len(counts),
+                # Extra copies beyond the first of each content: 0 means exactly-once.
+                "duplicates": sum(n - 1 for n in counts.values()),
+                "resets": self.resets,
+                "responses": {str(k): v for k, v in sorted(self.responses.items())},
+            }
+
+    def reset(self) -> None:
+        """Forget stored feedbacks and counters; faults and credentials stay."""
+        with self._lock:
+            self._stored.clear()
+            self._by_assistant.clear()
+            self.posts_received = 0
+            self.resets = 0
+            self.responses.clear()
+            self._bucket = None

@@ -1,0 +1,235 @@
+"""The synchronous SQLite side of the ledger. Only ever used from the ledger's one thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.errors import LedgerError
+from pipeline.ledger.base import Decision
+from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE records (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    assistant_id TEXT,
+    body TEXT,              -- the validated request; kept until the record is sent
+    location TEXT,          -- file:line it was last read from
+    run_id TEXT NOT NULL,   -- the run that last changed the row
+    attempts INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    feedback_id TEXT,
+    error_code INTEGER,
+    error_message TEXT,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX records_state ON records(state);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    summary TEXT
+);
+"""
+
+_CLAIM = """
+INSERT INTO records (key, state, assistant_id, body, location, run_id, attempts, updated_at)
+VALUES (?, 'in_flight', ?, ?, ?, ?, 0, ?)
+ON CONFLICT (key) DO UPDATE SET
+    state = 'in_flight', assistant_id = excluded.assistant_id, body = excluded.body,
+    location = excluded.location, run_id = excluded.run_id, attempts = 0,
+    http_status = NULL, feedback_id = NULL, error_code = NULL, error_message = NULL,
+    updated_at = excluded.updated_at
+"""
+
+_INVALID = """
+INSERT INTO records (key, state, location, run_id, error_message, updated_at)
+VALUES (?, 'invalid', ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    state = 'invalid', location = excluded.location, run_id = excluded.run_id,
+    error_message = excluded.error_message, updated_at = excluded.updated_at
+"""
+
+# The body is dropped once the API holds the record: it is only needed to send it again.
+_OUTCOME = """
+UPDATE records SET state = ?, attempts = ?, http_status = ?, feedback_id = ?, error_code = ?,
+    error_message = ?, body = CASE WHEN ? = 'sent' THEN NULL ELSE body END, updated_at = ?
+WHERE key = ?
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _create_private(path: Path) -> None:
+    # Created 0600 before SQLite opens it: the ledger holds feedback text. SQLite gives its
+    # -wal and -shm files the database file's permissions.
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+class SqliteStore:
+    def __init__(self, path: str, run_id: str, *, dry_run: bool = False) -> None:
+        self.run_id = run_id
+        self._dry_run = dry_run
+        try:
+            self._db = self._connect(path, dry_run)
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {path}: {exc}") from exc
+
+    @staticmethod
+    def _connect(path: str, dry_run: bool) -> sqlite3.Connection:
+        target = Path(path)
+        if dry_run:
+            # A dry run (and ``status``) reads an existing ledger and never writes; with no
+            # ledger it works on an empty in-memory one so that nothing is created on disk.
+            if not target.exists():
+                return sqlite3.connect(":memory:", isolation_level=None)
+            uri = f"{target.resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, isolation_level=None)
+        _create_private(target)
+        db = sqlite3.connect(target, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a claim is on disk before its request leaves, even across a power cut.
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger schema version {version} is newer than this program's "
+                f"({SCHEMA_VERSION}); upgrade feedback-pipeline"
+            )
+        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise LedgerError("the file is an SQLite database but not a feedback-pipeline ledger")
+        if self._dry_run:
+            # An empty file opened read-only: read it as the empty ledger it is.
+            self._db.close()
+            self._db = sqlite3.connect(":memory:", isolation_level=None)
+        self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+    def begin_run(self, command: str) -> None:
+        self._write(
+            "INSERT INTO runs (run_id, command, started_at) VALUES (?, ?, ?)",
+            (self.run_id, command, _now()),
+        )
+
+    def end_run(self, summary: str | None) -> None:
+        self._write(
+            "UPDATE runs SET finished_at = ?, summary = ? WHERE run_id = ?",
+            (_now(), summary, self.run_id),
+        )
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        if not self._dry_run:
+            self._db.execute(sql, params)
+
+    def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, state, run_id FROM records WHERE key IN ({marks})", chunk
+            )
+            found.update((k, (s, r)) for k, s, r in rows)
+        return found
+
+    def claim(self, batch: Sequence[Accepted | Rejection]) -> list[Decision]:
+        known = self._states([item.key for item in batch if isinstance(item, Accepted)])
+        decisions: list[Decision] = []
+        claims: list[tuple[object, ...]] = []
+        invalid: list[tuple[object, ...]] = []
+        now = _now()
+        for item in batch:
+            if isinstance(item, Rejection):
+                invalid.append((item.key, item.location, self.run_id, item.reason, now))
+                decisions.append(Decision.INVALID)
+                continue
+            key = item.key
+            decision = self._decide(known.get(key))
+            if decision is Decision.SEND:
+                known[key] = (Status.IN_FLIGHT, self.run_id)
+                body = json.dumps(item.record.body(), ensure_ascii=False)
+                claims.append(
+                    (key, item.record.assistant_id, body, item.location, self.run_id, now)
+                )
+            decisions.append(decision)
+        self._commit_many((_CLAIM, claims), (_INVALID, invalid))
+        return decisions
+
+    def _decide(self, known: tuple[str, str] | None) -> Decision:
+        if known is None:
+            return Decision.SEND
+        state, run_id = known
+        if run_id == self.run_id:
+            return Decision.DUPLICATE
+        if state == Status.SENT:
+            return Decision.SKIP
+        # failed: try again; in_flight left by an interrupted run: send (at least once).
+        return Decision.SEND
+
+    def _commit_many(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
+        if self._dry_run or not any(rows for _, rows in statements):
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for sql, rows in statements:
+                if rows:
+                    self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(f"ledger write failed: {exc}") from exc
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        now = _now()
+        rows: list[tuple[object, ...]] = [
+            (
+                o.status.value,
+                o.attempts,
+                o.http_status,
+                o.feedback_id,
+                o.error_code,
+                o.error_message,
+                o.status.value,
+                now,
+                o.key,
+            )
+            for o in outcomes
+        ]
+        self._commit_many((_OUTCOME, rows))
+
+    def failed_after(self, after: str, limit: int) -> list[Accepted]:
+        rows = self._db.execute(
+            "SELECT key, assistant_id, body, location FROM records "
+            # Rows this run already handled are not read again (they may have failed again).
+            "WHERE state = 'failed' AND key > ? AND run_id != ? ORDER BY key LIMIT ?",
+            (after, self.run_id, limit),
+        ).fetchall()
+        return [
+            Accepted(location, FeedbackRecord(assistant_id=assistant, **json.loads(body)), key)
+            for key, assistant, body, location in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM records GROUP BY state")
+        return dict(rows.fetchall())
+
+    def close(self) -> None:
+        self._db.close()

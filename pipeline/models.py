@@ -1,0 +1,161 @@
+"""The values that flow between stages: raw records, validated records, rejections, outcomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Fields a record may carry; everything else in a row is ignored.
+RECORD_FIELDS = ("assistant_id", "session_id", "message_id", "score", "text", "key")
+
+# The assistant id is put into the URL path: refuse anything that could change the path or
+# the query, whatever quoting is applied later.
+_UNSAFE_ID = re.compile(r"[/?#%\\\s\x00-\x1f\x7f]|\.\.")
+
+
+class Status(StrEnum):
+    """Ledger states. Every input record ends in exactly one of them."""
+
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as a source read it, before validation.
+
+    ``error`` is set when the source could not even split the record into fields
+    (bad quoting, invalid JSON, undecodable bytes); such a record becomes a rejection.
+    """
+
+    location: str
+    fields: dict[str, Any]
+    error: str | None = None
+
+
+class FeedbackRecord(BaseModel):
+    """A validated record, mirroring ``assistants.v1.service.create_feedback_request``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    assistant_id: Annotated[str, Field(min_length=1, max_length=256)]
+    session_id: Annotated[str, Field(min_length=1)]
+    message_id: Annotated[str | None, Field(pattern=r"^aia_msg_.+$")] = None
+    score: Annotated[float | None, Field(ge=0, le=1, allow_inf_nan=False)] = None
+    text: str | None = None
+    key: Annotated[str | None, Field(min_length=1, max_length=512)] = None
+
+    @field_validator("assistant_id")
+    @classmethod
+    def _safe_assistant_id(cls, value: str) -> str:
+        if _UNSAFE_ID.search(value):
+            raise ValueError("must not contain '/', '?', '#', '%', '\\', '..', or whitespace")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _no_bool_score(cls, value: Any) -> Any:
+        # pydantic's lax mode reads True as 1.0; a boolean is never a rating.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        if isinstance(value, str):
+            value = value.strip()
+        return value
+
+    @field_validator("score")
+    @classmethod
+    def _canonical_zero(cls, value: float | None) -> float | None:
+        # -0.0 passes ge=0; fold it so that it hashes like 0.0.
+        if value is not None and value == 0 and math.copysign(1.0, value) < 0:
+            return 0.0
+        return value
+
+    def body(self) -> dict[str, Any]:
+        """The JSON request body: only the fields the record has."""
+        body: dict[str, Any] = {"session_id": self.session_id}
+        if self.message_id is not None:
+            body["message_id"] = self.message_id
+        if self.score is not None:
+            body["score"] = self.score
+        if self.text is not None:
+            body["text"] = self.text
+        return body
+
+    def idempotency_key(self) -> str:
+        """The explicit key, else a stable hash of the canonical request."""
+        if self.key is not None:
+            return self.key
+        return content_hash(
+            self.assistant_id, self.session_id, self.message_id, self.score, self.text
+        )
+
+
+def content_hash(
+    assistant_id: str,
+    session_id: str,
+    message_id: str | None,
+    score: float | None,
+    text: str | None,
+) -> str:
+    """SHA-256 over the canonical JSON of the request's content."""
+    canonical = json.dumps(
+        [assistant_id, session_id, message_id, score, text],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid record with where it came from and its idempotency key (computed once)."""
+
+    location: str | None
+    record: FeedbackRecord
+    key: str
+
+    @classmethod
+    def of(cls, location: str | None, record: FeedbackRecord) -> Accepted:
+        return cls(location, record, record.idempotency_key())
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that failed validation: recorded as ``invalid``, never sent."""
+
+    location: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        # Keyed by where it came from: rerunning the same file updates the same row.
+        return "invalid:" + hashlib.sha256(self.location.encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What delivery made of one record; the ledger stores it."""
+
+    key: str
+    status: Status
+    attempts: int
+    http_status: int | None = None
+    feedback_id: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None

@@ -1,0 +1,146 @@
+"""Progress while a run goes, and the summary (text and JSON) when it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from pipeline.ledger import Decision
+from pipeline.models import Outcome, Status
+
+#: Invalid or failed records are printed one line each up to this many; the ledger has all.
+MAX_PROBLEM_LINES = 50
+
+
+@dataclass
+class Summary:
+    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed`` at the end."""
+
+    command: str
+    run_id: str
+    read: int = 0
+    sent: int = 0
+    skipped: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    failed: int = 0
+    not_sent: int = 0  # part of ``failed``: claimed, but the run stopped before its request
+    attempts: int = 0
+    retries: int = 0
+    aborted: str | None = None
+    dry_run: bool = False
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    duration_s: float = 0.0
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def decided(self, decision: Decision) -> None:
+        self.read += 1
+        if decision is Decision.SKIP:
+            self.skipped += 1
+        elif decision is Decision.DUPLICATE:
+            self.duplicate += 1
+        elif decision is Decision.INVALID:
+            self.invalid += 1
+
+    def delivered(self, outcome: Outcome) -> None:
+        self.attempts += outcome.attempts
+        if outcome.status is Status.SENT:
+            self.sent += 1
+        else:
+            self.failed += 1
+            if outcome.attempts == 0:
+                self.not_sent += 1
+
+    @property
+    def in_flight(self) -> int:
+        """Records read and claimed whose outcome is not known (yet)."""
+        settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
+        return self.read - settled
+
+    def finish(self) -> None:
+        self.duration_s = round(time.monotonic() - self._t0, 3)
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return 3
+        return 1 if self.failed or self.invalid or self.in_flight else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        rate = self.sent / self.duration_s if self.duration_s else 0.0
+        data.update(in_flight=self.in_flight, records_per_second=round(rate, 1))
+        data["exit_code"] = self.exit_code
+        return data
+
+    def write_json(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.as_dict(), fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+
+    def text(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        sent = (
+            self.read - self.skipped - self.duplicate - self.invalid if self.dry_run else self.sent
+        )
+        lines = [
+            f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
+            f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}",
+        ]
+        if not self.dry_run:
+            rate = self.sent / self.duration_s if self.duration_s else 0.0
+            lines.append(
+                f"  {self.attempts} requests ({self.retries} retries) in {self.duration_s:.2f}s, "
+                f"{rate:.0f} records/s"
+            )
+        if self.not_sent:
+            lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
+        if self.in_flight:
+            lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
+        if self.aborted:
+            lines.append(f"  aborted: {self.aborted}")
+        return "\n".join(lines)
+
+
+class Progress:
+    """A tqdm counter on stderr (only on a terminal) and capped per-record problem lines."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._bar = tqdm(
+            desc="records",
+            unit="rec",
+            file=self._stream,
+            dynamic_ncols=True,
+            disable=None if enabled else True,
+            leave=False,
+        )
+        self._problems = 0
+
+    def advance(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def set_postfix(self, **values: int | str) -> None:
+        self._bar.set_postfix(values, refresh=False)
+
+    def problem(self, location: str | None, message: str) -> None:
+        self._problems += 1
+        if self._problems <= MAX_PROBLEM_LINES:
+            self._bar.write(f"{location or '-'}: {message}", file=self._stream)
+        elif self._problems == MAX_PROBLEM_LINES + 1:
+            self._bar.write(
+                "... more problems not shown; `status` and the ledger list them all",
+                file=self._stream,
+            )
+
+    def close(self) -> None:
+        self._bar.close()

@@ -1,0 +1,52 @@
+"""The retry policy: what is retried, and how long to wait between attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from pipeline.errors import ApiError, RetryableApiError, TransportError
+
+#: A server's Retry-After is obeyed up to this many seconds; a larger one is treated as this.
+MAX_RETRY_AFTER = 300.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wait strategies
+    """The fallback backoff, but never less than the server's ``Retry-After``."""
+
+    def __init__(self, fallback: wait_base) -> None:
+        self._fallback = fallback
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        backoff = self._fallback(retry_state)
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, ApiError) and exc.retry_after is not None:
+            return max(backoff, min(exc.retry_after, MAX_RETRY_AFTER))
+        return backoff
+
+
+def retry_policy(
+    max_attempts: int,
+    *,
+    sleep: Sleep,
+    initial_backoff: float = 0.5,
+    max_backoff: float = 30.0,
+) -> AsyncRetrying:
+    """A tenacity policy: retry 408/429/5xx and transport errors with jittered backoff.
+
+    Other 4xx (and 401/403, which abort the run) are never retried. ``sleep`` is injectable
+    so that tests run on a fake clock and shutdown can cut a backoff short. Use one
+    ``.copy()`` per record: tenacity keeps per-call state on the instance.
+    """
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_retry_after(wait_exponential_jitter(initial=initial_backoff, max=max_backoff)),
+        retry=retry_if_exception_type((RetryableApiError, TransportError)),
+        sleep=sleep,
+        reraise=True,
+    )

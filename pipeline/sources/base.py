@@ -1,0 +1,59 @@
+"""The Source protocol and the file opening shared by file sources."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from pipeline.errors import SourceError
+from pipeline.models import RawRecord
+
+STDIN = "-"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Source(Protocol):
+    """Yields raw records lazily, each with the location it came from."""
+
+    @property
+    def name(self) -> str: ...
+
+    def records(self) -> Iterator[RawRecord]: ...
+
+
+def check_readable(path: str) -> None:
+    """Fail before the run starts, with one line, for a source that cannot be read."""
+    if path == STDIN:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{path}: no such file")
+    if p.is_dir():
+        raise SourceError(f"{path}: is a directory, not a file")
+    if not os.access(p, os.R_OK):
+        raise SourceError(f"{path}: permission denied")
+
+
+def open_binary(path: str) -> BinaryIO:
+    """Open a file or stdin for reading, decompressing gzip whatever the file's name."""
+    try:
+        raw: BinaryIO = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+    # Sniffing the magic bytes (not the suffix) also handles gzip piped into stdin.
+    if _peek(raw, 2) == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def _peek(stream: BinaryIO, size: int) -> bytes:
+    peek = getattr(stream, "peek", None)  # buffered files and stdin have it; nothing is consumed
+    return bytes(peek(size)[:size]) if peek is not None else b""
+
+
+def display_name(path: str) -> str:
+    return "<stdin>" if path == STDIN else path

@@ -1,0 +1,70 @@
+"""Validation stage: a :class:`RawRecord` becomes an :class:`Accepted` or a :class:`Rejection`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.models import RECORD_FIELDS, Accepted, FeedbackRecord, RawRecord, Rejection
+
+# Sources decode with "surrogateescape" so that one bad byte costs one record, not the file;
+# the escaped bytes show up here as lone surrogates.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class Validator:
+    """Maps source columns to record fields and validates them.
+
+    ``columns`` maps a record field to the source column it is read from (``--map score=rating``);
+    ``default_assistant_id`` fills records that have no assistant id of their own.
+    """
+
+    def __init__(
+        self, *, default_assistant_id: str | None, columns: Mapping[str, str] | None = None
+    ) -> None:
+        self._default_assistant_id = default_assistant_id
+        mapping = dict(columns or {})
+        self._sources = [(field, mapping.get(field, field)) for field in RECORD_FIELDS]
+
+    def __call__(self, raw: RawRecord) -> Accepted | Rejection:
+        if raw.error is not None:
+            return Rejection(raw.location, raw.error)
+        data: dict[str, Any] = {}
+        for field, column in self._sources:
+            value = raw.fields.get(column)
+            # An empty CSV cell or a JSON null means "absent", as the issue's contract says.
+            if value is None or value == "":
+                continue
+            if isinstance(value, str):
+                if _UNDECODABLE.search(value):
+                    return Rejection(raw.location, f"{field}: not valid UTF-8")
+                if "\x00" in value:
+                    return Rejection(raw.location, f"{field}: contains a NUL character")
+            data[field] = value
+        if "assistant_id" not in data and self._default_assistant_id is not None:
+            data["assistant_id"] = self._default_assistant_id
+        try:
+            return Accepted.of(raw.location, FeedbackRecord.model_validate(data))
+        except ValidationError as exc:
+            return Rejection(raw.location, describe(exc))
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per record: ``field: message (got 'value')`` joined by ``; ``."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in error["loc"]) or "record"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            if field == "assistant_id":
+                message = "missing (no column value and no --assistant-id default)"
+            parts.append(f"{field}: {message}")
+            continue
+        shown = repr(error.get("input"))
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        parts.append(f"{field}: {message} (got {shown})")
+    return "; ".join(parts)
