@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     rate: float | None = Field(50.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=100)
     timeout: float = Field(30.0, gt=0)
+    backoff: float = Field(0.5, gt=0, le=60)
+    max_backoff: float = Field(30.0, gt=0, le=600)
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     report: str | None = None

@@ -45,7 +45,8 @@ class Delivery:
         max_attempts: int,
         rate: float | None,
         stop: asyncio.Event,
-        initial_backoff: float = 0.5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
     ) -> None:
         self._client = client
         self._limiter = make_limiter(rate)
@@ -53,7 +54,7 @@ class Delivery:
         self.abort_reason: str | None = None
         self.retries = 0
         self._policy = retry_policy(
-            max_attempts, sleep=self._sleep, initial_backoff=initial_backoff
+            max_attempts, sleep=self._sleep, initial_backoff=backoff, max_backoff=max_backoff
         )
 
     async def _sleep(self, seconds: float) -> None:

@@ -144,8 +144,12 @@ class Rejection:
 
     @property
     def key(self) -> str:
-        # Keyed by where it came from: rerunning the same file updates the same row.
-        return "invalid:" + hashlib.sha256(self.location.encode("utf-8", "replace")).hexdigest()
+        return invalid_key(self.location)
+
+
+def invalid_key(location: str) -> str:
+    """Invalid records are keyed by where they came from: a rerun updates the same row."""
+    return "invalid:" + hashlib.sha256(location.encode("utf-8", "replace")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

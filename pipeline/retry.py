@@ -45,7 +45,12 @@ def retry_policy(
     """
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_retry_after(wait_exponential_jitter(initial=initial_backoff, max=max_backoff)),
+        # Jitter up to one initial backoff spreads out workers that failed together.
+        wait=wait_retry_after(
+            wait_exponential_jitter(
+                multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
+            )
+        ),
         retry=retry_if_exception_type((RetryableApiError, TransportError)),
         sleep=sleep,
         reraise=True,

@@ -106,6 +106,8 @@ async def _execute(
                     max_attempts=settings.max_attempts,
                     rate=settings.rate,
                     stop=asyncio.Event(),
+                    backoff=settings.backoff,
+                    max_backoff=settings.max_backoff,
                 )
                 with _signals(delivery):
                     pipeline = _Pipeline(ledger, delivery, summary, progress, settings.concurrency)

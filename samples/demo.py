@@ -14,11 +14,12 @@ from pathlib import Path
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "demo-out"
+OUT = Path("demo-out")
 SOURCES = ["samples/ratings.csv", "samples/ratings.jsonl.gz", "samples/with-errors.csv"]
 
 
 def main() -> int:
+    os.chdir(ROOT)
     OUT.mkdir(exist_ok=True)
     for stale in OUT.glob("ledger.sqlite3*"):
         stale.unlink()

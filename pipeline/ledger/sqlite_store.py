@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.errors import LedgerError
 from pipeline.ledger.base import Decision
-from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status
+from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
 
 SCHEMA_VERSION = 1
 
@@ -85,6 +85,7 @@ class SqliteStore:
         try:
             self._db = self._connect(path, dry_run)
             self._migrate()
+            self._had_invalid = self._has_invalid()
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: {exc}") from exc
 
@@ -121,6 +122,10 @@ class SqliteStore:
             self._db.close()
             self._db = sqlite3.connect(":memory:", isolation_level=None)
         self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+    def _has_invalid(self) -> bool:
+        row = self._db.execute("SELECT 1 FROM records WHERE state = 'invalid' LIMIT 1")
+        return row.fetchone() is not None
 
     def begin_run(self, command: str) -> None:
         self._write(
@@ -169,7 +174,16 @@ class SqliteStore:
                     (key, item.record.assistant_id, body, item.location, self.run_id, now)
                 )
             decisions.append(decision)
-        self._commit_many((_CLAIM, claims), (_INVALID, invalid))
+        # A row that was invalid in an earlier run and has been fixed in place since: its
+        # location-keyed "invalid" row must go, or one input record would hold two states.
+        fixed: list[tuple[object, ...]] = [
+            (invalid_key(item.location),)
+            for item in batch
+            if self._had_invalid and isinstance(item, Accepted) and item.location
+        ]
+        self._commit_many(
+            (_CLAIM, claims), (_INVALID, invalid), ("DELETE FROM records WHERE key = ?", fixed)
+        )
         return decisions
 
     def _decide(self, known: tuple[str, str] | None) -> Decision:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from pipeline.errors import SourceError
 from pipeline.models import RawRecord
@@ -44,15 +45,20 @@ def open_binary(path: str) -> BinaryIO:
         raw: BinaryIO = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+    if not hasattr(raw, "peek"):  # a stdin replaced by an in-memory stream
+        raw = cast(BinaryIO, io.BufferedReader(raw))
     # Sniffing the magic bytes (not the suffix) also handles gzip piped into stdin.
     if _peek(raw, 2) == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        if path == STDIN:
+            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value] # owns and closes the file
     return raw
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:
-    peek = getattr(stream, "peek", None)  # buffered files and stdin have it; nothing is consumed
-    return bytes(peek(size)[:size]) if peek is not None else b""
+    # Files and a real stdin are buffered readers, whose peek consumes nothing.
+    return bytes(stream.peek(size)[:size])  # type: ignore[attr-defined]
 
 
 def display_name(path: str) -> str:
