@@ -86,7 +86,7 @@ def _delivery_options(fn: F) -> F:
         click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3]."),
         click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com]."),
         click.option("--concurrency", type=int, help="Requests in flight at most [16]."),
-        click.option("--rate", type=float, help="Requests per second at most [50]."),
+        click.option("--rate", type=float, help="Requests per second at most, 0: no limit [50]."),
         click.option("--max-attempts", type=int, help="Attempts per record, retries included [5]."),
         click.option("--timeout", type=float, help="Seconds per request [30]."),
         click.option("--report", metavar="FILE", help="Write a JSON summary here."),

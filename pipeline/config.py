@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     ledger: str = "feedback-ledger.sqlite3"
     base_url: str = "https://assistants.twilio.com"
     concurrency: int = Field(16, ge=1, le=1000)
-    rate: float | None = Field(50.0, gt=0)
+    rate: float = Field(50.0, ge=0)  # 0: no limit
     max_attempts: int = Field(5, ge=1, le=100)
     timeout: float = Field(30.0, gt=0)
     backoff: float = Field(0.5, gt=0, le=60)

@@ -19,12 +19,12 @@ class NotSentError(DeliveryError):
 
 
 def make_limiter(rate: float | None) -> AsyncLimiter | None:
-    """A leaky bucket for ``rate`` requests per second, or None for no limit.
+    """A leaky bucket for ``rate`` requests per second, or None for no limit (None or 0).
 
     The bucket holds 10 ms worth of requests (at least one): a larger bucket lets a burst
     exceed the rate over a one-second window, a smaller one costs a timer wake-up per request.
     """
-    if rate is None:
+    if not rate:
         return None
     capacity = max(1.0, rate / 100)
     return AsyncLimiter(capacity, capacity / rate)

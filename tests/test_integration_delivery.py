@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, write_csv
 
-from pipeline.fake import FakeServer, FakeState, Faults
+from pipeline.fake import FakeServer, FakeState
 
 
 def test_happy_path_csv_and_jsonl_gz(run_cli: Cli, tmp_path: Path) -> None:
