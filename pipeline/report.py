@@ -32,6 +32,7 @@ class Summary:
     invalid: int = 0
     failed: int = 0
     not_sent: int = 0  # part of ``failed``: claimed, but the run stopped before its request
+    would_send: int = 0  # dry runs only: what a real run would have sent
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
@@ -48,6 +49,8 @@ class Summary:
             self.duplicate += 1
         elif decision is Decision.INVALID:
             self.invalid += 1
+        elif self.dry_run:
+            self.would_send += 1
 
     def delivered(self, outcome: Outcome) -> None:
         self.attempts += outcome.attempts
@@ -62,7 +65,7 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
-        return self.read - settled
+        return self.read - settled - self.would_send
 
     def finish(self) -> None:
         self.duration_s = round(time.monotonic() - self._t0, 3)
@@ -88,10 +91,7 @@ class Summary:
         os.replace(tmp, path)
 
     def text(self) -> str:
-        verb = "would send" if self.dry_run else "sent"
-        sent = (
-            self.read - self.skipped - self.duplicate - self.invalid if self.dry_run else self.sent
-        )
+        verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
         lines = [
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
             f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}",

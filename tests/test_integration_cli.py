@@ -107,6 +107,8 @@ def test_dry_run_sends_nothing_and_creates_no_ledger(run_cli: Cli, tmp_path: Pat
     assert "would send 10" in result.stdout
     assert run_cli.server.state.posts_received == 0
     assert not run_cli.ledger.exists()
+    clean = run_cli.run(str(write_csv(tmp_path / "b.csv", rows[:10])), "--dry-run")
+    assert clean.exit_code == 0 and "would send 10" in clean.stdout
 
 
 def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
