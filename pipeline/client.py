@@ -70,11 +70,11 @@ class FeedbackClient:
     async def list_page(
         self, assistant_id: str, *, page_size: int = MAX_LIST_PAGE_SIZE, url: str | None = None
     ) -> FeedbackPage:
-        target = (
-            URL(url, encoded=True)
-            if url
-            else self.feedbacks_url(assistant_id).with_query(PageSize=page_size)
-        )
+        first = self.feedbacks_url(assistant_id)
+        target = first.with_query(PageSize=page_size) if url is None else URL(url, encoded=True)
+        if target.origin() != first.origin():
+            # The session sends credentials with every request: never to another host.
+            raise PermanentApiError(200, f"next page is on another host: {target.origin()}")
         try:
             async with self._session.get(target) as resp:
                 if resp.status != 200:

@@ -57,8 +57,10 @@ class FeedbackRecord(BaseModel):
     @field_validator("assistant_id")
     @classmethod
     def _safe_assistant_id(cls, value: str) -> str:
-        if _UNSAFE_ID.search(value):
-            raise ValueError("must not contain '/', '?', '#', '%', '\\', '..', or whitespace")
+        if value == "." or _UNSAFE_ID.search(value):
+            raise ValueError(
+                "must not be '.' or contain '/', '?', '#', '%', '\\', '..', whitespace"
+            )
         return value
 
     @field_validator("session_id")

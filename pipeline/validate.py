@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from pipeline.models import RECORD_FIELDS, Accepted, FeedbackRecord, RawRecord, Rejection
 
 # Sources decode with "surrogateescape" so that one bad byte costs one record, not the file;
-# the escaped bytes show up here as lone surrogates.
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
+# the escaped bytes show up here as lone surrogates. JSON "\ud800" escapes give them too, and
+# none of them can be encoded into a request (or the ledger).
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
 
 
 class Validator:

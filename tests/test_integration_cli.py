@@ -183,3 +183,14 @@ def test_bad_configuration_is_one_line_and_exit_2(
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "feedback-ledger.sqlite3").exists()
+
+
+def test_dry_run_counts_repeats_across_batches(
+    run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEEDBACK_PIPELINE_BATCH_SIZE", "4")
+    rows = make_rows(10)
+    result = run_cli.run(str(write_csv(tmp_path / "a.csv", rows + rows[:3])), "--dry-run")
+
+    assert result.exit_code == 0
+    assert "read 13, would send 10" in result.stdout and "duplicate 3" in result.stdout

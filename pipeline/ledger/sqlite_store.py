@@ -86,6 +86,12 @@ class SqliteStore:
             self._db = self._connect(path, dry_run)
             self._migrate()
             self._had_invalid = self._has_invalid()
+            if dry_run:
+                # What a dry run would claim, so that a repeat in a later batch is still a
+                # duplicate; a TEMP table spills to a temporary file, not to memory.
+                self._db.execute(
+                    "CREATE TEMP TABLE dry_claims (key TEXT PRIMARY KEY) WITHOUT ROWID"
+                )
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: {exc}") from exc
 
@@ -152,6 +158,11 @@ class SqliteStore:
                 f"SELECT key, state, run_id FROM records WHERE key IN ({marks})", chunk
             )
             found.update((k, (s, r)) for k, s, r in rows)
+            if self._dry_run:
+                rows = self._db.execute(
+                    f"SELECT key FROM temp.dry_claims WHERE key IN ({marks})", chunk
+                )
+                found.update((k, (Status.IN_FLIGHT, self.run_id)) for (k,) in rows)
         return found
 
     def claim(self, batch: Sequence[Accepted | Rejection]) -> list[Decision]:
@@ -176,6 +187,8 @@ class SqliteStore:
             decisions.append(decision)
         # A row that was invalid in an earlier run and has been fixed in place since: its
         # location-keyed "invalid" row must go, or one input record would hold two states.
+        if self._dry_run:
+            self._db.executemany("INSERT INTO temp.dry_claims VALUES (?)", [c[:1] for c in claims])
         fixed: list[tuple[object, ...]] = [
             (invalid_key(item.location),)
             for item in batch

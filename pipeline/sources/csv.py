@@ -36,6 +36,10 @@ class CsvSource:
             except StopIteration:
                 return
             except csv.Error as exc:
+                if header is None:
+                    # Without its header no row of the file can be read as intended.
+                    yield RawRecord(f"{self.name}:{line}", {}, f"malformed CSV header: {exc}")
+                    return
                 yield RawRecord(f"{self.name}:{line}", {}, f"malformed CSV: {exc}")
                 line = reader.line_num + 1  # type: ignore[attr-defined]
                 continue
