@@ -21,13 +21,15 @@ from pipeline import __version__
 from pipeline.config import Credentials, Settings
 from pipeline.errors import (
     AbortedError,
+    AuthError,
     ConfigError,
     LedgerError,
     PipelineError,
+    ReconcileError,
     SourceError,
 )
 from pipeline.report import Summary
-from pipeline.runner import ledger_counts, replay_failed, run_sources
+from pipeline.runner import ledger_counts, reconcile_ledger, replay_failed, run_sources
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,6 +91,19 @@ def _delivery_options(fn: F) -> F:
         click.option("--rate", type=float, help="Requests per second at most, 0: no limit [50]."),
         click.option("--max-attempts", type=int, help="Attempts per record, retries included [5]."),
         click.option("--timeout", type=float, help="Seconds per request [30]."),
+        click.option(
+            "--no-reconcile",
+            "reconcile",
+            flag_value=False,
+            default=None,
+            help="Do not settle uncertain records first (they are then not sent).",
+        ),
+        click.option(
+            "--settle",
+            type=float,
+            metavar="S",
+            help="Seconds the API may take to store a request, for reconcile [5].",
+        ),
         click.option("--report", metavar="FILE", help="Write a JSON summary here."),
         click.option(
             "--no-progress",
@@ -173,7 +188,7 @@ def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
     settings = Settings.load(config_file, ledger=ledger)
     _require_ledger(settings.ledger)
     counts = asyncio.run(ledger_counts(settings.ledger))
-    states = ("sent", "failed", "invalid", "in_flight")
+    states = ("sent", "failed", "invalid", "in_flight", "unknown")
     result = {state: counts.get(state, 0) for state in states}
     result["total"] = sum(counts.values())
     if as_json:
@@ -182,6 +197,32 @@ def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
     click.echo(f"ledger {settings.ledger}")
     for name, count in result.items():
         click.echo(f"  {name:<10}{count:>10}")
+
+
+@cli.command()
+@click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
+@click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3].")
+@click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com].")
+@click.option("--settle", type=float, metavar="S", help="Seconds the API may take to store [5].")
+@click.option("--max-attempts", type=int, help="Attempts per list page [5].")
+@click.option("--timeout", type=float, help="Seconds per request [30].")
+@_guarded
+def reconcile(config_file: str | None, **flags: Any) -> None:
+    """Settle records left in flight or unknown, using the API's List endpoint."""
+    settings = Settings.load(config_file, **flags)
+    _require_ledger(settings.ledger)
+    try:
+        settled = asyncio.run(reconcile_ledger(settings, auth=Credentials().basic_auth()))
+    except ReconcileError as exc:
+        _fail(f"reconcile: {exc}; the uncertain records stay as they were", EXIT_PROBLEMS)
+        return
+    except AuthError as exc:
+        _fail(f"authentication refused by the API ({exc})", EXIT_ABORTED)
+        return
+    click.echo(
+        f"reconcile: {settled.total} uncertain records: {settled.found} were stored by the API "
+        f"(now sent), {settled.missing} were not (now failed; replay or a rerun sends them)"
+    )
 
 
 def _require_ledger(path: str) -> None:

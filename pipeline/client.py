@@ -17,6 +17,8 @@ import aiohttp
 from yarl import URL
 
 from pipeline.errors import (
+    AmbiguousApiError,
+    AmbiguousTransportError,
     ApiError,
     AuthError,
     PermanentApiError,
@@ -26,6 +28,13 @@ from pipeline.errors import (
 
 #: Statuses worth retrying: throttled, request timeout, and server-side failures.
 RETRYABLE_STATUSES = frozenset({408, 429})
+#: Statuses after which the feedback may exist. 500: the server failed somewhere in handling,
+#: possibly after storing; 502: a gateway lost or garbled the answer of a server that may have
+#: stored it; 504: a gateway gave up waiting on a server that may still store it. (503 is a
+#: refusal to take the work, and 408/429 are answered before any; those are safe to resend.)
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+#: Failures that happen before the request can have left: nothing to settle, safe to resend.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 MAX_LIST_PAGE_SIZE = 1000
 
 
@@ -64,8 +73,11 @@ class FeedbackClient:
                     fid = data.get("id") if isinstance(data, dict) else None
                     return Created(fid if isinstance(fid, str) else None, resp.status)
                 raise await api_error(resp)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except _NOT_SENT as exc:
             raise TransportError(describe_transport(exc)) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # The connection broke or went quiet after the request may have been written.
+            raise AmbiguousTransportError(describe_transport(exc)) from exc
 
     async def list_page(
         self, assistant_id: str, *, page_size: int = MAX_LIST_PAGE_SIZE, url: str | None = None
@@ -115,6 +127,8 @@ async def api_error(resp: aiohttp.ClientResponse) -> ApiError:
 def error_class(status: int) -> type[ApiError]:
     if status in (401, 403):
         return AuthError
+    if status in AMBIGUOUS_STATUSES:
+        return AmbiguousApiError
     if status in RETRYABLE_STATUSES or status >= 500:
         return RetryableApiError
     return PermanentApiError

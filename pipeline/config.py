@@ -22,7 +22,7 @@ from pipeline.models import RECORD_FIELDS
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
-_FLAGS = {"columns": "--map", "progress": "--no-progress"}
+_FLAGS = {"columns": "--map", "progress": "--no-progress", "reconcile": "--no-reconcile"}
 
 
 class Settings(BaseSettings):
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     rate: float = Field(50.0, ge=0)  # 0: no limit
     max_attempts: int = Field(5, ge=1, le=100)
     timeout: float = Field(30.0, gt=0)
+    reconcile: bool = True
+    settle: float = Field(5.0, ge=0, le=600)
     backoff: float = Field(0.5, gt=0, le=60)
     max_backoff: float = Field(30.0, gt=0, le=600)
     format: Literal["csv", "jsonl"] | None = None

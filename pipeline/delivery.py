@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 from aiolimiter import AsyncLimiter
 
 from pipeline.client import Created, FeedbackClient
-from pipeline.errors import ApiError, AuthError, DeliveryError, TransportError
+from pipeline.errors import (
+    AmbiguousApiError,
+    AmbiguousTransportError,
+    ApiError,
+    AuthError,
+    DeliveryError,
+    TransportError,
+)
 from pipeline.models import Accepted, Outcome, Status
 from pipeline.retry import retry_policy
 
@@ -54,10 +61,10 @@ class Delivery:
         self.abort_reason: str | None = None
         self.retries = 0
         self._policy = retry_policy(
-            max_attempts, sleep=self._sleep, initial_backoff=backoff, max_backoff=max_backoff
+            max_attempts, sleep=self.pause, initial_backoff=backoff, max_backoff=max_backoff
         )
 
-    async def _sleep(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         # A backoff that ends early when the run stops, instead of holding shutdown hostage.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
@@ -88,6 +95,8 @@ class Delivery:
         except AuthError as exc:
             self.abort(f"authentication refused by the API ({exc})")
             return self._failed(item, attempts, exc)
+        except (AmbiguousApiError, AmbiguousTransportError) as exc:
+            return self._failed(item, attempts, exc, Status.UNKNOWN)
         except ApiError as exc:
             return self._failed(item, attempts, exc)
         except (TransportError, NotSentError) as exc:
@@ -95,8 +104,12 @@ class Delivery:
         return Outcome(item.key, Status.SENT, attempts, created.status, created.feedback_id)
 
     @staticmethod
-    def _failed(item: Accepted, attempts: int, exc: ApiError) -> Outcome:
-        return Outcome(item.key, Status.FAILED, attempts, exc.status, None, exc.code, exc.message)
+    def _failed(
+        item: Accepted, attempts: int, exc: DeliveryError, status: Status = Status.FAILED
+    ) -> Outcome:
+        if isinstance(exc, ApiError):
+            return Outcome(item.key, status, attempts, exc.status, None, exc.code, exc.message)
+        return Outcome(item.key, status, attempts, error_message=str(exc))
 
     def abort(self, reason: str) -> None:
         """Stop the run for good, keeping the first reason given."""

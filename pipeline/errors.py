@@ -8,12 +8,19 @@ can catch the family; the CLI maps each branch to an exit code::
     ├── SourceError             a source cannot be opened or read        -> exit 2
     ├── LedgerError             the ledger file is unusable              -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
+    ├── ReconcileError          the List endpoint could not be read      -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
-        ├── TransportError      no HTTP answer (refused, reset, timeout) -> retried
+        ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
+        │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
         └── ApiError            the API answered with an error status
-            ├── RetryableApiError   429, 408, 5xx                        -> retried
+            ├── RetryableApiError   429, 408, 503, other 5xx (not sent)  -> retried
+            ├── AmbiguousApiError   500, 502, 504 (may be stored)        -> unknown, reconciled
             ├── PermanentApiError   any other 4xx                        -> failed, not retried
             └── AuthError           401, 403                             -> aborts the run
+
+``Ambiguous`` marks the errors after which the API may hold the feedback: sending again could
+duplicate it (the endpoint has no idempotency header), so such a record is never resent
+blindly; reconciliation with the List endpoint settles it.
 
 Messages never contain credentials: the client never puts them anywhere but the
 Authorization header, and errors are built from status, Twilio code and message only.
@@ -42,12 +49,24 @@ class AbortedError(PipelineError):
     """The run was stopped early: authentication refused or interrupted."""
 
 
+class ReconcileError(PipelineError):
+    """Uncertain records could not be checked against the API; they stay uncertain."""
+
+
 class DeliveryError(PipelineError):
     """A single request did not produce a feedback resource."""
 
 
+class Ambiguous:
+    """Marker: the request may have been processed; its outcome is unknown."""
+
+
 class TransportError(DeliveryError):
-    """No HTTP response arrived: connection refused or reset, or a timeout."""
+    """No HTTP response arrived, and the request never reached the API."""
+
+
+class AmbiguousTransportError(Ambiguous, TransportError):
+    """No HTTP response arrived after the request went out (reset, read timeout)."""
 
 
 class ApiError(DeliveryError):
@@ -73,6 +92,10 @@ class ApiError(DeliveryError):
 
 class RetryableApiError(ApiError):
     """429, 408 or 5xx: worth another attempt after a backoff."""
+
+
+class AmbiguousApiError(Ambiguous, ApiError):
+    """500, 502 or 504: the API (or a gateway before it) may have stored the feedback."""
 
 
 class PermanentApiError(ApiError):

@@ -24,6 +24,7 @@ class Status(StrEnum):
     """Ledger states. Every input record ends in exactly one of them."""
 
     IN_FLIGHT = "in_flight"
+    UNKNOWN = "unknown"  # the request may have been stored (reset, 500/502/504): reconcile
     SENT = "sent"
     FAILED = "failed"
     INVALID = "invalid"

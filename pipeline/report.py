@@ -33,6 +33,9 @@ class Summary:
     failed: int = 0
     not_sent: int = 0  # part of ``failed``: claimed, but the run stopped before its request
     would_send: int = 0  # dry runs only: what a real run would have sent
+    unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
+    reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
+    reconciled_missing: int = 0  # ... found not stored: now failed, so sent again
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
@@ -49,6 +52,8 @@ class Summary:
             self.duplicate += 1
         elif decision is Decision.INVALID:
             self.invalid += 1
+        elif decision is Decision.UNCERTAIN:
+            self.unknown += 1
         elif self.dry_run:
             self.would_send += 1
 
@@ -56,6 +61,8 @@ class Summary:
         self.attempts += outcome.attempts
         if outcome.status is Status.SENT:
             self.sent += 1
+        elif outcome.status is Status.UNKNOWN:
+            self.unknown += 1
         else:
             self.failed += 1
             if outcome.attempts == 0:
@@ -65,7 +72,13 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
-        return self.read - settled - self.would_send
+        return self.read - settled - self.unknown - self.would_send
+
+    def settled_own(self, found: int, missing: int) -> None:
+        """This run's unknown outcomes, settled by reconciliation at its end."""
+        self.unknown -= found + missing
+        self.sent += found
+        self.failed += missing
 
     def finish(self) -> None:
         self.duration_s = round(time.monotonic() - self._t0, 3)
@@ -74,7 +87,7 @@ class Summary:
     def exit_code(self) -> int:
         if self.aborted:
             return 3
-        return 1 if self.failed or self.invalid or self.in_flight else 0
+        return 1 if self.failed or self.invalid or self.unknown or self.in_flight else 0
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -101,6 +114,17 @@ class Summary:
             lines.append(
                 f"  {self.attempts} requests ({self.retries} retries) in {self.duration_s:.2f}s, "
                 f"{rate:.0f} records/s"
+            )
+        if self.reconciled_found or self.reconciled_missing:
+            lines.append(
+                f"  reconciled {self.reconciled_found + self.reconciled_missing} uncertain records"
+                f" of earlier runs: {self.reconciled_found} were stored (now sent), "
+                f"{self.reconciled_missing} were not (sent if in the input, or by replay)"
+            )
+        if self.unknown:
+            lines.append(
+                f"  {self.unknown} with an unknown outcome: the API may hold them; "
+                "`reconcile` or the next run settles them"
             )
         if self.not_sent:
             lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from pipeline.errors import ApiError, RetryableApiError, TransportError
+from pipeline.errors import Ambiguous, ApiError, RetryableApiError, TransportError
 
 #: A server's Retry-After is obeyed up to this many seconds; a larger one is treated as this.
 MAX_RETRY_AFTER = 300.0
@@ -30,17 +30,24 @@ class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wai
         return backoff
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Not sent, and worth another try. Ambiguous failures are settled, never resent blindly."""
+    return isinstance(exc, RetryableApiError | TransportError) and not isinstance(exc, Ambiguous)
+
+
 def retry_policy(
     max_attempts: int,
     *,
     sleep: Sleep,
     initial_backoff: float = 0.5,
     max_backoff: float = 30.0,
+    idempotent: bool = False,
 ) -> AsyncRetrying:
-    """A tenacity policy: retry 408/429/5xx and transport errors with jittered backoff.
+    """A tenacity policy: retry 408/429/503 and unsent requests with jittered backoff.
 
-    Other 4xx (and 401/403, which abort the run) are never retried. ``sleep`` is injectable
-    so that tests run on a fake clock and shutdown can cut a backoff short. Use one
+    Other 4xx (and 401/403, which abort the run) are never retried, nor are ambiguous
+    failures. ``sleep`` is injectable so that tests run on a fake clock and shutdown can cut
+    a backoff short. Use one
     ``.copy()`` per record: tenacity keeps per-call state on the instance.
     """
     return AsyncRetrying(
@@ -51,7 +58,12 @@ def retry_policy(
                 multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
             )
         ),
-        retry=retry_if_exception_type((RetryableApiError, TransportError)),
+        # An idempotent request (a GET) can be repeated after an ambiguous failure too.
+        retry=retry_if_exception(
+            (lambda e: isinstance(e, RetryableApiError | TransportError))
+            if idempotent
+            else is_retryable
+        ),
         sleep=sleep,
         reraise=True,
     )

@@ -15,7 +15,7 @@ import itertools
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TypeAlias
 
 import aiohttp
@@ -24,9 +24,10 @@ from pipeline import __version__
 from pipeline.client import FeedbackClient
 from pipeline.config import Settings
 from pipeline.delivery import Delivery
-from pipeline.errors import LedgerError, PipelineError
+from pipeline.errors import AuthError, LedgerError, PipelineError, ReconcileError
 from pipeline.ledger import Decision, Ledger, SqliteLedger
 from pipeline.models import Accepted, Outcome, RawRecord, Rejection
+from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import Source, open_source
 from pipeline.validate import Validator
@@ -99,26 +100,86 @@ async def _execute(
         if dry_run or auth is None:
             await _dry_run(ledger, batches(ledger), summary, progress)
         else:
-            async with _session(settings, auth) as session:
-                client = FeedbackClient(session, settings.base_url)
-                delivery = Delivery(
-                    client,
-                    max_attempts=settings.max_attempts,
-                    rate=settings.rate,
-                    stop=asyncio.Event(),
-                    backoff=settings.backoff,
-                    max_backoff=settings.max_backoff,
-                )
-                with _signals(delivery):
-                    pipeline = _Pipeline(ledger, delivery, summary, progress, settings.concurrency)
-                    await pipeline.run(batches(ledger))
-                summary.retries = delivery.retries
-                summary.aborted = delivery.abort_reason
+            await _deliver(settings, auth, ledger, batches, summary, progress)
     finally:
         progress.close()
         summary.finish()
         await ledger.close(json.dumps(summary.as_dict()))
     return summary
+
+
+async def _deliver(
+    settings: Settings,
+    auth: tuple[str, str],
+    ledger: Ledger,
+    batches: Callable[[Ledger], Batches],
+    summary: Summary,
+    progress: Progress,
+) -> None:
+    async with _session(settings, auth) as session:
+        client = FeedbackClient(session, settings.base_url)
+        delivery = _delivery(settings, client)
+        reconciler = Reconciler(
+            client,
+            ledger,
+            settle=settings.settle,
+            max_attempts=settings.max_attempts,
+            sleep=delivery.pause,
+        )
+        with _signals(delivery):
+            # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
+            # so that nothing they may have delivered is delivered again.
+            if settings.reconcile:
+                earlier = await _settle(reconciler.settle_leftovers, delivery, progress)
+                summary.reconciled_found, summary.reconciled_missing = (
+                    earlier.found,
+                    earlier.missing,
+                )
+            if not delivery.stop.is_set():
+                pipeline = _Pipeline(ledger, delivery, summary, progress, settings.concurrency)
+                await pipeline.run(batches(ledger))
+            if settings.reconcile and summary.unknown and not delivery.stop.is_set():
+                own = await _settle(reconciler.settle_own, delivery, progress)
+                summary.settled_own(own.found, own.missing)
+        summary.retries = delivery.retries
+        summary.aborted = delivery.abort_reason
+
+
+def _delivery(settings: Settings, client: FeedbackClient) -> Delivery:
+    return Delivery(
+        client,
+        max_attempts=settings.max_attempts,
+        rate=settings.rate,
+        stop=asyncio.Event(),
+        backoff=settings.backoff,
+        max_backoff=settings.max_backoff,
+    )
+
+
+async def _settle(
+    step: Callable[[], Awaitable[Settled]], delivery: Delivery, progress: Progress
+) -> Settled:
+    try:
+        return await step()
+    except AuthError as exc:
+        delivery.abort(f"authentication refused by the API ({exc})")
+    except ReconcileError as exc:
+        progress.problem(None, f"reconcile: {exc}; uncertain records are not sent again")
+    return Settled()
+
+
+async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Settled:
+    """The ``reconcile`` command: settle every uncertain record of the ledger."""
+    ledger = await SqliteLedger.open(settings.ledger, uuid.uuid4().hex[:16], command="reconcile")
+    try:
+        async with _session(settings, auth) as session:
+            client = FeedbackClient(session, settings.base_url)
+            reconciler = Reconciler(
+                client, ledger, settle=settings.settle, max_attempts=settings.max_attempts
+            )
+            return await reconciler.settle_leftovers()
+    finally:
+        await ledger.close()
 
 
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:
@@ -193,6 +254,7 @@ class _Pipeline:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._worker()) for _ in range(self._concurrency)]
             writer = group.create_task(self._writer())
+            heartbeat = group.create_task(self._heartbeat())
             try:
                 await self._produce(batches)
             except PipelineError as exc:
@@ -202,6 +264,13 @@ class _Pipeline:
             await asyncio.gather(*workers)
             self._outcomes.put_nowait(None)
             await writer
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        # Tells a later run how long this one was alive, should it die with records in flight.
+        while True:
+            await self._ledger.heartbeat()
+            await asyncio.sleep(HEARTBEAT_S)
 
     async def _produce(self, batches: Batches) -> None:
         async for batch in batches:

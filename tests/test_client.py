@@ -16,12 +16,16 @@ from yarl import URL
 
 from pipeline.client import FeedbackClient, parse_retry_after
 from pipeline.errors import (
+    Ambiguous,
+    AmbiguousApiError,
+    AmbiguousTransportError,
     ApiError,
     AuthError,
     PermanentApiError,
     RetryableApiError,
     TransportError,
 )
+from pipeline.retry import is_retryable
 
 BASE = "https://assistants.test"
 ASSISTANT = "aia_asst_00000000-1111-2222-3333-444444444444"
@@ -191,8 +195,8 @@ async def test_429_without_retry_after(mock: aioresponses, client: FeedbackClien
     assert error.retry_after is None
 
 
-@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
-async def test_server_errors_are_retryable(
+@pytest.mark.parametrize("status", [408, 503, 501, 505])
+async def test_server_refusals_are_retryable(
     mock: aioresponses, client: FeedbackClient, status: int
 ) -> None:
     reply(mock, status, payload=twilio_error(20500, "Internal error", status))
@@ -202,12 +206,55 @@ async def test_server_errors_are_retryable(
     assert error.message == "Internal error"
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_errors_after_which_the_feedback_may_exist_are_ambiguous(
+    mock: aioresponses, client: FeedbackClient, status: int
+) -> None:
+    reply(mock, status, payload=twilio_error(20500, "Internal error", status))
+    error = await create_error(client)
+    assert type(error) is AmbiguousApiError
+    assert isinstance(error, Ambiguous)
+    assert not is_retryable(error)
+    assert error.status == status
+
+
+@pytest.mark.parametrize(
+    ("exc", "ambiguous"),
+    [
+        (aiohttp.ClientConnectorError(Mock(), OSError(111, "Connection refused")), False),
+        (aiohttp.ConnectionTimeoutError("connect timeout"), False),
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), True),
+        (aiohttp.SocketTimeoutError("read timeout"), True),
+        (TimeoutError(), True),
+        (aiohttp.ClientPayloadError("truncated"), True),
+    ],
+    ids=[
+        "refused",
+        "connect-timeout",
+        "disconnected",
+        "reset",
+        "read-timeout",
+        "total-timeout",
+        "payload",
+    ],
+)
+async def test_transport_failures_are_classified_by_whether_the_request_left(
+    mock: aioresponses, client: FeedbackClient, exc: Exception, ambiguous: bool
+) -> None:
+    mock.post(ANY, exception=exc)
+    with pytest.raises(TransportError) as info:
+        await client.create(ASSISTANT, {"session_id": "s"})
+    assert isinstance(info.value, AmbiguousTransportError) is ambiguous
+    assert is_retryable(info.value) is not ambiguous
+
+
 async def test_non_json_error_body(mock: aioresponses, client: FeedbackClient) -> None:
     reply(mock, 502, body="<html>upstream down</html>", content_type="text/html")
 
     error = await create_error(client)
 
-    assert type(error) is RetryableApiError
+    assert type(error) is AmbiguousApiError
     assert error.status == 502
     assert error.code is None
     assert error.more_info is None

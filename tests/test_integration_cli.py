@@ -119,7 +119,14 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
 
     assert result.exit_code == 0
     counts = json.loads(result.stdout)
-    assert counts == {"sent": 6, "failed": 0, "invalid": 1, "in_flight": 0, "total": 7}
+    assert counts == {
+        "sent": 6,
+        "failed": 0,
+        "invalid": 1,
+        "in_flight": 0,
+        "unknown": 0,
+        "total": 7,
+    }
 
 
 def test_a_ledger_in_use_aborts(run_cli: Cli, tmp_path: Path) -> None:

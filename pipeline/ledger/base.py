@@ -16,6 +16,7 @@ class Decision(StrEnum):
     SKIP = "skipped"  # already sent by an earlier run
     DUPLICATE = "duplicate"  # the same key came earlier in this run
     INVALID = "invalid"  # a rejection, recorded
+    UNCERTAIN = "unknown"  # an earlier run may have sent it and reconciliation did not settle it
 
 
 class Ledger(Protocol):
@@ -33,6 +34,22 @@ class Ledger(Protocol):
 
     def failed(self, batch_size: int = 500) -> AsyncIterator[list[Accepted]]:
         """Records in ``failed``, in batches, for ``replay``."""
+        ...
+
+    async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
+        """(record, run id) of records whose request may have reached the API."""
+        ...
+
+    async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
+        """The feedback ids among ``ids`` that some ``sent`` record already holds."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Note that this run is alive (reconciliation of a dead run waits on it)."""
+        ...
+
+    async def last_seen(self, run_ids: Sequence[str]) -> float | None:
+        """When the latest of these runs was last alive, in seconds since the epoch."""
         ...
 
     async def counts(self) -> dict[str, int]:

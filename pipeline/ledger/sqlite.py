@@ -93,6 +93,18 @@ class SqliteLedger:
             after = batch[-1].key
             yield batch
 
+    async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
+        return await self._call(lambda: self._store.uncertain(this_run))
+
+    async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
+        return await self._call(lambda: self._store.recorded_ids(ids))
+
+    async def heartbeat(self) -> None:
+        await self._call(self._store.heartbeat)
+
+    async def last_seen(self, run_ids: Sequence[str]) -> float | None:
+        return await self._call(lambda: self._store.last_seen(run_ids))
+
     async def counts(self) -> dict[str, int]:
         return await self._call(self._store.counts)
 

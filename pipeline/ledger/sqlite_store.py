@@ -5,40 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import LedgerError
 from pipeline.ledger.base import Decision
+from pipeline.ledger.schema import migrate
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE records (
-    key TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    assistant_id TEXT,
-    body TEXT,              -- the validated request; kept until the record is sent
-    location TEXT,          -- file:line it was last read from
-    run_id TEXT NOT NULL,   -- the run that last changed the row
-    attempts INTEGER NOT NULL DEFAULT 0,
-    http_status INTEGER,
-    feedback_id TEXT,
-    error_code INTEGER,
-    error_message TEXT,
-    updated_at TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX records_state ON records(state);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    command TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    summary TEXT
-);
-"""
 
 _CLAIM = """
 INSERT INTO records (key, state, assistant_id, body, location, run_id, attempts, updated_at)
@@ -113,21 +88,11 @@ class SqliteStore:
         return db
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger schema version {version} is newer than this program's "
-                f"({SCHEMA_VERSION}); upgrade feedback-pipeline"
-            )
-        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise LedgerError("the file is an SQLite database but not a feedback-pipeline ledger")
-        if self._dry_run:
+        if migrate(self._db, read_only=self._dry_run) == "empty-read-only":
             # An empty file opened read-only: read it as the empty ledger it is.
             self._db.close()
             self._db = sqlite3.connect(":memory:", isolation_level=None)
-        self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            migrate(self._db, read_only=False)
 
     def _has_invalid(self) -> bool:
         row = self._db.execute("SELECT 1 FROM records WHERE state = 'invalid' LIMIT 1")
@@ -207,8 +172,11 @@ class SqliteStore:
             return Decision.DUPLICATE
         if state == Status.SENT:
             return Decision.SKIP
-        # failed: try again; in_flight left by an interrupted run: send (at least once).
-        return Decision.SEND
+        if state == Status.FAILED:
+            return Decision.SEND
+        # in_flight or unknown from an earlier run: the API may hold it. Reconciliation settles
+        # it first; if it could not, sending again might duplicate it.
+        return Decision.UNCERTAIN
 
     def _commit_many(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
         if self._dry_run or not any(rows for _, rows in statements):
@@ -253,6 +221,51 @@ class SqliteStore:
             Accepted(location, FeedbackRecord(assistant_id=assistant, **json.loads(body)), key)
             for key, assistant, body, location in rows
         ]
+
+    def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
+        """Records whose request may have reached the API: this run's ``unknown`` ones, or
+        the ``in_flight``/``unknown`` ones other (dead: the lock says so) runs left."""
+        if this_run:
+            where, params = "state = 'unknown' AND run_id = ?", (self.run_id,)
+        else:
+            where, params = "state IN ('in_flight', 'unknown') AND run_id != ?", (self.run_id,)
+        rows = self._db.execute(
+            f"SELECT key, assistant_id, body, location, run_id FROM records WHERE {where}", params
+        ).fetchall()
+        return [
+            (Accepted(loc, FeedbackRecord(assistant_id=assistant, **json.loads(body)), key), run)
+            for key, assistant, body, loc, run in rows
+        ]
+
+    def recorded_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these feedback ids the ledger already holds for some record."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 900):
+            chunk = list(ids[i : i + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT feedback_id FROM records "
+                f"WHERE state = 'sent' AND feedback_id IN ({marks})",
+                chunk,
+            )
+            found.update(fid for (fid,) in rows)
+        return found
+
+    def heartbeat(self) -> None:
+        self._write("UPDATE runs SET last_seen = ? WHERE run_id = ?", (time.time(), self.run_id))
+
+    def last_seen(self, run_ids: Sequence[str]) -> float | None:
+        """When the latest of these runs was last known alive (seconds since the epoch)."""
+        latest: float | None = None
+        for run_id in run_ids:
+            row = self._db.execute(
+                "SELECT last_seen, started_at FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            seen = row[0] if row[0] is not None else datetime.fromisoformat(row[1]).timestamp()
+            latest = seen if latest is None else max(latest, seen)
+        return latest
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) FROM records GROUP BY state")

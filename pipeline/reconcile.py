@@ -1,0 +1,154 @@
+"""Reconciliation: settle the records whose request may have reached the API.
+
+A record is uncertain when a run died with it ``in_flight``, or when its request ended
+ambiguously (``unknown``: reset or timeout after sending, 500/502/504). Sending it again could
+duplicate it, so it is looked up instead: the assistant's feedbacks are listed (PageSize 1000,
+following ``meta.next_page_url``) and matched on (session_id, message_id, score, text).
+Found: ``sent`` with the API's id. Not found: ``failed`` as "not stored", which ``run`` and
+``replay`` then send. Two records with the same content each need their own stored copy: ids
+the ledger already holds for another record are not handed out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.client import FeedbackClient, FeedbackPage
+from pipeline.errors import AuthError, DeliveryError, ReconcileError
+from pipeline.ledger import Ledger
+from pipeline.models import Accepted, Outcome, Status, content_hash
+from pipeline.retry import Sleep, retry_policy
+
+#: How often a sending run records that it is alive.
+HEARTBEAT_S = 1.0
+NOT_STORED = "not stored by the API (checked by reconcile); run or replay sends it"
+
+
+@dataclass
+class Settled:
+    found: int = 0
+    missing: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.found + self.missing
+
+
+class Reconciler:
+    """``settle`` seconds: how long a request that reached the API may take to be stored."""
+
+    def __init__(
+        self,
+        client: FeedbackClient,
+        ledger: Ledger,
+        *,
+        settle: float,
+        max_attempts: int,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._settle = settle
+        self._sleep = sleep
+        self._clock = clock
+        self._policy = retry_policy(max_attempts, sleep=sleep, idempotent=True)
+
+    async def settle_leftovers(self) -> Settled:
+        """Settle what earlier (dead) runs left in flight or unknown."""
+        rows = await self._ledger.uncertain(this_run=False)
+        if not rows:
+            return Settled()
+        last_seen = await self._ledger.last_seen(sorted({run for _, run in rows}))
+        # A request the dead run sent went out before its next heartbeat was due.
+        await self._wait_until((last_seen or 0.0) + HEARTBEAT_S + self._settle)
+        return await self._settle_records([record for record, _ in rows])
+
+    async def settle_own(self) -> Settled:
+        """Settle this run's ambiguous outcomes (all of them are at most now)."""
+        rows = await self._ledger.uncertain(this_run=True)
+        if not rows:
+            return Settled()
+        await self._wait_until(self._clock() + self._settle)
+        return await self._settle_records([record for record, _ in rows])
+
+    async def _wait_until(self, deadline: float) -> None:
+        delay = deadline - self._clock()
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def _settle_records(self, records: Sequence[Accepted]) -> Settled:
+        by_assistant: dict[str, list[Accepted]] = defaultdict(list)
+        for item in records:
+            by_assistant[item.record.assistant_id].append(item)
+        settled = Settled()
+        for assistant_id, items in sorted(by_assistant.items()):
+            outcomes = await self._match(assistant_id, items)
+            await self._ledger.record(outcomes)
+            found = sum(1 for o in outcomes if o.status is Status.SENT)
+            settled.found += found
+            settled.missing += len(outcomes) - found
+        return settled
+
+    async def _match(self, assistant_id: str, items: Sequence[Accepted]) -> list[Outcome]:
+        wanted: dict[str, list[Accepted]] = defaultdict(list)
+        for item in items:
+            r = item.record
+            wanted[content_hash(assistant_id, r.session_id, r.message_id, r.score, r.text)].append(
+                item
+            )
+        stored = await self._stored_ids(assistant_id, set(wanted))
+        taken = await self._ledger.recorded_ids([i for ids in stored.values() for i in ids])
+        outcomes: list[Outcome] = []
+        for content, group in wanted.items():
+            free = [fid for fid in stored.get(content, []) if fid not in taken]
+            for item, fid in zip(group, free + [None] * len(group), strict=False):
+                if fid is None:
+                    outcomes.append(Outcome(item.key, Status.FAILED, 0, error_message=NOT_STORED))
+                else:
+                    outcomes.append(Outcome(item.key, Status.SENT, 0, feedback_id=fid))
+        return outcomes
+
+    async def _stored_ids(self, assistant_id: str, contents: set[str]) -> dict[str, list[str]]:
+        """Ids of the assistant's stored feedbacks whose content is one of ``contents``."""
+        ids: dict[str, list[str]] = defaultdict(list)
+        url: str | None = None
+        while True:
+            page = await self._page(assistant_id, url)
+            for feedback in page.feedbacks:
+                content = _content(assistant_id, feedback)
+                if content in contents and isinstance(feedback.get("id"), str):
+                    ids[content].append(feedback["id"])
+            if not page.next_page_url:
+                return ids
+            url = page.next_page_url
+
+    async def _page(self, assistant_id: str, url: str | None) -> FeedbackPage:
+        try:
+            page: FeedbackPage = await self._policy.copy()(
+                self._client.list_page, assistant_id, url=url
+            )
+        except AuthError:
+            raise
+        except DeliveryError as exc:
+            raise ReconcileError(f"cannot list the feedbacks of {assistant_id}: {exc}") from exc
+        return page
+
+
+def _content(assistant_id: str, feedback: dict[str, Any]) -> str | None:
+    session, message, text = (feedback.get(k) for k in ("session_id", "message_id", "text"))
+    score = feedback.get("score")
+    if not isinstance(session, str) or isinstance(score, bool):
+        return None
+    return content_hash(
+        assistant_id,
+        session,
+        message if isinstance(message, str) else None,
+        float(score) if isinstance(score, int | float) else None,
+        text if isinstance(text, str) else None,
+    )
