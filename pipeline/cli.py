@@ -104,6 +104,18 @@ def _delivery_options(fn: F) -> F:
             metavar="S",
             help="Seconds the API may take to store a request, for reconcile [5].",
         ),
+        click.option(
+            "--grace",
+            type=float,
+            metavar="S",
+            help="On SIGINT/SIGTERM, seconds to let requests finish [10].",
+        ),
+        click.option(
+            "--max-outage",
+            type=float,
+            metavar="S",
+            help="Abort when the API has failed everything this long [600].",
+        ),
         click.option("--report", metavar="FILE", help="Write a JSON summary here."),
         click.option(
             "--no-progress",

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     rate: float = Field(50.0, ge=0)  # 0: no limit
     max_attempts: int = Field(5, ge=1, le=100)
     timeout: float = Field(30.0, gt=0)
+    grace: float = Field(10.0, ge=0, le=3600)
+    max_outage: float = Field(600.0, gt=0)
     reconcile: bool = True
     settle: float = Field(5.0, ge=0, le=600)
     backoff: float = Field(0.5, gt=0, le=60)

@@ -39,6 +39,9 @@ class Summary:
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
+    concurrency: int | None = None  # the adaptive limit at the end
+    concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
+    pauses: int = 0  # times a 429's Retry-After paused every worker
     dry_run: bool = False
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
@@ -115,6 +118,12 @@ class Summary:
                 f"  {self.attempts} requests ({self.retries} retries) in {self.duration_s:.2f}s, "
                 f"{rate:.0f} records/s"
             )
+        if self.concurrency_range is not None:
+            low, high = self.concurrency_range
+            lines.append(
+                f"  concurrency limit {self.concurrency} (ranged {low}-{high}), "
+                f"{self.pauses} Retry-After pauses"
+            )
         if self.reconciled_found or self.reconciled_missing:
             lines.append(
                 f"  reconciled {self.reconciled_found + self.reconciled_missing} uncertain records"
@@ -165,6 +174,10 @@ class Progress:
                 "... more problems not shown; `status` and the ledger list them all",
                 file=self._stream,
             )
+
+    def notice(self, message: str) -> None:
+        """A run-level event (an outage, a missing assistant): always shown, once."""
+        self._bar.write(f"notice: {message}", file=self._stream)
 
     def close(self) -> None:
         self._bar.close()

@@ -118,7 +118,7 @@ async def _deliver(
 ) -> None:
     async with _session(settings, auth) as session:
         client = FeedbackClient(session, settings.base_url)
-        delivery = _delivery(settings, client)
+        delivery = _delivery(settings, client, progress)
         reconciler = Reconciler(
             client,
             ledger,
@@ -126,33 +126,50 @@ async def _deliver(
             max_attempts=settings.max_attempts,
             sleep=delivery.pause,
         )
-        with _signals(delivery):
+
+        async def body() -> None:
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:
                 earlier = await _settle(reconciler.settle_leftovers, delivery, progress)
-                summary.reconciled_found, summary.reconciled_missing = (
-                    earlier.found,
-                    earlier.missing,
-                )
+                summary.reconciled_found = earlier.found
+                summary.reconciled_missing = earlier.missing
             if not delivery.stop.is_set():
                 pipeline = _Pipeline(ledger, delivery, summary, progress, settings.concurrency)
                 await pipeline.run(batches(ledger))
             if settings.reconcile and summary.unknown and not delivery.stop.is_set():
                 own = await _settle(reconciler.settle_own, delivery, progress)
                 summary.settled_own(own.found, own.missing)
+
+        task = asyncio.create_task(body())
+        with _signals(delivery, task, settings.grace):
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not delivery.stop.is_set():
+                    raise
+                delivery.abort_reason = (
+                    f"{delivery.abort_reason}; requests still unanswered were cut off and stay "
+                    "in flight until reconciled"
+                )
         summary.retries = delivery.retries
         summary.aborted = delivery.abort_reason
+        summary.concurrency = delivery.limit.limit
+        summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
+        summary.pauses = delivery.gate.pauses
 
 
-def _delivery(settings: Settings, client: FeedbackClient) -> Delivery:
+def _delivery(settings: Settings, client: FeedbackClient, progress: Progress) -> Delivery:
     return Delivery(
         client,
         max_attempts=settings.max_attempts,
         rate=settings.rate,
         stop=asyncio.Event(),
+        concurrency=settings.concurrency,
         backoff=settings.backoff,
         max_backoff=settings.max_backoff,
+        max_outage=settings.max_outage,
+        notice=progress.notice,
     )
 
 
@@ -210,16 +227,22 @@ async def _session(
 
 
 @contextlib.contextmanager
-def _signals(delivery: Delivery) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop taking records and finish what is on the wire.
-    A second one cancels the run; the in-flight marks keep the ledger truthful."""
+def _signals(delivery: Delivery, task: asyncio.Task[None], grace: float) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop taking records, let requests on the wire finish for up to
+    ``grace`` seconds, then cut them off. A second signal cuts them off at once. Either way
+    the ledger stays truthful: what was cut off is still marked in flight."""
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
+
+    def cut_off() -> None:
+        if not task.done():
+            task.cancel()
 
     def handle(name: str) -> None:
-        if delivery.stop.is_set() and task is not None:
-            task.cancel()
+        if delivery.stop.is_set():
+            cut_off()
+            return
         delivery.abort(f"interrupted by {name}")
+        loop.call_later(grace, cut_off)
 
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -322,7 +345,11 @@ class _Pipeline:
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
                 self._progress.problem(item.location, f"failed: {_describe(outcome)}")
-        self._progress.set_postfix(sent=self._summary.sent, failed=self._summary.failed)
+        self._progress.set_postfix(
+            sent=self._summary.sent,
+            failed=self._summary.failed,
+            limit=self._delivery.limit.limit,
+        )
 
 
 def _describe(outcome: Outcome) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from typing import Any, cast
@@ -255,11 +254,9 @@ async def test_send_retries_until_created() -> None:
         Created("aia_fdbk_1", 201),
     )
     sender = delivery(client)
-    started = time.monotonic()
 
     outcome = await sender.send(RECORD)
 
-    assert time.monotonic() - started < 1.0
     assert outcome.key == RECORD.key
     assert outcome.status is Status.SENT
     assert outcome.attempts == 3
@@ -360,11 +357,10 @@ async def test_stop_cuts_a_long_backoff_short() -> None:
     # The server asks for a minute's pause, and the run is interrupted meanwhile.
     client = ScriptedClient(unavailable(retry_after=60), on_call=stop.set)
     sender = delivery(client, stop=stop)
-    started = time.monotonic()
 
-    outcome = await sender.send(RECORD)
+    # A deadline, not a speed check: without the stop the send would wait out the minute.
+    outcome = await asyncio.wait_for(sender.send(RECORD), timeout=30)
 
-    assert time.monotonic() - started < 1.0
     assert outcome.status is Status.FAILED
     assert outcome.attempts == 1
     assert outcome.error_message is not None
