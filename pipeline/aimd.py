@@ -4,6 +4,11 @@ The limit starts small and doubles per round trip (slow start) until the first s
 pressure, then grows by about one per round trip while responses are healthy and latency does
 not rise, and shrinks by ``decrease`` on backpressure (429, 503, timeouts), at most once per
 round trip so that one burst of failures does not collapse it. ``--concurrency`` is the ceiling.
+
+Unlike TCP's, our congestion signal is expensive: a 429's Retry-After pauses every worker for
+a second or more. So the limit remembers where pressure last came (as CUBIC remembers its
+W_max): it climbs back quickly to just below that level, then probes one step above it only
+every ``probe_interval`` seconds, and most of the time runs just under the API's limit.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 #: A round trip this much slower than the running average counts as rising latency.
 _RISING = 1.5
 _EWMA = 0.1
+PROBE_INTERVAL = 10.0
 
 
 class AdaptiveLimit:
@@ -25,6 +31,7 @@ class AdaptiveLimit:
         *,
         initial: int = 4,
         decrease: float = 0.9,
+        probe_interval: float = PROBE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ceiling = ceiling
@@ -32,10 +39,14 @@ class AdaptiveLimit:
         self._decrease_ratio = decrease
         self._clock = clock
         self._in_flight = 0
+        self._full_at = float("-inf")  # when every slot was last taken
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._slow_start = True
         self._rtt: float | None = None
         self._last_decrease = float("-inf")
+        self._pressure_at: float | None = None  # the limit when pressure last came
+        self._probe_interval = probe_interval
+        self._last_probe = float("-inf")
         self.lowest = self.highest = self.limit
 
     @property
@@ -58,26 +69,31 @@ class AdaptiveLimit:
                     self._waiters.remove(waiter)
                 raise
         self._in_flight += 1
-        return self._clock()
+        now = self._clock()
+        if self._in_flight >= self.limit:
+            self._full_at = now
+        return now
 
     def release(self, started: float, *, backpressure: bool) -> None:
         now = self._clock()
-        was_full = self._in_flight >= self.limit
+        # Growth needs evidence that the limit held requests back during this round trip.
+        was_full = self._full_at >= started or bool(self._waiters)
         self._in_flight -= 1
         if backpressure:
             self._shrink(now)
         else:
-            self._grow(now - started, was_full)
+            self._grow(now, now - started, was_full)
         self.lowest, self.highest = min(self.lowest, self.limit), max(self.highest, self.limit)
         self._wake()
 
     def _shrink(self, now: float) -> None:
         self._slow_start = False
         if now - self._last_decrease >= (self._rtt or 0.0):
+            self._pressure_at = self._limit
             self._limit = max(1.0, self._limit * self._decrease_ratio)
-            self._last_decrease = now
+            self._last_decrease = self._last_probe = now
 
-    def _grow(self, rtt: float, was_full: bool) -> None:
+    def _grow(self, now: float, rtt: float, was_full: bool) -> None:
         average = self._rtt
         self._rtt = rtt if average is None else average + _EWMA * (rtt - average)
         if average is not None and rtt > average * _RISING + 0.001:
@@ -85,7 +101,14 @@ class AdaptiveLimit:
             return
         if not was_full:
             return  # the limit was not what held us back: no evidence it can go higher
-        step = 1.0 if self._slow_start else 1.0 / self._limit
+        if self._slow_start:
+            step = 1.0
+        elif self._pressure_at is None or self._limit + 1 < self._pressure_at:
+            step = 1.0 / self._limit
+        elif now - self._last_probe >= self._probe_interval:
+            step, self._last_probe = 1.0, now  # one careful step near where pressure came
+        else:
+            return
         self._limit = min(float(self.ceiling), self._limit + step)
 
     def _wake(self) -> None:

@@ -74,10 +74,10 @@ class Gate:
             await self._sleep(max(wait, 0.001))
 
     def pause(self, seconds: float) -> None:
-        until = self._clock() + seconds
-        if until > self._paused_until:
-            self._paused_until = until
-            self.pauses += 1
+        now = self._clock()
+        if self._paused_until <= now:
+            self.pauses += 1  # a new pause, not one more 429 of the same burst
+        self._paused_until = max(self._paused_until, now + seconds)
 
     def succeeded(self) -> None:
         self._failures = 0

@@ -47,6 +47,12 @@ def _guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BaseExceptionGroup as group:
+            # Task groups wrap what went wrong; the first real error is the one to name.
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return _guarded(_raiser(leaf))()
         except (ConfigError, SourceError) as exc:
             _fail(str(exc), EXIT_USAGE)
         except (LedgerError, AbortedError) as exc:
@@ -65,6 +71,13 @@ def _guarded(fn: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _raiser(exc: BaseException) -> Callable[[], None]:
+    def raise_it() -> None:
+        raise exc
+
+    return raise_it
 
 
 def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:

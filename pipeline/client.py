@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,8 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 #: stored it; 504: a gateway gave up waiting on a server that may still store it. (503 is a
 #: refusal to take the work, and 408/429 are answered before any; those are safe to resend.)
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+_JSON = {"Content-Type": "application/json"}
+_LARGE_BODY = 1 << 20
 #: Failures that happen before the request can have left: nothing to settle, safe to resend.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 MAX_LIST_PAGE_SIZE = 1000
@@ -67,7 +71,11 @@ class FeedbackClient:
 
     async def create(self, assistant_id: str, body: dict[str, Any]) -> Created:
         try:
-            async with self._session.post(self.feedbacks_url(assistant_id), json=body) as resp:
+            payload = json.dumps(body).encode()
+            # aiohttp warns about (and blocks the loop on) bodies over 1 MiB sent as bytes.
+            data = payload if len(payload) <= _LARGE_BODY else io.BytesIO(payload)
+            url = self.feedbacks_url(assistant_id)
+            async with self._session.post(url, data=data, headers=_JSON) as resp:
                 if resp.status in (200, 201):
                     data = await _json(resp)
                     fid = data.get("id") if isinstance(data, dict) else None

@@ -26,7 +26,7 @@ from pipeline.config import Settings
 from pipeline.delivery import Delivery
 from pipeline.errors import AuthError, LedgerError, PipelineError, ReconcileError
 from pipeline.ledger import Decision, Ledger, SqliteLedger
-from pipeline.models import Accepted, Outcome, RawRecord, Rejection
+from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Status
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import Source, open_source
@@ -41,7 +41,7 @@ async def run_sources(
     settings: Settings, paths: Sequence[str], *, auth: tuple[str, str] | None, dry_run: bool
 ) -> Summary:
     """The ``run`` command: read, validate, claim and deliver every record of ``paths``."""
-    sources = [open_source(path, settings.format) for path in paths]
+    sources = [open_source(path, settings.format, settings.columns) for path in paths]
     validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
 
     def batches(_: Ledger) -> Batches:
@@ -68,8 +68,29 @@ async def ledger_counts(path: str) -> dict[str, int]:
         await ledger.close()
 
 
-def _take(records: Iterator[RawRecord], validator: Validator, size: int) -> list[Item]:
-    return [validator(raw) for raw in itertools.islice(records, size)]
+def _take(
+    source: Source, records: Iterator[RawRecord], validator: Validator, size: int
+) -> tuple[list[Item], bool]:
+    """Up to ``size`` validated records, and whether the source can give more.
+
+    Sources report the errors they expect as records; anything else (a bug, an error nobody
+    foresaw) costs one record, or the rest of one source, never the run.
+    """
+    batch: list[Item] = []
+    try:
+        for raw in itertools.islice(records, size):
+            try:
+                batch.append(validator(raw))
+            except Exception as exc:  # noqa: BLE001
+                batch.append(Rejection(raw.location, f"cannot validate: {_what(exc)}"))
+    except Exception as exc:  # noqa: BLE001
+        batch.append(Rejection(source.name, f"unreadable from here on: {_what(exc)}"))
+        return batch, False
+    return batch, len(batch) == size
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _source_batches(sources: Sequence[Source], validator: Validator, size: int) -> Batches:
@@ -78,8 +99,11 @@ async def _source_batches(sources: Sequence[Source], validator: Validator, size:
     for source in sources:
         records = source.records()
         try:
-            while batch := await asyncio.to_thread(_take, records, validator, size):
-                yield batch
+            more = True
+            while more:
+                batch, more = await asyncio.to_thread(_take, source, records, validator, size)
+                if batch:
+                    yield batch
         finally:
             records.close()  # type: ignore[attr-defined]
 
@@ -316,7 +340,12 @@ class _Pipeline:
             if delivery.stop.is_set():
                 outcome = delivery.not_sent(item, delivery.abort_reason or "run stopped")
             else:
-                outcome = await delivery.send(item)
+                try:
+                    outcome = await delivery.send(item)
+                except Exception as exc:  # noqa: BLE001 - a bug must cost one record, not the run
+                    # Whether its request went out is not known: reconciliation settles it.
+                    message = f"internal error: {_what(exc)}"
+                    outcome = Outcome(item.key, Status.UNKNOWN, 0, error_message=message)
             self._outcomes.put_nowait((item, outcome))
 
     async def _writer(self) -> None:

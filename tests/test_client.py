@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -97,7 +98,8 @@ async def test_create_returns_the_feedback_id(mock: aioresponses, client: Feedba
     ((method, url, kwargs),) = sent_requests(mock)
     assert method == "POST"
     assert str(url) == FEEDBACKS
-    assert kwargs["json"] == body
+    assert json.loads(kwargs["data"]) == body
+    assert kwargs["headers"]["Content-Type"] == "application/json"
 
 
 async def test_create_success_without_an_id(mock: aioresponses, client: FeedbackClient) -> None:

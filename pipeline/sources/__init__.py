@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pipeline.errors import ConfigError
+from pipeline.models import RECORD_FIELDS
 from pipeline.sources.base import STDIN, Source, check_readable
 from pipeline.sources.csv import CsvSource
 from pipeline.sources.jsonl import JsonlSource
@@ -26,9 +28,12 @@ def detect_format(path: str, fmt: Format | None) -> Format:
     raise ConfigError(f"format: cannot tell the format of {what}; pass --format csv|jsonl")
 
 
-def open_source(path: str, fmt: Format | None) -> Source:
-    """A source for a path (``-`` is stdin), after checking it can be read."""
+def open_source(path: str, fmt: Format | None, columns: Mapping[str, str] | None = None) -> Source:
+    """A source for a path (``-`` is stdin), after checking it can be read.
+
+    ``columns`` is the ``--map`` of record fields to source columns."""
     check_readable(path)
     if detect_format(path, fmt) == "csv":
-        return CsvSource(path)
+        mapping = columns or {}
+        return CsvSource(path, [mapping.get(field, field) for field in RECORD_FIELDS])
     return JsonlSource(path)

@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
@@ -14,6 +15,8 @@ from pipeline.errors import SourceError
 from pipeline.models import RawRecord
 
 STDIN = "-"
+#: What reading a file can raise mid-way: I/O errors, a truncated or corrupt gzip stream.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -62,4 +65,8 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
 
 
 def display_name(path: str) -> str:
-    return "<stdin>" if path == STDIN else path
+    """The name used in locations: printable and storable even when the file name's bytes
+    are not UTF-8 (they show as \\xNN escapes)."""
+    if path == STDIN:
+        return "<stdin>"
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

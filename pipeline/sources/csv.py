@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Collection, Iterator
 
-from pipeline.models import RawRecord
-from pipeline.sources.base import display_name, open_binary
+from pipeline.models import RECORD_FIELDS, RawRecord
+from pipeline.sources.base import READ_ERRORS, display_name, open_binary
 
 
 class CsvSource:
     """Reads a CSV file (UTF-8, optional BOM, optionally gzip) as raw records.
 
     Header names are matched after trimming spaces. Column mapping happens in validation, so
-    every column is passed on. Quoting is parsed strictly: a malformed row is reported as an
-    invalid record at its line instead of being silently merged with its neighbours.
+    every column is passed on; ``columns`` are the names validation will look for, used to
+    tell a file without a header row and a header that names one of them twice. Quoting is
+    parsed strictly: a malformed row is reported as an invalid record at its line instead of
+    being silently merged with its neighbours.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, columns: Collection[str] = RECORD_FIELDS) -> None:
         self._path = path
+        self._columns = frozenset(columns)
         self.name = display_name(path)
 
     def records(self) -> Iterator[RawRecord]:
@@ -29,36 +33,53 @@ class CsvSource:
 
     def _rows(self, reader: Iterator[list[str]]) -> Iterator[RawRecord]:
         header: list[str] | None = None
+        problem: str | None = None  # a header no row can be read with
+        for location, row, error in self._read(reader):
+            if row is None:
+                if header is None and error.startswith("malformed"):
+                    # Without its header no row of the file can be read as intended.
+                    yield RawRecord(location, {}, error.replace("CSV", "CSV header", 1))
+                    return
+                yield RawRecord(location, {}, error)
+            elif header is None:
+                header = [name.strip() for name in row]
+                problem = self._header_problem(header)
+                if problem and not self._columns.intersection(header):
+                    yield RawRecord(location, {}, problem)  # the "header" is a record too
+            elif problem or len(row) != len(header):
+                found = f"expected {len(header)} fields as in the header, found {len(row)}"
+                yield RawRecord(location, {}, problem or found)
+            else:
+                yield RawRecord(location, dict(zip(header, row, strict=True)))
+
+    def _read(self, reader: Iterator[list[str]]) -> Iterator[tuple[str, list[str] | None, str]]:
+        """(location, row, "") for each non-blank row, (location, None, error) for a bad one."""
         line = 1
         while True:
+            location = f"{self.name}:{line}"
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                if header is None:
-                    # Without its header no row of the file can be read as intended.
-                    yield RawRecord(f"{self.name}:{line}", {}, f"malformed CSV header: {exc}")
-                    return
-                yield RawRecord(f"{self.name}:{line}", {}, f"malformed CSV: {exc}")
+                yield location, None, f"malformed CSV: {exc}"
                 line = reader.line_num + 1  # type: ignore[attr-defined]
                 continue
-            except (OSError, EOFError) as exc:
+            except READ_ERRORS as exc:
                 # A truncated gzip or a read error ends this file; earlier rows stand.
-                yield RawRecord(f"{self.name}:{line}", {}, f"unreadable: {exc}")
+                yield location, None, f"unreadable: {exc}"
                 return
-            location = f"{self.name}:{line}"
             line = reader.line_num + 1  # type: ignore[attr-defined]
-            if not row:
-                continue
-            if header is None:
-                header = [name.strip() for name in row]
-                continue
-            if len(row) != len(header):
-                yield RawRecord(
-                    location,
-                    {},
-                    f"expected {len(header)} fields as in the header, found {len(row)}",
-                )
-                continue
-            yield RawRecord(location, dict(zip(header, row, strict=True)))
+            if any(field.strip() for field in row):
+                yield location, row, ""
+
+    def _header_problem(self, header: list[str]) -> str | None:
+        if not self._columns.intersection(header):
+            return (
+                "no header row: the first row names none of the columns "
+                f"{', '.join(sorted(self._columns))}"
+            )
+        repeated = sorted(n for n, c in Counter(header).items() if c > 1 and n in self._columns)
+        if repeated:
+            return f"the header has a duplicated column {repeated[0]!r}"
+        return None

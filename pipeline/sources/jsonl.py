@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.models import RawRecord
-from pipeline.sources.base import display_name, open_binary
+from pipeline.sources.base import READ_ERRORS, display_name, open_binary
 
 
 class _DuplicateKey(ValueError):
@@ -40,7 +40,7 @@ class JsonlSource:
                 location = f"{self.name}:{number}"
                 try:
                     line = fh.readline()
-                except (OSError, EOFError) as exc:
+                except READ_ERRORS as exc:
                     yield RawRecord(location, {}, f"unreadable: {exc}")
                     return
                 if not line:
@@ -55,11 +55,15 @@ def parse_line(location: str, line: bytes) -> RawRecord:
     except UnicodeDecodeError as exc:
         return RawRecord(location, {}, f"not valid UTF-8 (byte {exc.start + 1})")
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text.rstrip("\r\n"), object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         return RawRecord(location, {}, f"invalid JSON object: {exc}")
     except json.JSONDecodeError as exc:
         return RawRecord(location, {}, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return RawRecord(location, {}, "invalid JSON: nested too deep")
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return RawRecord(location, {}, f"invalid JSON: {exc}")
     if not isinstance(value, dict):
         return RawRecord(location, {}, f"expected a JSON object, got {type(value).__name__}")
     return RawRecord(location, value)
