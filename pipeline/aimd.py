@@ -2,8 +2,10 @@
 
 The limit starts small and doubles per round trip (slow start) until the first sign of
 pressure, then grows by about one per round trip while responses are healthy and latency does
-not rise, and shrinks by ``decrease`` on backpressure (429, 503, timeouts), at most once per
-round trip so that one burst of failures does not collapse it. ``--concurrency`` is the ceiling.
+not rise, and shrinks on backpressure, at most once per round trip so that one burst of
+failures does not collapse it: by half on a 429 (the API says outright that the account's
+limit is exceeded), by ``decrease`` on 503s and timeouts (which may be noise). ``--concurrency``
+is the ceiling.
 
 Unlike TCP's, our congestion signal is expensive: a 429's Retry-After pauses every worker for
 a second or more. So the limit remembers where pressure last came (as CUBIC remembers its
@@ -74,23 +76,23 @@ class AdaptiveLimit:
             self._full_at = now
         return now
 
-    def release(self, started: float, *, backpressure: bool) -> None:
+    def release(self, started: float, *, backpressure: bool, throttled: bool = False) -> None:
         now = self._clock()
         # Growth needs evidence that the limit held requests back during this round trip.
         was_full = self._full_at >= started or bool(self._waiters)
         self._in_flight -= 1
-        if backpressure:
-            self._shrink(now)
+        if backpressure or throttled:
+            self._shrink(now, 0.5 if throttled else self._decrease_ratio)
         else:
             self._grow(now, now - started, was_full)
         self.lowest, self.highest = min(self.lowest, self.limit), max(self.highest, self.limit)
         self._wake()
 
-    def _shrink(self, now: float) -> None:
+    def _shrink(self, now: float, ratio: float) -> None:
         self._slow_start = False
         if now - self._last_decrease >= (self._rtt or 0.0):
             self._pressure_at = self._limit
-            self._limit = max(1.0, self._limit * self._decrease_ratio)
+            self._limit = max(1.0, self._limit * ratio)
             self._last_decrease = self._last_probe = now
 
     def _grow(self, now: float, rtt: float, was_full: bool) -> None:

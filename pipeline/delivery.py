@@ -111,7 +111,7 @@ class Delivery:
         """One attempt, through the gate, the adaptive limit and the rate limit."""
         await self.gate.admit()
         started = await self.limit.acquire()
-        pressure = False
+        pressure = throttled = False
         try:
             async with self._slot():
                 if self.stop.is_set():
@@ -122,10 +122,11 @@ class Delivery:
             return created
         except DeliveryError as exc:
             pressure = _is_backpressure(exc)
+            throttled = isinstance(exc, ApiError) and exc.status == 429
             self._observe(exc)
             raise
         finally:
-            self.limit.release(started, backpressure=pressure)
+            self.limit.release(started, backpressure=pressure, throttled=throttled)
 
     def _observe(self, exc: DeliveryError) -> None:
         if isinstance(exc, ApiError) and exc.status == 429:
