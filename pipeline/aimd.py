@@ -1,7 +1,8 @@
 """Adaptive concurrency: an AIMD limit on requests in flight, in the spirit of Vector's ARC.
 
-The limit starts small and doubles per round trip (slow start) until the first sign of
-pressure, then grows by about one per round trip while responses are healthy and latency does
+The limit starts at the ceiling (what the user asked for; most APIs never push back) and, once
+pressure has lowered it, doubles per round trip (slow start) until the next sign of pressure,
+then grows by about one per round trip while responses are healthy and latency does
 not rise, and shrinks on backpressure, at most once per round trip so that one burst of
 failures does not collapse it: by half on a 429 (the API says outright that the account's
 limit is exceeded), by ``decrease`` on 503s and timeouts (which may be noise). ``--concurrency``
@@ -20,6 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from aiolimiter import AsyncLimiter
+
 #: A round trip this much slower than the running average counts as rising latency.
 _RISING = 1.5
 _EWMA = 0.1
@@ -31,13 +34,13 @@ class AdaptiveLimit:
         self,
         ceiling: int,
         *,
-        initial: int = 4,
+        initial: int | None = None,
         decrease: float = 0.9,
         probe_interval: float = PROBE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ceiling = ceiling
-        self._limit = float(min(initial, ceiling))
+        self._limit = float(ceiling if initial is None else min(initial, ceiling))
         self._decrease_ratio = decrease
         self._clock = clock
         self._in_flight = 0
@@ -120,3 +123,69 @@ class AdaptiveLimit:
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
+
+
+class AdaptiveRate:
+    """A request-rate cap that finds an API's rate limit and stays just under it.
+
+    A concurrency limit cannot hold a rate when round trips are short (one request in flight
+    at 2 ms is 500/s), so a 429 also sets a rate cap: 95% of the rate that succeeded since the
+    previous 429 (a window long enough to amortise the limiter's burst). Without 429s the cap
+    rises by 1% a second, up to the user's ``--rate`` (or without bound when there is none).
+    """
+
+    def __init__(self, ceiling: float | None, clock: Callable[[], float] = time.monotonic):
+        self._ceiling = ceiling or None
+        self._clock = clock
+        self._cap = self._ceiling
+        self._limiter = make_limiter(self._cap)
+        self._since = self._last_raise = clock()
+        self._successes = 0
+
+    @property
+    def cap(self) -> float | None:
+        return self._cap
+
+    async def acquire(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        now = self._clock()
+        if self._cap is None or now - self._last_raise < 1.0:
+            return
+        self._last_raise = now
+        raised = self._cap * 1.01
+        if self._ceiling is not None and raised >= self._ceiling:
+            self._set(self._ceiling)
+        elif self._cap < (self._ceiling or float("inf")):
+            self._set(raised)
+
+    def throttled(self) -> None:
+        """Once per 429 burst (when it starts a shared pause)."""
+        now = self._clock()
+        measured = self._successes / max(now - self._since, 1.0)
+        target = max(1.0, measured * 0.95)
+        if self._cap is None or target < self._cap:
+            self._set(target)
+        self._since = self._last_raise = now
+        self._successes = 0
+
+    def _set(self, cap: float) -> None:
+        # aiolimiter has no public way to change a rate: a new bucket; the rare waiters of
+        # the old one finish at the old pace.
+        self._cap = cap
+        self._limiter = make_limiter(cap)
+
+
+def make_limiter(rate: float | None) -> AsyncLimiter | None:
+    """A leaky bucket for ``rate`` requests per second, or None for no limit (None or 0).
+
+    The bucket holds 10 ms worth of requests (at least one): a larger bucket lets a burst
+    exceed the rate over a one-second window, a smaller one costs a timer wake-up per request.
+    """
+    if not rate:
+        return None
+    capacity = max(1.0, rate / 100)
+    return AsyncLimiter(capacity, capacity / rate)

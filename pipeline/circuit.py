@@ -73,11 +73,14 @@ class Gate:
             wait = _PROBE_POLL if self._probing else self._next_probe - now
             await self._sleep(max(wait, 0.001))
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> bool:
+        """Pause everyone; True when this starts a pause (not one more 429 of the same burst)."""
         now = self._clock()
-        if self._paused_until <= now:
-            self.pauses += 1  # a new pause, not one more 429 of the same burst
+        starts = self._paused_until <= now
+        if starts:
+            self.pauses += 1
         self._paused_until = max(self._paused_until, now + seconds)
+        return starts
 
     def succeeded(self) -> None:
         self._failures = 0

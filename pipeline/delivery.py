@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from aiolimiter import AsyncLimiter
-
-from pipeline.aimd import AdaptiveLimit
+from pipeline.aimd import AdaptiveLimit, AdaptiveRate
 from pipeline.circuit import Gate, OutageError
 from pipeline.client import Created, FeedbackClient
 from pipeline.errors import (
@@ -21,29 +20,27 @@ from pipeline.errors import (
     AuthError,
     DeliveryError,
     PermanentApiError,
+    RetryableApiError,
     TransportError,
 )
 from pipeline.models import Accepted, Outcome, Status
-from pipeline.retry import retry_policy
+from pipeline.retry import call, retry_policy
 
+#: 429s with Retry-After one attempt may wait through before it counts as a failed attempt.
+MAX_THROTTLED = 50
 #: Twilio's "resource not found": for this endpoint, the assistant does not exist.
 _NOT_FOUND = 20404
 
 
+@dataclass
+class _Sent:
+    """How many requests went out for one record."""
+
+    requests: int = 0
+
+
 class NotSentError(DeliveryError):
     """The run is stopping, or the record's assistant is known to be missing: never sent."""
-
-
-def make_limiter(rate: float | None) -> AsyncLimiter | None:
-    """A leaky bucket for ``rate`` requests per second, or None for no limit (None or 0).
-
-    The bucket holds 10 ms worth of requests (at least one): a larger bucket lets a burst
-    exceed the rate over a one-second window, a smaller one costs a timer wake-up per request.
-    """
-    if not rate:
-        return None
-    capacity = max(1.0, rate / 100)
-    return AsyncLimiter(capacity, capacity / rate)
 
 
 def _is_backpressure(exc: BaseException) -> bool:
@@ -75,7 +72,7 @@ class Delivery:
         notice: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._client = client
-        self._limiter = make_limiter(rate)
+        self.rate = AdaptiveRate(rate)
         self.stop = stop
         self.abort_reason: str | None = None
         self.retries = 0
@@ -99,26 +96,21 @@ class Delivery:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
 
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._limiter is None:
-            yield
-        else:
-            async with self._limiter:
-                yield
-
-    async def _request(self, item: Accepted, on_send: Callable[[], None]) -> Created:
+    async def _request(self, item: Accepted, sent: _Sent) -> Created:
         """One attempt, through the gate, the adaptive limit and the rate limit."""
         await self.gate.admit()
         started = await self.limit.acquire()
         pressure = throttled = False
         try:
-            async with self._slot():
-                if self.stop.is_set():
-                    raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
-                on_send()
-                created = await self._client.create(item.record.assistant_id, item.record.body())
+            await self.rate.acquire()
+            if self.stop.is_set():
+                raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
+            sent.requests += 1
+            if sent.requests > 1:
+                self.retries += 1
+            created = await self._client.create(item.record.assistant_id, item.record.body())
             self.gate.succeeded()
+            self.rate.succeeded()
             return created
         except DeliveryError as exc:
             pressure = _is_backpressure(exc)
@@ -132,43 +124,45 @@ class Delivery:
         if isinstance(exc, ApiError) and exc.status == 429:
             # The limit is the account's: everyone waits, not only this worker. Without a
             # Retry-After, this worker's backoff and the adaptive limit slow things down.
-            if exc.retry_after is not None:
-                self.gate.pause(exc.retry_after)
+            if exc.retry_after is not None and self.gate.pause(exc.retry_after):
+                self.rate.throttled()
         elif _is_backpressure(exc):
             self.gate.failed(str(exc))
+
+    async def _attempt(self, item: Accepted, sent: _Sent) -> Created:
+        """One attempt in tenacity's eyes. A 429 with Retry-After is flow control, not a
+        failure: the shared pause already makes everyone wait, so it neither grows the backoff
+        nor spends an attempt (up to a bound: an API that only says 429 still ends a record)."""
+        for _ in range(MAX_THROTTLED):
+            if self.stop.is_set():
+                raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
+            try:
+                return await self._request(item, sent)
+            except RetryableApiError as exc:
+                if exc.status != 429 or exc.retry_after is None:
+                    raise
+        return await self._request(item, sent)
 
     async def send(self, item: Accepted) -> Outcome:
         assistant = item.record.assistant_id
         if assistant in self._missing:
             return self.not_sent(item, f"assistant {assistant} not found (HTTP 404)")
-        attempts = 0
-
-        def count() -> None:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                self.retries += 1
-
-        async def attempt() -> Created:
-            if self.stop.is_set():
-                raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
-            return await self._request(item, count)
-
+        sent = _Sent()
         try:
-            created: Created = await self._policy.copy()(attempt)
+            created = await call(self._policy, lambda: self._attempt(item, sent))
         except NotSentError as exc:
-            return Outcome(item.key, Status.FAILED, attempts, error_message=str(exc))
+            return Outcome(item.key, Status.FAILED, sent.requests, error_message=str(exc))
         except OutageError as exc:
             self.abort(str(exc))
             return self.not_sent(item, str(exc))
         except AuthError as exc:
             self.abort(f"authentication refused by the API ({exc})")
-            return self._failed(item, attempts, exc, Status.FAILED)
+            return self._failed(item, sent.requests, exc, Status.FAILED)
         except DeliveryError as exc:
             self._note_missing(assistant, exc)
             status = Status.UNKNOWN if isinstance(exc, Ambiguous) else Status.FAILED
-            return self._failed(item, attempts, exc, status)
-        return Outcome(item.key, Status.SENT, attempts, created.status, created.feedback_id)
+            return self._failed(item, sent.requests, exc, status)
+        return Outcome(item.key, Status.SENT, sent.requests, created.status, created.feedback_id)
 
     def _note_missing(self, assistant: str, exc: DeliveryError) -> None:
         if (

@@ -109,6 +109,10 @@ class FeedbackRecord(BaseModel):
         )
 
 
+# One encoder for every record: json.dumps with non-default options builds a new one per call.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def content_hash(
     assistant_id: str,
     session_id: str,
@@ -117,11 +121,7 @@ def content_hash(
     text: str | None,
 ) -> str:
     """SHA-256 over the canonical JSON of the request's content."""
-    canonical = json.dumps(
-        [assistant_id, session_id, message_id, score, text],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    canonical = _CANONICAL([assistant_id, session_id, message_id, score, text])
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -42,6 +42,7 @@ class Summary:
     concurrency: int | None = None  # the adaptive limit at the end
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times a 429's Retry-After paused every worker
+    rate_cap: float | None = None  # the adaptive request-rate cap at the end, if any
     dry_run: bool = False
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
@@ -120,8 +121,9 @@ class Summary:
             )
         if self.concurrency_range is not None:
             low, high = self.concurrency_range
+            cap = f"{self.rate_cap:.0f}/s" if self.rate_cap else "none"
             lines.append(
-                f"  concurrency limit {self.concurrency} (ranged {low}-{high}), "
+                f"  concurrency limit {self.concurrency} (ranged {low}-{high}), rate cap {cap}, "
                 f"{self.pauses} Retry-After pauses"
             )
         if self.reconciled_found or self.reconciled_missing:

@@ -131,6 +131,7 @@ async def _deliver(
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.gate.pauses
+        summary.rate_cap = delivery.rate.cap
 
 
 def _delivery(settings: Settings, client: FeedbackClient, progress: Progress) -> Delivery:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.aimd import AdaptiveLimit
+from pipeline.aimd import AdaptiveLimit, AdaptiveRate
 from pipeline.circuit import Gate, OutageError
 
 
@@ -166,3 +166,32 @@ async def test_a_long_outage_gives_up() -> None:
         for _ in range(10):
             await g.admit()
             g.failed("HTTP 500")
+
+
+def test_a_429_sets_a_rate_cap_under_what_succeeded_then_it_creeps_up() -> None:
+    clock = Clock()
+    rate = AdaptiveRate(None, clock=clock)
+    assert rate.cap is None  # no cap until the API pushes back
+    for _ in range(1000):  # 1000 successes over 4 s: 250/s
+        clock.now += 0.004
+        rate.succeeded()
+    rate.throttled()
+    assert rate.cap == pytest.approx(250 * 0.95)
+    capped = rate.cap
+    assert capped is not None
+    for _ in range(10):  # ten quiet seconds: +1% each
+        clock.now += 1.0
+        rate.succeeded()
+    assert rate.cap == pytest.approx(capped * 1.01**10)
+
+
+def test_the_rate_cap_never_exceeds_the_users_rate() -> None:
+    clock = Clock()
+    rate = AdaptiveRate(100.0, clock=clock)
+    assert rate.cap == 100.0
+    for _ in range(50):
+        clock.now += 1.0
+        rate.succeeded()
+    assert rate.cap == 100.0
+    rate.throttled()  # 50 successes in 50 s: 1/s measured
+    assert rate.cap == pytest.approx(1.0)

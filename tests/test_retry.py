@@ -9,8 +9,9 @@ from typing import Any, cast
 
 import pytest
 
+from pipeline.aimd import make_limiter
 from pipeline.client import Created, FeedbackClient
-from pipeline.delivery import Delivery, make_limiter
+from pipeline.delivery import Delivery
 from pipeline.errors import (
     AuthError,
     PermanentApiError,
