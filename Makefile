@@ -28,5 +28,14 @@ unit: venv
 
 test: lint typecheck unit
 
+# The benchmark suite: ratios against baselines measured in the same run (a few minutes).
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
+# The same scenarios at tiny sizes, in seconds: checks the benchmark code, not performance.
+bench-smoke: venv
+	$(BIN)/python -m bench --smoke
+
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

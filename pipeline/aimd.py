@@ -126,57 +126,62 @@ class AdaptiveLimit:
 
 
 class AdaptiveRate:
-    """A request-rate cap that finds an API's rate limit and stays just under it.
+    """The user's fixed ``--rate``, and a cap that finds an API's rate limit under it.
 
     A concurrency limit cannot hold a rate when round trips are short (one request in flight
     at 2 ms is 500/s), so a 429 also sets a rate cap: 95% of the rate that succeeded since the
     previous 429 (a window long enough to amortise the limiter's burst). Without 429s the cap
-    rises by 1% a second, up to the user's ``--rate`` (or without bound when there is none).
+    rises by 1% a second until it reaches the user's rate, where it is dropped. The user's
+    limiter is never replaced, so ``--rate`` holds exactly; the cap's is replaced when it
+    moves (aiolimiter has no public way to change a rate), which may briefly let a few more
+    requests through, harmless for an estimate.
     """
 
     def __init__(self, ceiling: float | None, clock: Callable[[], float] = time.monotonic):
         self._ceiling = ceiling or None
+        self._fixed = make_limiter(self._ceiling)
         self._clock = clock
-        self._cap = self._ceiling
-        self._limiter = make_limiter(self._cap)
+        self._cap: float | None = None
+        self._adaptive: AsyncLimiter | None = None
         self._since = self._last_raise = clock()
         self._successes = 0
 
     @property
     def cap(self) -> float | None:
-        return self._cap
+        """The rate in force: the adaptive cap, else the user's rate, else None."""
+        return self._cap if self._cap is not None else self._ceiling
 
     async def acquire(self) -> None:
-        if self._limiter is not None:
-            await self._limiter.acquire()
+        if self._adaptive is not None:
+            await self._adaptive.acquire()
+        if self._fixed is not None:
+            await self._fixed.acquire()
 
     def succeeded(self) -> None:
         self._successes += 1
+        if self._cap is None:
+            return
         now = self._clock()
-        if self._cap is None or now - self._last_raise < 1.0:
+        if now - self._last_raise < 1.0:
             return
         self._last_raise = now
         raised = self._cap * 1.01
-        if self._ceiling is not None and raised >= self._ceiling:
-            self._set(self._ceiling)
-        elif self._cap < (self._ceiling or float("inf")):
-            self._set(raised)
+        self._set(None if self._ceiling is not None and raised >= self._ceiling else raised)
 
     def throttled(self) -> None:
         """Once per 429 burst (when it starts a shared pause)."""
         now = self._clock()
         measured = self._successes / max(now - self._since, 1.0)
         target = max(1.0, measured * 0.95)
-        if self._cap is None or target < self._cap:
+        current = self.cap
+        if current is None or target < current:
             self._set(target)
         self._since = self._last_raise = now
         self._successes = 0
 
-    def _set(self, cap: float) -> None:
-        # aiolimiter has no public way to change a rate: a new bucket; the rare waiters of
-        # the old one finish at the old pace.
+    def _set(self, cap: float | None) -> None:
         self._cap = cap
-        self._limiter = make_limiter(cap)
+        self._adaptive = make_limiter(cap)
 
 
 def make_limiter(rate: float | None) -> AsyncLimiter | None:

@@ -1,0 +1,94 @@
+"""Scenarios about the client alone: peak memory (5) and skipping what was already sent (6)."""
+
+from __future__ import annotations
+
+from bench.network import check_exactly_once, fresh_ledger
+from bench.procs import BenchError, Child, count, duration, pipeline_run
+from bench.server import ServerProcess
+from bench.sizes import Context
+from bench.table import Row
+
+MEMORY_LIMIT_MB = 120.0
+FLAT_RATIO = 1.2
+SKIP_TARGET = 100_000.0
+
+
+def _dry_run(ctx: Context, rows: int) -> Child:
+    # No ledger file: a dry run then reads against an empty in-memory ledger.
+    run = pipeline_run(ctx.files.csv(rows), fresh_ledger(ctx, "dry"), base_url=None)
+    if count(run, "read") != rows:
+        raise BenchError(f"dry run read {count(run, 'read')} of {rows} rows")
+    return run
+
+
+def memory_and_rerun(ctx: Context) -> list[Row]:
+    s = ctx.sizes
+    small = _dry_run(ctx, s.small_rows)
+    large = _dry_run(ctx, s.large_rows)
+    run_file = ctx.files.csv(s.run_rows)
+    reference = small if s.run_rows == s.small_rows else _dry_run(ctx, s.run_rows)
+    with ServerProcess(ctx.workdir) as server:
+        ledger = fresh_ledger(ctx, "full")
+        server.reset()
+        full = pipeline_run(run_file, ledger, base_url=server.url, concurrency=s.concurrency)
+        check_exactly_once(server, full, s.run_rows)
+        server.reset()
+        rerun = pipeline_run(run_file, ledger, base_url=server.url, concurrency=s.concurrency)
+        if count(rerun, "skipped") != s.run_rows or server.stats().get("posts_received"):
+            raise BenchError(f"rerun did not skip every record: {rerun.report}")
+    return [
+        _flat_row(s.small_rows, small, s.large_rows, large),
+        _full_run_row(s.run_rows, full, reference),
+        *_skip_rows(s.run_rows, rerun, reference),
+    ]
+
+
+def _flat_row(n_small: int, small: Child, n_large: int, large: Child) -> Row:
+    ratio = large.maxrss_mb / small.maxrss_mb
+    return Row(
+        scenario=f"5a peak RSS, dry run {n_large:,} rows",
+        measured=f"{large.maxrss_mb:.1f} MB",
+        baseline=f"{small.maxrss_mb:.1f} MB at {n_small:,} rows",
+        ratio=ratio,
+        target=f"<= {FLAT_RATIO}, <= {MEMORY_LIMIT_MB:g} MB",
+        met=ratio <= FLAT_RATIO and large.maxrss_mb <= MEMORY_LIMIT_MB,
+        details={"cpu_s_large": round(large.cpu_s, 2), "wall_s_large": round(large.wall_s, 2)},
+    )
+
+
+def _full_run_row(rows: int, full: Child, dry: Child) -> Row:
+    ratio = full.maxrss_mb / dry.maxrss_mb
+    return Row(
+        scenario=f"5b peak RSS, full run {rows:,} rows",
+        measured=f"{full.maxrss_mb:.1f} MB",
+        baseline=f"{dry.maxrss_mb:.1f} MB dry run",
+        ratio=ratio,
+        target=f"<= {MEMORY_LIMIT_MB:g} MB",
+        met=full.maxrss_mb <= MEMORY_LIMIT_MB,
+        details={"rate_rec_s": round(rows / duration(full), 1)},
+    )
+
+
+def _skip_rows(rows: int, rerun: Child, dry: Child) -> list[Row]:
+    skip_rate = rows / duration(rerun)
+    dry_rate = rows / duration(dry)
+    note = {"ledger_rows": rows, "ledger_built_by": "a real run of the same file"}
+    return [
+        Row(
+            scenario=f"6a rerun skip, {rows:,} sent rows",
+            measured=f"{skip_rate:,.0f} rec/s",
+            baseline=f"{SKIP_TARGET:,.0f} rec/s target",
+            ratio=skip_rate / SKIP_TARGET,
+            target=">= 1.00",
+            met=skip_rate >= SKIP_TARGET,
+            details=note,
+        ),
+        Row(
+            scenario="6b rerun skip vs dry run",
+            measured=f"{skip_rate:,.0f} rec/s",
+            baseline=f"{dry_rate:,.0f} rec/s dry run (read+validate)",
+            ratio=skip_rate / dry_rate,
+            target="info",
+            met=None,
+        ),
+    ]
