@@ -43,6 +43,7 @@ def test_resets_after_store_are_settled_not_resent(run_cli: Cli, tmp_path: Path)
     state = run_cli.server.state
     assert state.resets > 0 and state.responses[503] > 0 and state.responses[429] > 0
     assert_exactly_once(run_cli.server, rows)  # a blind resend would have duplicated the resets
+    print(f"\nsoak: {len(rows)} records, server: {state.stats()}")
     report = run_cli.report()
     assert_counts_add_up(report)
     assert (report["sent"], report["unknown"]) == (300, 0)
@@ -142,6 +143,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         assert final.returncode == 0, final.stdout + final.stderr
         stats = state.stats()
 
+    print(f"\nkill -9: {kills} kills in 8 trials, {len(rows)} records, server: {stats}")
     assert kills >= 6
     assert stats["resets"] > 0
     assert_exactly_once(server, rows)

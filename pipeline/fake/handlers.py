@@ -199,6 +199,9 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
         validate_create(body)
     except InvalidRequest as exc:
         return _bad_request(str(exc))
+    except ConnectionResetError:
+        # The client went away mid-body (killed): nothing arrived, nothing to store or answer.
+        return web.Response(status=400)
     resource = state.store(assistant_id, body, account_sid=account_sid)
     if state.roll(state.faults.reset_rate):
         state.note_reset()
