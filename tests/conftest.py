@@ -6,7 +6,10 @@ import csv
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +145,28 @@ def assert_counts_add_up(report: dict[str, Any]) -> None:
     settled = sum(report[k] for k in ("sent", "skipped", "duplicate", "invalid", "failed"))
     assert report["read"] == settled
     assert report["in_flight"] == 0
+
+
+def run_command(server: FakeServer, source: str, ledger: Path, *extra: str) -> list[str]:
+    """The real command line, for tests that need it in a process of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        source,
+        "--base-url",
+        server.url,
+        "--ledger",
+        str(ledger),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def wait_for(done: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
+    """Poll (with a deadline, never a bare sleep) until ``done()`` or the process ends."""
+    deadline = time.monotonic() + 30
+    while not done() and proc.poll() is None:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)

@@ -6,12 +6,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, write_csv
+from conftest import (
+    Cli,
+    assert_counts_add_up,
+    assert_exactly_once,
+    make_rows,
+    run_command,
+    wait_for,
+    write_csv,
+)
 
 from pipeline.fake import FakeServer, FakeState, Faults
 
@@ -91,13 +97,6 @@ def test_no_reconcile_leaves_uncertain_records_unsent(run_cli: Cli, tmp_path: Pa
     assert_exactly_once(run_cli.server, rows)
 
 
-def _wait_for_posts(state: FakeState, target: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while state.posts_received < target and proc.poll() is None:
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.005)
-
-
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     clean_env: None, tmp_path: Path
 ) -> None:
@@ -108,27 +107,14 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     state = FakeState(faults=faults)
     kills = 0
     with FakeServer(state) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            source,
-            "--base-url",
-            server.url,
-            "--ledger",
-            str(tmp_path / "ledger.sqlite3"),
-            "--concurrency",
-            "16",
-            "--max-attempts",
-            "20",
-            "--no-progress",
-        ]
+        ledger = tmp_path / "ledger.sqlite3"
+        command = run_command(server, source, ledger, "--concurrency", "16", "--max-attempts", "20")
         for _trial in range(8):
             proc = subprocess.Popen(
                 command, env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            _wait_for_posts(state, state.posts_received + rng.randint(1, 150), proc)
+            target = state.posts_received + rng.randint(1, 150)
+            wait_for(lambda: state.posts_received >= target, proc, "requests")  # noqa: B023
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1

@@ -6,12 +6,18 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, write_csv
+from conftest import (
+    Cli,
+    assert_counts_add_up,
+    assert_exactly_once,
+    make_rows,
+    run_command,
+    wait_for,
+    write_csv,
+)
 
 from pipeline.fake import FakeServer, FakeState, Faults
 
@@ -103,20 +109,7 @@ def test_grace_cuts_off_slow_requests_and_a_rerun_settles_them(
     ledger = tmp_path / "ledger.sqlite3"
     state = FakeState(faults=Faults(latency_ms=1000))
     with FakeServer(state) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            source,
-            "--base-url",
-            server.url,
-            "--ledger",
-            str(ledger),
-            "--concurrency",
-            "8",
-            "--no-progress",
-        ]
+        command = run_command(server, source, ledger, "--concurrency", "8")
         proc = subprocess.Popen(
             [*command, "--grace", "0.2"],
             env=os.environ,
@@ -124,10 +117,9 @@ def test_grace_cuts_off_slow_requests_and_a_rerun_settles_them(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 30
-        while state.posts_received < 8:  # eight requests on the wire, each held for 1 s
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.01)
+        # Eight requests on the wire, each held for 1 s.
+        wait_for(lambda: state.posts_received >= 8, proc, "requests")
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
 

@@ -7,22 +7,19 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_counts_add_up, assert_exactly_once, make_rows, write_csv
+from conftest import (
+    assert_counts_add_up,
+    assert_exactly_once,
+    make_rows,
+    run_command,
+    wait_for,
+    write_csv,
+)
 
 from pipeline.fake import FakeServer, FakeState, Faults
-
-
-def _wait_until_stored(state: FakeState, count: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while state.stored_count < count:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -34,20 +31,7 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes(
     ledger, report = tmp_path / "ledger.sqlite3", tmp_path / "report.json"
     state = FakeState(faults=Faults(latency_ms=50))
     with FakeServer(state) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            source,
-            "--base-url",
-            server.url,
-            "--ledger",
-            str(ledger),
-            "--concurrency",
-            "8",
-            "--no-progress",
-        ]
+        command = run_command(server, source, ledger, "--concurrency", "8")
         proc = subprocess.Popen(
             [*command, "--report", str(report)],
             text=True,
@@ -55,7 +39,8 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes(
             stderr=subprocess.PIPE,
             env=os.environ,
         )
-        _wait_until_stored(state, 40, proc)
+        wait_for(lambda: state.stored_count >= 40, proc, "the run to get going")
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
 
