@@ -12,14 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OutageError
 
 #: How often requests held at a half-open circuit look whether the probe has answered.
 _PROBE_POLL = 0.05
-
-
-class OutageError(PipelineError):
-    """The API failed every request for longer than the configured limit."""
 
 
 class Gate:

@@ -20,10 +20,8 @@ import click
 from pipeline import __version__
 from pipeline.config import Credentials, Settings
 from pipeline.errors import (
-    AbortedError,
     AuthError,
     ConfigError,
-    LedgerError,
     PipelineError,
     ReconcileError,
     SourceError,
@@ -55,9 +53,7 @@ def _guarded(fn: F) -> F:
             return _guarded(_raiser(leaf))()
         except (ConfigError, SourceError) as exc:
             _fail(str(exc), EXIT_USAGE)
-        except (LedgerError, AbortedError) as exc:
-            _fail(str(exc), EXIT_ABORTED)
-        except PipelineError as exc:
+        except PipelineError as exc:  # the ledger unusable, an abort, ...
             _fail(str(exc), EXIT_ABORTED)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_ABORTED)

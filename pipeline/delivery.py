@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.aimd import AdaptiveLimit, AdaptiveRate
-from pipeline.circuit import Gate, OutageError
+from pipeline.circuit import Gate
 from pipeline.client import Created, FeedbackClient
 from pipeline.errors import (
     Ambiguous,
     ApiError,
     AuthError,
     DeliveryError,
+    NotSentError,
+    OutageError,
     PermanentApiError,
     RetryableApiError,
     TransportError,
@@ -37,10 +39,6 @@ class _Sent:
     """How many requests went out for one record."""
 
     requests: int = 0
-
-
-class NotSentError(DeliveryError):
-    """The run is stopping, or the record's assistant is known to be missing: never sent."""
 
 
 def _is_backpressure(exc: BaseException) -> bool:

@@ -8,8 +8,10 @@ can catch the family; the CLI maps each branch to an exit code::
     ├── SourceError             a source cannot be opened or read        -> exit 2
     ├── LedgerError             the ledger file is unusable              -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
+    │   └── OutageError         the API failed everything for too long
     ├── ReconcileError          the List endpoint could not be read      -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
+        ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
         └── ApiError            the API answered with an error status
@@ -49,12 +51,20 @@ class AbortedError(PipelineError):
     """The run was stopped early: authentication refused or interrupted."""
 
 
+class OutageError(AbortedError):
+    """The API failed every request for longer than the configured limit."""
+
+
 class ReconcileError(PipelineError):
     """Uncertain records could not be checked against the API; they stay uncertain."""
 
 
 class DeliveryError(PipelineError):
     """A single request did not produce a feedback resource."""
+
+
+class NotSentError(DeliveryError):
+    """The run is stopping: this record's request was never sent."""
 
 
 class Ambiguous:

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from pipeline.aimd import AdaptiveLimit, AdaptiveRate
-from pipeline.circuit import Gate, OutageError
+from pipeline.circuit import Gate
+from pipeline.errors import OutageError
 
 
 class Clock:
