@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,7 @@ class ServerProcess:
         *,
         latency_ms: float = 0.0,
         throttle_rps: float | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,6 +48,7 @@ class ServerProcess:
             self._argv += ["--latency-ms", str(latency_ms)]
         if throttle_rps is not None:
             self._argv += ["--throttle-rps", str(throttle_rps)]
+        self._argv += extra
         self._log = workdir / f"fake-server-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -28,6 +28,9 @@ class Sizes:
     # 4: a server that throttles.
     throttle_records: int
     throttle_rps: float = 300.0
+    # 9: the flow-control matrix (seconds of ideal rate per cell; 0 cells = all of them).
+    matrix_seconds: float = 7.0
+    matrix_cells: int = 0
     # 5, 6: memory and rerun (dry runs need no server).
     small_rows: int
     large_rows: int
@@ -58,6 +61,8 @@ SMOKE = Sizes(
     small_rows=1_000,
     large_rows=5_000,
     run_rows=1_000,
+    matrix_seconds=0.5,
+    matrix_cells=2,
 )
 
 

@@ -1,187 +1,124 @@
-"""Adaptive concurrency: an AIMD limit on requests in flight, in the spirit of Vector's ARC.
+"""Finding an API's limit and staying just under it: the one algorithm behind both the
+concurrency limit and the rate cap (:mod:`pipeline.flow` says which signal feeds which).
 
-The limit starts at the ceiling (what the user asked for; most APIs never push back) and, once
-pressure has lowered it, doubles per round trip (slow start) until the next sign of pressure,
-then grows by about one per round trip while responses are healthy and latency does
-not rise, and shrinks on backpressure, at most once per round trip so that one burst of
-failures does not collapse it: by half on a 429 (the API says outright that the account's
-limit is exceeded), by ``decrease`` on 503s and timeouts (which may be noise). ``--concurrency``
-is the ceiling.
+A :class:`Seeker` holds one level (requests in flight, or requests per second) and moves it on
+two kinds of evidence, in the spirit of TCP CUBIC with fast recovery and Vector's ARC:
 
-Unlike TCP's, our congestion signal is expensive: a 429's Retry-After pauses every worker for
-a second or more. So the limit remembers where pressure last came (as CUBIC remembers its
-W_max): it climbs back quickly to just below that level, then probes one step above it only
-every ``probe_interval`` seconds, and most of the time runs just under the API's limit.
+- **pressure** (the API refused at this level), with ``good``, the level the API was measured
+  to accept. The level drops to ``good`` less ``margin`` at once, never by a blind factor
+  that compounds from refusal to refusal (the same measure twice is one drop).
+- **a clean epoch** (about two round trips without refusal while the level held requests
+  back). Before any pressure the level grows by ``start_factor`` per epoch (slow start);
+  below ``good`` it climbs back half the remaining way per epoch (fast recovery); there it
+  holds for ``probe_after`` seconds, then probes upwards by a step that doubles each
+  ``probe_period`` (1%, 2%, 4%... up to ``max_step``): a limit that rose, or went away, is
+  found again as fast as it was left. A probe refused near the same level doubles
+  ``probe_after`` (up to ``max_probe``): the limit is stable, and each probe costs a refusal.
+
+``make_limiter`` is the user's fixed ``--rate`` (aiolimiter), the one limit that never moves.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
-from collections.abc import Callable
+import math
 
 from aiolimiter import AsyncLimiter
 
-#: A round trip this much slower than the running average counts as rising latency.
-_RISING = 1.5
-_EWMA = 0.1
-PROBE_INTERVAL = 10.0
+#: Probing starts with this relative step and doubles it each probe period...
+_FIRST_STEP = 0.01
+#: ... up to this step (by default).
+_MAX_STEP = 0.25
+#: A refusal at most this much above the last good level is "the same limit again".
+_SAME_LIMIT = 1.1
 
 
-class AdaptiveLimit:
+class Seeker:
     def __init__(
         self,
-        ceiling: int,
+        initial: float,
         *,
-        initial: int | None = None,
-        decrease: float = 0.9,
-        probe_interval: float = PROBE_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
+        ceiling: float = math.inf,
+        floor: float = 1.0,
+        margin: float = 0.0,
+        min_step: float = 0.0,
+        probe_after: float = 1.0,
+        max_probe: float = 8.0,
+        max_step: float = _MAX_STEP,
+        start_factor: float = 2.0,
+        probe_period: float = 0.0,
     ) -> None:
         self.ceiling = ceiling
-        self._limit = float(ceiling if initial is None else min(initial, ceiling))
-        self._decrease_ratio = decrease
-        self._clock = clock
-        self._in_flight = 0
-        self._full_at = float("-inf")  # when every slot was last taken
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._slow_start = True
-        self._rtt: float | None = None
-        self._last_decrease = float("-inf")
-        self._pressure_at: float | None = None  # the limit when pressure last came
-        self._probe_interval = probe_interval
-        self._last_probe = float("-inf")
-        self.lowest = self.highest = self.limit
+        self.floor = floor
+        self.value = max(floor, min(initial, ceiling))
+        self.good: float | None = None  # the last level the API was measured to accept
+        self.slow_start = True
+        self._margin = margin
+        self._min_step = min_step  # an integer level (in flight) probes by at least one
+        self._first_probe = self._probe_after = probe_after
+        self._max_probe = max_probe
+        self._max_step = max_step
+        self._start_factor = start_factor
+        self._probe_period = probe_period  # a probe step must hold this long to count
+        self._stepped_at = -math.inf
+        self._step = 0.0
+        self.pressured_at = -math.inf
+
+    def pressure(self, now: float, good: float) -> None:
+        """The API refused at the current level and accepted about ``good``."""
+        # Never up on a refusal; and the same measure twice does not compound.
+        target = min(self.value, good * (1.0 - self._margin))
+        probing = self._step > 0.0
+        if probing and self.good is not None and good <= self.good * _SAME_LIMIT:
+            self._probe_after = min(self._probe_after * 2.0, self._max_probe)
+        elif self.good is None or good > self.good * _SAME_LIMIT:
+            self._probe_after = self._first_probe  # a new level: look around it again soon
+        self.good = good
+        self.value = max(self.floor, min(target, self.ceiling))
+        self.slow_start = False
+        self._step = 0.0
+        self.pressured_at = now
 
     @property
-    def limit(self) -> int:
-        return max(1, int(self._limit))
+    def probing(self) -> bool:
+        """Above the last good level, looking for more."""
+        return self.good is not None and self.value > self.good * (1.0 - self._margin)
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+    def cut(self, now: float, factor: float) -> None:
+        """Back off by ``factor`` without a measure of the limit; climb back quickly after."""
+        if self.good is None:
+            self.good = self.value
+        self.value = max(self.floor, self.value * factor)
+        self.slow_start = False
+        self._step = 0.0
+        self.pressured_at = now
 
-    async def acquire(self) -> float:
-        """Wait for a free slot; returns the start time to hand back to :meth:`release`."""
-        while self._in_flight >= self.limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-        self._in_flight += 1
-        now = self._clock()
-        if self._in_flight >= self.limit:
-            self._full_at = now
-        return now
-
-    def release(self, started: float, *, backpressure: bool, throttled: bool = False) -> None:
-        now = self._clock()
-        # Growth needs evidence that the limit held requests back during this round trip.
-        was_full = self._full_at >= started or bool(self._waiters)
-        self._in_flight -= 1
-        if backpressure or throttled:
-            self._shrink(now, 0.5 if throttled else self._decrease_ratio)
-        else:
-            self._grow(now, now - started, was_full)
-        self.lowest, self.highest = min(self.lowest, self.limit), max(self.highest, self.limit)
-        self._wake()
-
-    def _shrink(self, now: float, ratio: float) -> None:
-        self._slow_start = False
-        if now - self._last_decrease >= (self._rtt or 0.0):
-            self._pressure_at = self._limit
-            self._limit = max(1.0, self._limit * ratio)
-            self._last_decrease = self._last_probe = now
-
-    def _grow(self, now: float, rtt: float, was_full: bool) -> None:
-        average = self._rtt
-        self._rtt = rtt if average is None else average + _EWMA * (rtt - average)
-        if average is not None and rtt > average * _RISING + 0.001:
-            self._slow_start = False  # latency rises: hold, the server is filling up
+    def clean(self, now: float, achieved: float | None = None) -> None:
+        """An epoch passed at this level without refusal while the level held requests back;
+        ``achieved`` is what actually went through (the level itself if not given)."""
+        if self.slow_start:
+            self.value = min(self.ceiling, self.value * self._start_factor)
             return
-        if not was_full:
-            return  # the limit was not what held us back: no evidence it can go higher
-        if self._slow_start:
-            step = 1.0
-        elif self._pressure_at is None or self._limit + 1 < self._pressure_at:
-            step = 1.0 / self._limit
-        elif now - self._last_probe >= self._probe_interval:
-            step, self._last_probe = 1.0, now  # one careful step near where pressure came
-        else:
-            return
-        self._limit = min(float(self.ceiling), self._limit + step)
+        if self.probing and self.good is not None:  # a probe that held: proven good now
+            self.good = max(self.good, min(self.value, achieved or self.value))
+        target = (self.good or self.value) * (1.0 - self._margin)
+        if self.value < target:
+            climb = max((target - self.value) / 2.0, self._min_step, target * _FIRST_STEP)
+            self.value = min(target, self.value + climb)
+        elif (
+            now - self.pressured_at >= self._probe_after
+            and now - self._stepped_at >= self._probe_period
+        ):
+            self._stepped_at = now
+            self._step = min(self._max_step, max(_FIRST_STEP, self._step * 2.0))
+            self.value += max(self.value * self._step, self._min_step)
+        self.value = min(self.ceiling, self.value)
 
-    def _wake(self) -> None:
-        free = self.limit - self._in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
-
-
-class AdaptiveRate:
-    """The user's fixed ``--rate``, and a cap that finds an API's rate limit under it.
-
-    A concurrency limit cannot hold a rate when round trips are short (one request in flight
-    at 2 ms is 500/s), so a 429 also sets a rate cap: 95% of the rate that succeeded since the
-    previous 429 (a window long enough to amortise the limiter's burst). Without 429s the cap
-    rises by 1% a second until it reaches the user's rate, where it is dropped. The user's
-    limiter is never replaced, so ``--rate`` holds exactly; the cap's is replaced when it
-    moves (aiolimiter has no public way to change a rate), which may briefly let a few more
-    requests through, harmless for an estimate.
-    """
-
-    def __init__(self, ceiling: float | None, clock: Callable[[], float] = time.monotonic):
-        self._ceiling = ceiling or None
-        self._fixed = make_limiter(self._ceiling)
-        self._clock = clock
-        self._cap: float | None = None
-        self._adaptive: AsyncLimiter | None = None
-        self._since = self._last_raise = clock()
-        self._successes = 0
-
-    @property
-    def cap(self) -> float | None:
-        """The rate in force: the adaptive cap, else the user's rate, else None."""
-        return self._cap if self._cap is not None else self._ceiling
-
-    async def acquire(self) -> None:
-        if self._adaptive is not None:
-            await self._adaptive.acquire()
-        if self._fixed is not None:
-            await self._fixed.acquire()
-
-    def succeeded(self) -> None:
-        self._successes += 1
-        if self._cap is None:
-            return
-        now = self._clock()
-        if now - self._last_raise < 1.0:
-            return
-        self._last_raise = now
-        raised = self._cap * 1.01
-        self._set(None if self._ceiling is not None and raised >= self._ceiling else raised)
-
-    def throttled(self) -> None:
-        """Once per 429 burst (when it starts a shared pause)."""
-        now = self._clock()
-        measured = self._successes / max(now - self._since, 1.0)
-        target = max(1.0, measured * 0.95)
-        current = self.cap
-        if current is None or target < current:
-            self._set(target)
-        self._since = self._last_raise = now
-        self._successes = 0
-
-    def _set(self, cap: float | None) -> None:
-        self._cap = cap
-        self._adaptive = make_limiter(cap)
+    def relax(self) -> None:
+        """Forget the last good level: another limit sets the pace now (the rate cap raised
+        this concurrency limit to leave it room)."""
+        self.good = None
+        self._step = 0.0
+        self._probe_after = self._first_probe
 
 
 def make_limiter(rate: float | None) -> AsyncLimiter | None:

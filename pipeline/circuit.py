@@ -1,7 +1,6 @@
-"""The gate every request passes: a shared pause and a circuit breaker.
+"""The gate every request passes first: a circuit breaker.
 
-A 429 with ``Retry-After`` pauses every worker, not only the one that got it: the account's
-limit is shared, so the others would only collect 429s too. After ``threshold`` consecutive
+(429s are flow control, not failures: see :mod:`pipeline.flow`.) After ``threshold`` consecutive
 failures (5xx, timeouts, refused connections) the circuit opens: requests wait instead of
 spending their attempts, and one probe goes out per cool-down (doubling up to
 ``max_cooldown``) until one succeeds. An outage longer than ``max_outage`` aborts the run.
@@ -39,12 +38,10 @@ class Gate:
         self._max_cooldown = max_cooldown
         self._max_outage = max_outage
         self._clock = clock
-        self._paused_until = 0.0
         self._failures = 0
         self._open_since: float | None = None
         self._next_probe = 0.0
         self._probing = False
-        self.pauses = 0
 
     @property
     def is_open(self) -> bool:
@@ -54,9 +51,6 @@ class Gate:
         """Wait until a request may start (returns at once in the common case)."""
         while not self._stopped():
             now = self._clock()
-            if now < self._paused_until:
-                await self._sleep(self._paused_until - now)
-                continue
             if self._open_since is None:
                 return
             if now - self._open_since > self._max_outage:
@@ -68,15 +62,6 @@ class Gate:
                 return
             wait = _PROBE_POLL if self._probing else self._next_probe - now
             await self._sleep(max(wait, 0.001))
-
-    def pause(self, seconds: float) -> bool:
-        """Pause everyone; True when this starts a pause (not one more 429 of the same burst)."""
-        now = self._clock()
-        starts = self._paused_until <= now
-        if starts:
-            self.pauses += 1
-        self._paused_until = max(self._paused_until, now + seconds)
-        return starts
 
     def succeeded(self) -> None:
         self._failures = 0

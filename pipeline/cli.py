@@ -263,13 +263,21 @@ def _require_ledger(path: str) -> None:
     type=float,
     help="Share of POSTs stored and then answered with a connection reset.",
 )
+@click.option("--max-inflight", type=int, help="Requests in flight beyond this get 429 (20429).")
+@click.option("--rate-limit", type=float, help="Requests per second beyond which POSTs get 429.")
+@click.option("--burst-ms", default=1000.0, type=float, help="Token bucket burst, in ms of rate.")
+@click.option("--window", type=click.Choice(["bucket", "fixed", "sliding"]), default="bucket")
+@click.option("--retry-after", type=click.Choice(["present", "zero", "absent"]), default="present")
+@click.option("--latency-jitter-ms", default=0.0, type=float, help="Random extra latency, 0..N.")
 @_guarded
-def fake_server(host: str, port: int, **faults: Any) -> None:
+def fake_server(host: str, port: int, **options: Any) -> None:
     """Run the fake Feedback API (for demos, tests and benchmarks)."""
-    from pipeline.fake import FakeState, Faults, serve
+    from pipeline.fake import FakeState, Faults, Limits, serve
 
+    limit_names = ("max_inflight", "rate_limit", "burst_ms", "window", "retry_after")
+    limits = {name: options.pop(name) for name in (*limit_names, "latency_jitter_ms")}
     try:
-        state = FakeState(faults=Faults(**faults))
+        state = FakeState(faults=Faults(**options), limits=Limits(**limits))
     except ValueError as exc:
         raise ConfigError(f"fake-server: {exc}") from None
     try:

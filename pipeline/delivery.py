@@ -1,7 +1,9 @@
 """Delivery stage: send one record with rate limiting and retries, turn it into an Outcome.
 
-Every attempt passes, in order: the shared gate (a 429's pause, an open circuit), the adaptive
-concurrency limit, the fixed rate limit; its result feeds the gate and the limit back.
+Every attempt passes, in order: the circuit breaker (``circuit.Gate``), then flow control
+(``flow.FlowControl``: the adaptive concurrency limit, the adaptive rate cap, the fixed
+``--rate``); its result feeds both back. A 429 is flow control, not a failure: the record
+waits (its own Retry-After, or a round trip) and tries again without spending an attempt.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.aimd import AdaptiveLimit, AdaptiveRate
 from pipeline.circuit import Gate
 from pipeline.client import Created, FeedbackClient
 from pipeline.errors import (
@@ -25,10 +26,11 @@ from pipeline.errors import (
     RetryableApiError,
     TransportError,
 )
+from pipeline.flow import FlowControl, Kind, Result
 from pipeline.models import Accepted, Outcome, Status
 from pipeline.retry import call, retry_policy
 
-#: 429s with Retry-After one attempt may wait through before it counts as a failed attempt.
+#: 429s one attempt may wait through before it counts as a failed attempt.
 MAX_THROTTLED = 50
 #: Twilio's "resource not found": for this endpoint, the assistant does not exist.
 _NOT_FOUND = 20404
@@ -70,12 +72,13 @@ class Delivery:
         notice: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._client = client
-        self.rate = AdaptiveRate(rate)
         self.stop = stop
         self.abort_reason: str | None = None
         self.retries = 0
         self._notice = notice
-        self.limit = AdaptiveLimit(concurrency)
+        self.flow = FlowControl(concurrency, rate, sleep=self.pause)
+        # The names the runner and the stages read the converged limit and cap by.
+        self.limit = self.rate = self.flow
         self.gate = Gate(
             sleep=self.pause,
             stopped=stop.is_set,
@@ -95,12 +98,11 @@ class Delivery:
             await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _request(self, item: Accepted, sent: _Sent) -> Created:
-        """One attempt, through the gate, the adaptive limit and the rate limit."""
+        """One attempt, through the circuit breaker and flow control."""
         await self.gate.admit()
-        started = await self.limit.acquire()
-        pressure = throttled = False
+        ticket = await self.flow.acquire()
+        result = Result(Kind.OTHER)
         try:
-            await self.rate.acquire()
             if self.stop.is_set():
                 raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
             sent.requests += 1
@@ -108,37 +110,38 @@ class Delivery:
                 self.retries += 1
             created = await self._client.create(item.record.assistant_id, item.record.body())
             self.gate.succeeded()
-            self.rate.succeeded()
+            result = Result(Kind.OK)
             return created
         except DeliveryError as exc:
-            pressure = _is_backpressure(exc)
-            throttled = isinstance(exc, ApiError) and exc.status == 429
-            self._observe(exc)
+            result = self._observe(exc)
             raise
         finally:
-            self.limit.release(started, backpressure=pressure, throttled=throttled)
+            self.flow.release(ticket, result)
 
-    def _observe(self, exc: DeliveryError) -> None:
+    def _observe(self, exc: DeliveryError) -> Result:
+        """What a failure says about load, for flow control (and the circuit breaker)."""
         if isinstance(exc, ApiError) and exc.status == 429:
-            # The limit is the account's: everyone waits, not only this worker. Without a
-            # Retry-After, this worker's backoff and the adaptive limit slow things down.
-            if exc.retry_after is not None and self.gate.pause(exc.retry_after):
-                self.rate.throttled()
-        elif _is_backpressure(exc):
+            return Result(Kind.THROTTLED, exc.retry_after)
+        if _is_backpressure(exc):
             self.gate.failed(str(exc))
+            return Result(Kind.OVERLOADED)
+        return Result(Kind.OTHER)
 
     async def _attempt(self, item: Accepted, sent: _Sent) -> Created:
-        """One attempt in tenacity's eyes. A 429 with Retry-After is flow control, not a
-        failure: the shared pause already makes everyone wait, so it neither grows the backoff
-        nor spends an attempt (up to a bound: an API that only says 429 still ends a record)."""
+        """One attempt in tenacity's eyes. A 429 is flow control, not a failure: flow control
+        already slows everyone down, so this record only waits (the API's Retry-After, obeyed
+        for this request alone, or a round trip) and tries again, neither growing the backoff
+        nor spending an attempt (up to a bound: an API that only says 429 still ends a
+        record)."""
         for _ in range(MAX_THROTTLED):
             if self.stop.is_set():
                 raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
             try:
                 return await self._request(item, sent)
             except RetryableApiError as exc:
-                if exc.status != 429 or exc.retry_after is None:
+                if exc.status != 429:
                     raise
+                await self.pause(self.flow.retry_wait(exc.retry_after))
         return await self._request(item, sent)
 
     async def send(self, item: Accepted) -> Outcome:

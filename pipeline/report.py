@@ -39,10 +39,10 @@ class Summary:
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
-    concurrency: int | None = None  # the adaptive limit at the end
+    concurrency: int | None = None  # the adaptive concurrency limit it converged to
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
-    pauses: int = 0  # times a 429's Retry-After paused every worker
-    rate_cap: float | None = None  # the adaptive request-rate cap at the end, if any
+    pauses: int = 0  # times every request held back (only refusals came back for a while)
+    rate_cap: float | None = None  # the request-rate cap it converged to, if any
     dry_run: bool = False
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
@@ -97,8 +97,21 @@ class Summary:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         rate = self.sent / self.duration_s if self.duration_s else 0.0
         data.update(in_flight=self.in_flight, records_per_second=round(rate, 1))
+        data["next_time"] = self.next_time
         data["exit_code"] = self.exit_code
         return data
+
+    @property
+    def next_time(self) -> str | None:
+        """The options that start a run where flow control converged, if it found a limit."""
+        if self.concurrency is None or self.concurrency_range is None:
+            return None
+        options = []
+        if self.concurrency < self.concurrency_range[1]:
+            options.append(f"--concurrency {self.concurrency}")
+        if self.rate_cap:
+            options.append(f"--rate {int(self.rate_cap)}")
+        return " ".join(options) or None
 
     def write_json(self, path: str) -> None:
         tmp = f"{path}.tmp"
@@ -123,9 +136,11 @@ class Summary:
             low, high = self.concurrency_range
             cap = f"{self.rate_cap:.0f}/s" if self.rate_cap else "none"
             lines.append(
-                f"  concurrency limit {self.concurrency} (ranged {low}-{high}), rate cap {cap}, "
-                f"{self.pauses} Retry-After pauses"
+                f"  flow control converged to: concurrency limit {self.concurrency} (ranged "
+                f"{low}-{high}), rate cap {cap}; everyone held back {self.pauses} times"
             )
+            if self.next_time:
+                lines.append(f"  to start there next time: {self.next_time}")
         if self.reconciled_found or self.reconciled_missing:
             lines.append(
                 f"  reconciled {self.reconciled_found + self.reconciled_missing} uncertain records"

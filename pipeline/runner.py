@@ -130,7 +130,7 @@ async def _deliver(
         summary.aborted = delivery.abort_reason
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
-        summary.pauses = delivery.gate.pauses
+        summary.pauses = delivery.flow.holds
         summary.rate_cap = delivery.rate.cap
 
 

@@ -1,4 +1,6 @@
-"""AdaptiveLimit and Gate on a fake clock: no sleeping, no wall-clock dependence."""
+"""Seeker, FlowControl and Gate on a fake clock: no sleeping, no wall-clock dependence.
+
+(The simulations against every limiter shape are in test_flow_simulation.py.)"""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import asyncio
 
 import pytest
 
-from pipeline.aimd import AdaptiveLimit, AdaptiveRate
+from pipeline.aimd import Seeker
 from pipeline.circuit import Gate
 from pipeline.errors import OutageError
+from pipeline.flow import FlowControl, Kind, Result
+from pipeline.report import Summary
 
 
 class Clock:
@@ -19,87 +23,113 @@ class Clock:
         return self.now
 
 
-async def round_trip(limit: AdaptiveLimit, clock: Clock, rtt: float, *, pressure: bool) -> None:
-    started = await limit.acquire()
-    clock.now += rtt
-    limit.release(started, backpressure=pressure)
-
-
-async def saturate(limit: AdaptiveLimit, clock: Clock, rtt: float = 0.05) -> None:
-    """One round trip with every slot busy, all healthy."""
-    starts = [await limit.acquire() for _ in range(limit.limit)]
-    clock.now += rtt
-    for started in starts:
-        limit.release(started, backpressure=False)
-
-
-async def test_slow_start_doubles_per_round_trip_up_to_the_ceiling() -> None:
-    clock = Clock()
-    limit = AdaptiveLimit(100, initial=4, clock=clock)
+def test_seeker_slow_start_doubles_up_to_the_ceiling() -> None:
+    seeker = Seeker(4, ceiling=100)
     seen = []
-    for _ in range(6):
-        await saturate(limit, clock)
-        seen.append(limit.limit)
+    for t in range(6):
+        seeker.clean(float(t))
+        seen.append(seeker.value)
     assert seen == [8, 16, 32, 64, 100, 100]
 
 
-async def test_backpressure_shrinks_once_per_round_trip() -> None:
+def test_seeker_drops_to_just_under_what_the_api_accepted_not_by_a_blind_factor() -> None:
+    seeker = Seeker(100.0, margin=0.05)
+    seeker.pressure(0.0, 80.0)
+    assert seeker.value == pytest.approx(76.0)
+    seeker.pressure(0.1, 80.0)  # the same measure again: no compounding
+    assert seeker.value == pytest.approx(76.0)
+
+
+def test_seeker_holds_then_probes_with_a_step_that_doubles() -> None:
+    seeker = Seeker(100.0, probe_after=1.0)
+    seeker.pressure(0.0, 50.0)
+    for t in (0.2, 0.4, 0.6, 0.8):  # below probe_after: holds at the good level
+        seeker.clean(t)
+    assert seeker.value == 50.0
+    values = []
+    for t in (1.0, 1.2, 1.4, 1.6):
+        seeker.clean(t)
+        values.append(seeker.value)
+    steps = [b / a - 1 for a, b in zip([50.0, *values], values, strict=False)]
+    assert steps == pytest.approx([0.01, 0.02, 0.04, 0.08])
+
+
+def test_seeker_recovers_as_fast_as_it_fell_when_the_limit_goes_away() -> None:
+    seeker = Seeker(1000.0, probe_after=1.0)
+    seeker.pressure(0.0, 100.0)
+    t = 1.0
+    while seeker.value < 1000.0 and t < 10.0:
+        seeker.clean(t)
+        t += 0.1
+    assert seeker.value >= 1000.0 and t < 4.0  # 10x back in under 3 s of clean epochs
+
+
+def test_seeker_probes_less_often_where_the_limit_held() -> None:
+    seeker = Seeker(100.0, probe_after=1.0, max_probe=8.0)
+    seeker.pressure(0.0, 50.0)
+    seeker.clean(1.0)  # a probe above 50...
+    seeker.pressure(1.1, 50.0)  # ...refused at the same level
+    seeker.clean(2.2)
+    assert seeker.value == 50.0  # the next probe waits 2 s, not 1
+    seeker.clean(3.2)
+    assert seeker.value > 50.0
+
+
+def _flow(concurrency: int, clock: Clock, rate: float | None = None) -> FlowControl:
+    return FlowControl(concurrency, rate, initial=concurrency, clock=clock)
+
+
+async def test_a_20429_sets_the_limit_to_the_level_that_worked() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(100, initial=40, clock=clock)
-    await saturate(limit, clock)  # learns the round trip: 50 ms
-    before = limit.limit
-    starts = [await limit.acquire() for _ in range(10)]
-    for started in starts:  # ten 429s arriving together count as one signal
-        limit.release(started, backpressure=True)
-    assert limit.limit == int(before * 0.9)
-    assert (limit.lowest, limit.highest) == (40, before)
+    flow = _flow(32, clock)
+    tickets = [await flow.acquire() for _ in range(12)]
+    clock.now += 0.05
+    for ticket in tickets[:10]:
+        flow.release(ticket, Result(Kind.OK))
+    flow.release(tickets[10], Result(Kind.THROTTLED))  # sent as the 11th in flight
+    assert flow.limit == 10
+    assert flow.cap is None  # no Retry-After, refused above what worked: not a rate signal
 
 
-async def test_after_pressure_it_climbs_back_fast_then_probes_slowly() -> None:
+async def test_a_retry_after_caps_the_rate_not_the_concurrency() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(100, initial=20, probe_interval=10.0, clock=clock)
-    await saturate(limit, clock)
-    await round_trip(limit, clock, 0.05, pressure=True)  # pressure at ~40
-    after_drop = limit.limit
-    for _ in range(30):
-        await saturate(limit, clock)
-    near = limit.limit
-    assert after_drop < near <= after_drop / 0.9  # back just under where pressure came
-    for _ in range(30):  # 1.5 s more of healthy round trips: no probe yet
-        await saturate(limit, clock)
-    assert limit.limit == near
-    clock.now += 10.0
-    await saturate(limit, clock)
-    assert limit.limit == near + 1  # one careful step above
+    flow = _flow(32, clock)
+    for _ in range(50):  # 1000 requests/s, every one succeeds...
+        ticket = await flow.acquire()
+        clock.now += 0.001
+        flow.release(ticket, Result(Kind.OK))
+    ticket = await flow.acquire()
+    flow.release(ticket, Result(Kind.THROTTLED, retry_after=1.0))  # ...until one is refused
+    assert flow.cap is not None and flow.cap < 1000
+    assert flow.limit == 32
 
 
-async def test_rising_latency_stops_growth() -> None:
+async def test_a_cap_never_exceeds_the_users_rate() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(100, initial=10, clock=clock)
-    await saturate(limit, clock, rtt=0.05)
-    grown = limit.limit
-    await saturate(limit, clock, rtt=0.5)  # ten times slower: the server is queueing
-    assert limit.limit == grown
+    flow = _flow(8, clock, rate=50.0)
+    assert flow.cap == 50.0
+    ticket = await flow.acquire()
+    flow.release(ticket, Result(Kind.THROTTLED, retry_after=0.0))
+    assert flow.cap is not None and flow.cap <= 50.0
 
 
-async def test_no_growth_when_the_limit_was_not_the_bottleneck() -> None:
-    clock = Clock()
-    limit = AdaptiveLimit(100, initial=10, clock=clock)
-    for _ in range(20):
-        await round_trip(limit, clock, 0.05, pressure=False)  # one request at a time
-    assert limit.limit == 10
+def test_retry_after_is_obeyed_but_zero_is_no_invitation_to_spin() -> None:
+    flow = _flow(8, Clock())
+    assert flow.retry_wait(3.0) == 3.0
+    assert flow.retry_wait(0.0) >= 0.01
+    assert flow.retry_wait(None) >= 0.01
 
 
 async def test_acquire_waits_for_a_free_slot() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(2, initial=2, clock=clock)
-    first, _second = await limit.acquire(), await limit.acquire()
-    waiter = asyncio.create_task(limit.acquire())
+    flow = _flow(2, clock)
+    first, _second = await flow.acquire(), await flow.acquire()
+    waiter = asyncio.create_task(flow.acquire())
     await asyncio.sleep(0)
-    assert not waiter.done() and limit.in_flight == 2
-    limit.release(first, backpressure=False)
+    assert not waiter.done() and flow.in_flight == 2
+    flow.release(first, Result(Kind.OK))
     await asyncio.wait_for(waiter, timeout=5)
-    assert limit.in_flight == 2
+    assert flow.in_flight == 2
 
 
 class Sleeps:
@@ -127,17 +157,6 @@ def gate(clock: Clock, notices: list[str], **kwargs: float) -> tuple[Gate, Sleep
         **kwargs,
     )
     return made, sleeps
-
-
-async def test_retry_after_pauses_everyone_once_per_burst() -> None:
-    clock, notices = Clock(), list[str]()
-    g, sleeps = gate(clock, notices)
-    g.pause(2.0)
-    g.pause(1.5)  # another 429 of the same burst
-    await g.admit()
-    await g.admit()
-    assert sleeps.calls == [2.0]
-    assert g.pauses == 1
 
 
 async def test_circuit_opens_probes_with_growing_cooldown_and_closes() -> None:
@@ -169,30 +188,11 @@ async def test_a_long_outage_gives_up() -> None:
             g.failed("HTTP 500")
 
 
-def test_a_429_sets_a_rate_cap_under_what_succeeded_then_it_creeps_up() -> None:
-    clock = Clock()
-    rate = AdaptiveRate(None, clock=clock)
-    assert rate.cap is None  # no cap until the API pushes back
-    for _ in range(1000):  # 1000 successes over 4 s: 250/s
-        clock.now += 0.004
-        rate.succeeded()
-    rate.throttled()
-    assert rate.cap == pytest.approx(250 * 0.95)
-    capped = rate.cap
-    assert capped is not None
-    for _ in range(10):  # ten quiet seconds: +1% each
-        clock.now += 1.0
-        rate.succeeded()
-    assert rate.cap == pytest.approx(capped * 1.01**10)
-
-
-def test_the_rate_cap_never_exceeds_the_users_rate() -> None:
-    clock = Clock()
-    rate = AdaptiveRate(100.0, clock=clock)
-    assert rate.cap == 100.0
-    for _ in range(50):
-        clock.now += 1.0
-        rate.succeeded()
-    assert rate.cap == 100.0
-    rate.throttled()  # 50 successes in 50 s: 1/s measured
-    assert rate.cap == pytest.approx(1.0)
+def test_the_summary_says_where_flow_control_converged() -> None:
+    summary = Summary("run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap=190.4)
+    assert summary.next_time == "--concurrency 8 --rate 190"
+    assert "converged to: concurrency limit 8 (ranged 8-16), rate cap 190/s" in summary.text()
+    assert "next time: --concurrency 8 --rate 190" in summary.text()
+    assert summary.as_dict()["next_time"] == "--concurrency 8 --rate 190"
+    untouched = Summary("run", "r2", concurrency=16, concurrency_range=(16, 16))
+    assert untouched.next_time is None and "next time" not in untouched.text()

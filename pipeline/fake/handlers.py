@@ -26,6 +26,7 @@ MESSAGE_ID_RE = re.compile(r"aia_msg_.+")
 PAGE_TOKEN_PREFIX = "PT"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_INDEX = 10**100
 
 
 class InvalidRequest(Exception):
@@ -281,7 +282,9 @@ async def list_feedbacks(request: web.Request) -> web.StreamResponse:
         return _not_found(request)
     try:
         size = _int_param(request, "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        page = _int_param(request, "Page", 0, 0, 2**31 - 1)
+        # Page is "simply for client state" (the spec: any integer >= 0); the bound only keeps
+        # int() within Python's digit limit.
+        page = _int_param(request, "Page", 0, 0, MAX_PAGE_INDEX)
         token = request.query.get("PageToken")
         offset = decode_page_token(token, assistant_id) if token is not None else 0
     except InvalidRequest as exc:

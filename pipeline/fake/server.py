@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from pipeline.fake.handlers import STATE_KEY, create_feedback, list_feedbacks
+from pipeline.fake.shaping import apply_limits
 from pipeline.fake.state import DEFAULT_AUTH_TOKEN, FakeState
 
 FEEDBACKS_PATH = "/v1/Assistants/{id}/Feedbacks"
@@ -71,7 +72,7 @@ async def _reset(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(state: FakeState) -> web.Application:
-    app = web.Application(middlewares=[_count_responses])
+    app = web.Application(middlewares=[_count_responses, apply_limits])
     app[STATE_KEY] = state
     app.router.add_post(FEEDBACKS_PATH, create_feedback)
     app.router.add_get(FEEDBACKS_PATH, list_feedbacks)

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.fake.limiters import Limiter, Limits
+
 DEFAULT_ACCOUNT_SID = "ACfa4e" + "0" * 28
 DEFAULT_AUTH_TOKEN = "fake-auth-token"
 
@@ -115,6 +117,7 @@ class FakeState:
         credentials: Mapping[str, str] | None = None,
         known_assistants: Iterable[str] | None = None,
         faults: Faults | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.account_sid = account_sid
         # username -> password; API keys (SK...) live here too and act for account_sid.
@@ -135,6 +138,8 @@ class FakeState:
         self._stored: list[dict[str, Any]] = []
         self._by_assistant: dict[str, list[dict[str, Any]]] = {}
         self._bucket: TokenBucket | None = None
+        # The gateway's limits (in flight, rate shapes): pipeline.fake.shaping applies them.
+        self.limiter = Limiter(limits if limits is not None else Limits())
 
     # -- faults ---------------------------------------------------------------
 
@@ -273,3 +278,4 @@ class FakeState:
             self.resets = 0
             self.responses.clear()
             self._bucket = None
+            self.limiter.reset()
