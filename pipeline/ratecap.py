@@ -1,0 +1,192 @@
+"""The adaptive rate cap: how fast requests may start when the API limits a rate.
+
+None until the API refuses on rate (see :mod:`pipeline.flow` for which 429s those are); then
+a :class:`~pipeline.aimd.Seeker` of requests per second that paces every start, with
+``--rate`` as its ceiling. On a refusal it drops to what got through per second over the last
+second (a window long enough to amortise a token bucket's burst or a fixed window), at least
+``RATE_MARGIN`` lower and at most to half (a fifth once a second has passed) at once, never
+below half the best second lately; refusals that a lower pace would not cure (under ``NOISE``
+of the requests, or while all the pace got through) leave it where it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pipeline.aimd import Seeker
+
+#: The success rate is measured over this window, long enough to amortise a burst.
+RATE_WINDOW = 1.0
+#: Before a second has passed, the rate is measured over 4 round trips, and at least this.
+MIN_MEASURE = 0.05
+#: The cap sits this far under the measured rate.
+RATE_MARGIN = 0.03
+#: Fewer rate refusals than this share of the last second's requests are noise (requests that
+#: arrived together at a limiter with almost no burst), not a pace above the limit.
+NOISE = 0.02
+#: The most starts remembered (the attempt rate and the refused share need the last second).
+_MAX_STARTS = 4096
+
+
+class RateCap:
+    def __init__(
+        self,
+        ceiling: float | None,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.seeker: Seeker | None = None
+        self._ceiling = ceiling or math.inf
+        self._clock, self._sleep = clock, sleep
+        self._next_start = -math.inf  # the pacing: next free start time
+        self._generation = 0  # the cap's drops: starts reserved before one are redone
+        self._last_start = -math.inf
+        self._starts: deque[float] = deque()
+        self._successes: deque[float] = deque()
+        self._refusals: deque[float] = deque()
+        self._started_at: float | None = None
+        self._second = (0, 0)  # successes in the current second of the clock
+        self._best_second = 0.0
+        self._ok_total = 0
+        self._since_drop = 0  # successes since the cap last dropped
+
+    @property
+    def value(self) -> float | None:
+        return None if self.seeker is None else self.seeker.value
+
+    @property
+    def settled(self) -> float | None:
+        """The level it settled on, not a probe above it."""
+        if self.seeker is None:
+            return None
+        if self.seeker.good is None:
+            return self.seeker.value
+        return min(self.seeker.value, self.seeker.good * (1.0 - RATE_MARGIN))
+
+    async def pace(self) -> None:
+        """Wait for this request's start time. A start reserved under a cap that has dropped
+        since is reserved again, so a drop takes effect at once."""
+        while self.seeker is not None:
+            generation, now = self._generation, self._clock()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.seeker.value
+            if start > now:
+                await self._sleep(start - now)
+                if generation != self._generation:
+                    continue
+            # A start that woke late must not go out right behind the next one: a limiter
+            # with almost no burst refuses two requests that arrive together.
+            early = self._last_start + 0.5 / self.seeker.value - self._clock()
+            if early > 0:
+                await self._sleep(early)
+            self._last_start = self._clock()
+            return
+
+    def started(self, now: float) -> None:
+        self._starts.append(now)
+        if self._started_at is None:
+            self._started_at = now
+        if len(self._starts) > _MAX_STARTS:
+            self._starts.popleft()
+
+    def succeeded(self, now: float) -> None:
+        self._successes.append(now)
+        while self._successes[0] < now - RATE_WINDOW:
+            self._successes.popleft()
+        second = int(now)
+        if second != self._second[0]:  # a best that fades by a tenth a second
+            self._best_second = max(self._second[1], 0.9 * self._best_second)
+            self._second = (second, 0)
+        self._second = (second, self._second[1] + 1)
+        self._since_drop += 1
+        self._ok_total += 1
+
+    def refused(self, paced: float, now: float, rtt: float | None) -> bool:
+        """A rate refusal of a request paced at ``paced``; True when the cap moved."""
+        self._refusals.append(now)
+        while self._refusals[0] < now - RATE_WINDOW:
+            self._refusals.popleft()
+        cap = self.seeker
+        if cap is not None and (paced < cap.pressured_at or self._since_drop < 1):
+            return False  # paced before the last drop, or nothing got through since
+        pace = cap.value if cap is not None else self._attempt_rate(now, rtt)
+        measured, settled = self._measured(now, rtt)
+        started, share = self._lately(now)
+        margin = 1.0 - RATE_MARGIN
+        if cap is not None and settled and (measured >= margin * pace or share < NOISE):
+            return False  # stray refusals (requests that arrived together), not the pace
+        if settled and started < 0.9 * pace:
+            # The pace was not even tried (workers asleep on their Retry-After): what got
+            # through is no measure of the limit; the share refused is.
+            value = margin * pace * (1.0 - share)
+        else:
+            floor = 0.2 if settled else 0.5
+            value = min(margin * pace, max(floor * pace, margin * measured))
+        # Refusals that a lower pace does not cure (a limiter's own hiccups) must not drive
+        # the cap down and down: never below half the best second lately.
+        self.set(now, max(value, 0.5 * self._best_second))
+        return True
+
+    def window_new(self, now: float) -> bool:
+        """The first success after only refusals for a while: the window is new. Pace the
+        rest of the run by what went through per second so far, so as not to use the new
+        window up at once. True when the cap moved."""
+        if self._started_at is None or now - self._started_at < RATE_WINDOW / 2:
+            return False
+        elapsed = now - self._started_at
+        # Both are lower bounds of the limit already: no margin.
+        value = max(1.0, len(self._successes) / RATE_WINDOW, self._ok_total / elapsed)
+        if self.seeker is not None and self.seeker.value <= value:
+            return False
+        self.set(now, value)
+        return True
+
+    def clean(self, now: float, achieved: float) -> None:
+        """An epoch without refusal: grows only while the cap is what holds the rate back."""
+        if self.seeker is not None and achieved >= 0.9 * self.seeker.value:
+            self.seeker.clean(now, achieved)
+
+    def set(self, now: float, value: float) -> None:
+        if self.seeker is None:
+            # The first cap: no measure of the limit yet (the pace it cuts may be far off
+            # either way), so it grows by a quarter per epoch until refused (slow start).
+            self.seeker = Seeker(
+                value,
+                ceiling=self._ceiling,
+                margin=RATE_MARGIN,
+                probe_period=RATE_WINDOW / 4,
+                max_step=0.08,
+                start_factor=1.25,
+            )
+            self.seeker.pressured_at = now
+        else:
+            self.seeker.pressure(now, value / (1.0 - RATE_MARGIN))
+        self._generation += 1
+        self._since_drop = 0
+        self._next_start = now + 1.0 / self.seeker.value
+
+    def _window(self, rtt: float | None) -> float:
+        return max(MIN_MEASURE, 4 * (rtt or 0.0))
+
+    def _attempt_rate(self, now: float, rtt: float | None) -> float:
+        """Requests started per second lately (what the pace was, before there was a cap)."""
+        window = self._window(rtt)
+        recent = sum(1 for t in reversed(self._starts) if t >= now - window)
+        return max(1.0, recent / window)
+
+    def _measured(self, now: float, rtt: float | None) -> tuple[float, bool]:
+        """Successes per second over the last RATE_WINDOW if the run is that old (True),
+        else over the last few round trips (False)."""
+        if self._started_at is not None and now - self._started_at >= RATE_WINDOW:
+            return len(self._successes) / RATE_WINDOW, True
+        window = self._window(rtt)
+        recent = sum(1 for t in reversed(self._successes) if t >= now - window)
+        return recent / window, False
+
+    def _lately(self, now: float) -> tuple[int, float]:
+        """Requests started over the last RATE_WINDOW, and the share refused on rate."""
+        started = sum(1 for t in reversed(self._starts) if t >= now - RATE_WINDOW)
+        return started, len(self._refusals) / max(1, started)
