@@ -148,6 +148,10 @@ class FlowControl:
 
     def release(self, ticket: Ticket, result: Result) -> None:
         now = self._clock()
+        if result.kind is Kind.OK and self._limit.slow_start and self._waiters:
+            # Slow start as TCP's: one more per success while requests wait for a slot, so
+            # it doubles every round trip (a clean epoch may double it once more).
+            self._limit.value = min(float(self.ceiling), self._limit.value + 1.0)
         self._slots -= 1
         self._on_wire -= 1
         self._roll_epoch(now)
