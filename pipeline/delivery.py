@@ -18,6 +18,7 @@ from pipeline.errors import (
     Ambiguous,
     ApiError,
     AuthError,
+    BaseUrlError,
     DeliveryError,
     NotSentError,
     OutageError,
@@ -156,6 +157,11 @@ class Delivery:
         except AuthError as exc:
             self.abort(f"authentication refused by the API ({exc})")
             return self._failed(item, sent.requests, exc, Status.FAILED)
+        except BaseUrlError as exc:
+            # A configuration error found by talking to the API: stop before sending more.
+            self.abort(str(exc))
+            status = Status.UNKNOWN if isinstance(exc, Ambiguous) else Status.FAILED
+            return self._failed(item, sent.requests, exc, status)
         except DeliveryError as exc:
             self._note_missing(assistant, exc)
             status = Status.UNKNOWN if isinstance(exc, Ambiguous) else Status.FAILED

@@ -14,11 +14,15 @@ can catch the family; the CLI maps each branch to an exit code::
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
-        └── ApiError            the API answered with an error status
+        └── ApiError            the API answered, but not with a feedback
             ├── RetryableApiError   429, 408, 503, other 5xx (not sent)  -> retried
             ├── AmbiguousApiError   500, 502, 504 (may be stored)        -> unknown, reconciled
+            │   └── UnconfirmedError  a 2xx that is not a 201 feedback   -> unknown, reconciled
             ├── PermanentApiError   any other 4xx                        -> failed, not retried
-            └── AuthError           401, 403                             -> aborts the run
+            ├── AuthError           401, 403                             -> aborts the run
+            └── BaseUrlError        --base-url is not the Feedback API   -> aborts the run
+                ├── RedirectError   a 3xx (never followed)               -> failed, not stored
+                └── NotTheApiError  only 2xx without feedbacks so far    -> unknown, aborts
 
 ``Ambiguous`` marks the errors after which the API may hold the feedback: sending again could
 duplicate it (the endpoint has no idempotency header), so such a record is never resent
@@ -114,3 +118,32 @@ class PermanentApiError(ApiError):
 
 class AuthError(ApiError):
     """401 or 403: every other request would fail the same way, so the run aborts."""
+
+
+class UnconfirmedError(AmbiguousApiError):
+    """A 2xx that is not a 201 holding a feedback with an ``aia_fdbk_`` id.
+
+    Ambiguous, not failed: whatever answered may have stored the feedback (a gateway that
+    rewrote the answer, a 200 instead of a 201, a body cut short or too large to read), and
+    the endpoint has no idempotency header, so a blind resend could duplicate it.
+    """
+
+
+class BaseUrlError(ApiError):
+    """The base URL does not behave as the Feedback API: a configuration error found by
+    talking to it, so the run aborts before sending more (exit 3, as for a 401)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.args = (message,)  # one line that names --base-url, without an "HTTP nnn:" prefix
+
+
+class RedirectError(BaseUrlError):
+    """A 3xx. Never followed: a POST redirected elsewhere is stored elsewhere (or, after a
+    301/302, turned into a GET), and credentials must not travel to another origin. The
+    server that answered did not store the request, so the record can be sent again."""
+
+
+class NotTheApiError(Ambiguous, BaseUrlError):
+    """Many 2xx answers in a row without a feedback, and no real one yet: a captive portal,
+    a proxy or a mistyped host. Like any unconfirmed 2xx, this one may be stored."""

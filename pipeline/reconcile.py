@@ -7,19 +7,26 @@ following ``meta.next_page_url``) and matched on (session_id, message_id, score,
 Found: ``sent`` with the API's id. Not found: ``failed`` as "not stored", which ``run`` and
 ``replay`` then send. Two records with the same content each need their own stored copy: ids
 the ledger already holds for another record are not handed out twice.
+
+The cursor walk is bounded: a hostile or broken API can send a ``next_page_url`` that repeats
+or never ends. A page URL seen twice, a page whose items repeat the previous page's, or more
+than ``max_pages`` pages is a :class:`ReconcileError` (nothing is decided on a listing that
+cannot be trusted), and every List request waits on the run's rate limiter (``acquire``),
+like every POST, so even a bounded walk never outruns ``--rate``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import FeedbackClient, FeedbackPage
-from pipeline.errors import AuthError, DeliveryError, ReconcileError
+from pipeline.errors import AuthError, BaseUrlError, DeliveryError, ReconcileError
 from pipeline.ledger import Ledger
 from pipeline.models import Accepted, Outcome, Status, content_hash
 from pipeline.retry import Sleep, retry_policy
@@ -27,6 +34,13 @@ from pipeline.retry import Sleep, retry_policy
 #: How often a sending run records that it is alive.
 HEARTBEAT_S = 1.0
 NOT_STORED = "not stored by the API (checked by reconcile); run or replay sends it"
+#: Pages listed per assistant at most: 10 million feedbacks at 1000 a page. The API's pages
+#: carry no total to derive a bound from; this one only stops a cursor that never ends.
+MAX_LIST_PAGES = 10_000
+
+
+async def _no_limit() -> None:
+    return None
 
 
 @dataclass
@@ -51,8 +65,12 @@ class Reconciler:
         max_attempts: int,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        acquire: Callable[[], Awaitable[None]] = _no_limit,
+        max_pages: int = MAX_LIST_PAGES,
     ) -> None:
         self._client = client
+        self._acquire = acquire
+        self._max_pages = max_pages
         self._ledger = ledger
         self._settle = settle
         self._sleep = sleep
@@ -118,26 +136,53 @@ class Reconciler:
         """Ids of the assistant's stored feedbacks whose content is one of ``contents``."""
         ids: dict[str, list[str]] = defaultdict(list)
         url: str | None = None
-        while True:
+        seen: set[str] = set()
+        previous: bytes | None = None
+        for _ in range(self._max_pages):
             page = await self._page(assistant_id, url)
             for feedback in page.feedbacks:
+                if not isinstance(feedback, dict):
+                    continue  # not a feedback; cannot match a record
                 content = _content(assistant_id, feedback)
                 if content in contents and isinstance(feedback.get("id"), str):
                     ids[content].append(feedback["id"])
             if not page.next_page_url:
                 return ids
             url = page.next_page_url
+            fingerprint = _fingerprint(page)
+            if url in seen or fingerprint == previous:
+                # A cursor going round in circles: its ids would be counted twice, and a
+                # rerun would loop the same way. Stop with what is known: nothing decided.
+                raise ReconcileError(
+                    f"cannot list the feedbacks of {assistant_id}: the API sent the same "
+                    f"page twice (next_page_url {url})"
+                )
+            seen.add(url)
+            previous = fingerprint
+        raise ReconcileError(
+            f"cannot list the feedbacks of {assistant_id}: still more pages after "
+            f"{self._max_pages} pages (next_page_url {url})"
+        )
 
     async def _page(self, assistant_id: str, url: str | None) -> FeedbackPage:
+        async def one() -> FeedbackPage:
+            await self._acquire()  # the run's --rate covers List requests too, retries included
+            return await self._client.list_page(assistant_id, url=url)
+
         try:
-            page: FeedbackPage = await self._policy.copy()(
-                self._client.list_page, assistant_id, url=url
-            )
-        except AuthError:
-            raise
+            page: FeedbackPage = await self._policy.copy()(one)
+        except (AuthError, BaseUrlError):
+            raise  # the run cannot go on: the caller aborts it
         except DeliveryError as exc:
             raise ReconcileError(f"cannot list the feedbacks of {assistant_id}: {exc}") from exc
         return page
+
+
+def _fingerprint(page: FeedbackPage) -> bytes:
+    """A digest of a page's ids: two pages in a row with the same items (or two empty pages
+    that still link on) are a cursor that does not advance."""
+    ids = [str(f.get("id")) for f in page.feedbacks if isinstance(f, dict)]
+    return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).digest()
 
 
 def _content(assistant_id: str, feedback: dict[str, Any]) -> str | None:

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 import aiohttp
 
 from pipeline import __version__
+from pipeline.aimd import AdaptiveRate
 from pipeline.client import FeedbackClient
 from pipeline.config import Settings
 from pipeline.delivery import Delivery
-from pipeline.errors import AuthError, ReconcileError
+from pipeline.errors import AuthError, BaseUrlError, ReconcileError
 from pipeline.ledger import Ledger, SqliteLedger
 from pipeline.models import Rejection
 from pipeline.reconcile import Reconciler, Settled
@@ -99,6 +100,7 @@ async def _deliver(
             settle=settings.settle,
             max_attempts=settings.max_attempts,
             sleep=delivery.pause,
+            acquire=delivery.rate.acquire,  # List requests count against --rate like POSTs
         )
 
         async def body() -> None:
@@ -155,6 +157,8 @@ async def _settle(
         return await step()
     except AuthError as exc:
         delivery.abort(f"authentication refused by the API ({exc})")
+    except BaseUrlError as exc:
+        delivery.abort(str(exc))
     except ReconcileError as exc:
         progress.problem(None, f"reconcile: {exc}; uncertain records are not sent again")
     return Settled()
@@ -167,7 +171,11 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
         async with _session(settings, auth) as session:
             client = FeedbackClient(session, settings.base_url)
             reconciler = Reconciler(
-                client, ledger, settle=settings.settle, max_attempts=settings.max_attempts
+                client,
+                ledger,
+                settle=settings.settle,
+                max_attempts=settings.max_attempts,
+                acquire=AdaptiveRate(settings.rate).acquire,
             )
             return await reconciler.settle_leftovers()
     finally:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from aiohttp import hdrs, web
 
+from pipeline.fake import hostile
 from pipeline.fake.state import FakeState
 
 STATE_KEY = web.AppKey("fake_state", FakeState)
@@ -188,7 +189,7 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
     state, account_sid = await _prelude(request)
     if account_sid is None:
         return _unauthorized()
-    fault = _post_fault(state)
+    fault = hostile.intercept(request, state) or _post_fault(state)
     if fault is not None:
         return fault
     assistant_id = request.match_info["id"]
@@ -202,6 +203,14 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         # The client went away mid-body (killed): nothing arrived, nothing to store or answer.
         return web.Response(status=400)
+    odd = await hostile.answer_create(
+        request,
+        state,
+        lambda: state.store(assistant_id, body, account_sid=account_sid),
+        _abort_connection,
+    )
+    if odd is not None:
+        return odd
     resource = state.store(assistant_id, body, account_sid=account_sid)
     if state.roll(state.faults.reset_rate):
         state.note_reset()
@@ -276,6 +285,9 @@ async def list_feedbacks(request: web.Request) -> web.StreamResponse:
     state, account_sid = await _prelude(request)
     if account_sid is None:
         return _unauthorized()
+    odd = hostile.intercept(request, state)
+    if odd is not None:
+        return odd
     assistant_id = request.match_info["id"]
     if _assistant_unknown(state, assistant_id):
         return _not_found(request)
@@ -288,4 +300,5 @@ async def list_feedbacks(request: web.Request) -> web.StreamResponse:
         return _bad_request(str(exc))
     items, total = state.page(assistant_id, offset, size)
     meta = _list_meta(request, size, page, offset, total)
+    hostile.rewrite_meta(request, state, meta)
     return web.json_response({"feedbacks": items, "meta": meta})

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.fake.hostile import Hostile
+
 DEFAULT_ACCOUNT_SID = "ACfa4e" + "0" * 28
 DEFAULT_AUTH_TOKEN = "fake-auth-token"
 
@@ -33,8 +35,11 @@ class Faults:
     reset_rate: float = 0.0
     error_status: int | None = None
     seed: int | None = None
+    #: A misbehaviour from pipeline.fake.hostile; a mode name or an object on the wire.
+    hostile: Hostile | None = None
 
     def __post_init__(self) -> None:
+        self.hostile = Hostile.parse(self.hostile)
         self.validate()
 
     def validate(self) -> None:
@@ -131,6 +136,7 @@ class FakeState:
         self.posts_received = 0
         self.resets = 0
         self.responses: Counter[int] = Counter()
+        self.hostile_stats: Counter[str] = Counter()  # kept by pipeline.fake.hostile
         self._lock = threading.Lock()
         self._stored: list[dict[str, Any]] = []
         self._by_assistant: dict[str, list[dict[str, Any]]] = {}
@@ -272,4 +278,5 @@ class FakeState:
             self.posts_received = 0
             self.resets = 0
             self.responses.clear()
+            self.hostile_stats.clear()
             self._bucket = None
