@@ -187,9 +187,13 @@ def _abort_connection(request: web.Request) -> None:
 async def create_feedback(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].note_post()
     state, account_sid = await _prelude(request)
+    # A portal or a redirecting proxy answers before the API could check credentials.
+    odd = hostile.intercept(request, state)
+    if odd is not None:
+        return odd
     if account_sid is None:
         return _unauthorized()
-    fault = hostile.intercept(request, state) or _post_fault(state)
+    fault = _post_fault(state)
     if fault is not None:
         return fault
     assistant_id = request.match_info["id"]
@@ -283,11 +287,11 @@ def _list_meta(
 
 async def list_feedbacks(request: web.Request) -> web.StreamResponse:
     state, account_sid = await _prelude(request)
-    if account_sid is None:
-        return _unauthorized()
     odd = hostile.intercept(request, state)
     if odd is not None:
         return odd
+    if account_sid is None:
+        return _unauthorized()
     assistant_id = request.match_info["id"]
     if _assistant_unknown(state, assistant_id):
         return _not_found(request)
