@@ -105,7 +105,10 @@ def _active(state: FakeState, modes: set[str]) -> Hostile | None:
     hostile = state.faults.hostile
     if not isinstance(hostile, Hostile) or hostile.mode not in modes:
         return None
-    return hostile if state.roll(hostile.rate) else None
+    if not state.roll(hostile.rate):
+        return None
+    state.hostile_stats[hostile.mode] += 1  # only the server's loop writes these counters
+    return hostile
 
 
 def intercept(request: web.Request, state: FakeState) -> web.StreamResponse | None:

@@ -268,6 +268,7 @@ class FakeState:
                 "duplicates": sum(n - 1 for n in counts.values()),
                 "resets": self.resets,
                 "responses": {str(k): v for k, v in sorted(self.responses.items())},
+                "hostile": dict(self.hostile_stats),
             }
 
     def reset(self) -> None:
