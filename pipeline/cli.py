@@ -263,6 +263,12 @@ def _require_ledger(path: str) -> None:
     type=float,
     help="Share of POSTs stored and then answered with a connection reset.",
 )
+@click.option(
+    "--hostile",
+    metavar="MODE|JSON",
+    help="A misbehaviour: portal, unconfirmed, redirect, repeat_cursor, endless_cursor, "
+    "relative_cursor, drip, huge, store_late; or a JSON object with its parameters.",
+)
 @_guarded
 def fake_server(host: str, port: int, **faults: Any) -> None:
     """Run the fake Feedback API (for demos, tests and benchmarks)."""

@@ -11,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.fake import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
@@ -546,3 +548,10 @@ async def test_cursor_modes_bend_next_page_url(
     if mode == "endless_cursor":  # even the last page links on
         last = await list_meta(session, f"{server.url}{PATH}?PageSize=5")
         assert last["next_page_url"] is not None
+
+
+def test_fake_server_command_refuses_a_bad_hostile_mode_in_one_line() -> None:
+    result = CliRunner().invoke(cli, ["fake-server", "--port", "0", "--hostile", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("feedback-pipeline: fake-server: hostile mode must be")
+    assert result.output.count("\n") == 1

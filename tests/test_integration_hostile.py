@@ -144,20 +144,31 @@ def reconcile(cli: Cli) -> Any:
     return cli("reconcile", "--ledger", str(cli.ledger), "--base-url", cli.server.url)
 
 
+@pytest.mark.parametrize("command", ["reconcile", "run"])
 def test_a_redirected_list_is_not_followed(
-    run_cli: Cli, tmp_path: Path, elsewhere: FakeServer
+    run_cli: Cli, tmp_path: Path, elsewhere: FakeServer, command: str
 ) -> None:
-    leave_uncertain(run_cli, tmp_path, 5)
+    rows = leave_uncertain(run_cli, tmp_path, 5)
     location = f"{elsewhere.url}/v1/Assistants/{ASSISTANT}/Feedbacks?PageSize=1000"
     hostile = {"mode": "redirect", "status": 302, "location": location}
     run_cli.server.state.update_faults({"hostile": hostile})
+    posts = run_cli.server.state.posts_received
 
-    result = reconcile(run_cli)
+    if command == "run":
+        result = run_cli.run(str(write_csv(tmp_path / "new.csv", make_rows(5, prefix="n"))))
+    else:
+        result = reconcile(run_cli)
 
     assert result.exit_code == 3, result.output
     one_line_naming(result.output, "--base-url", location)
     assert elsewhere.state.responses == {}
-    assert states(run_cli) == {"unknown": 5}
+    assert run_cli.server.state.posts_received == posts  # aborted before sending anything
+    assert states(run_cli)["unknown"] == 5
+    assert "sent" not in states(run_cli)
+    run_cli.server.state.update_faults({"hostile": None})
+    assert reconcile(run_cli).exit_code == 0
+    assert states(run_cli)["sent"] == 5
+    assert_exactly_once(run_cli.server, rows)
 
 
 @pytest.mark.timeout(30)
