@@ -9,7 +9,7 @@ Found: ``sent`` with the API's id. Not found: ``failed`` as "not stored", which 
 the ledger already holds for another record are not handed out twice.
 
 The cursor walk is bounded: a hostile or broken API can send a ``next_page_url`` that repeats
-or never ends. A page URL seen twice, a page whose items repeat the previous page's, or more
+or never ends. A page URL seen twice, a page whose items repeat an earlier page's, or more
 than ``max_pages`` pages is a :class:`ReconcileError` (nothing is decided on a listing that
 cannot be trusted), and every List request waits on the run's rate limiter (``acquire``),
 like every POST, so even a bounded walk never outruns ``--rate``.
@@ -137,7 +137,7 @@ class Reconciler:
         ids: dict[str, list[str]] = defaultdict(list)
         url: str | None = None
         seen: set[str] = set()
-        previous: bytes | None = None
+        digests: set[bytes] = set()  # 16 bytes a page: at most 160 KB for MAX_LIST_PAGES
         for _ in range(self._max_pages):
             page = await self._page(assistant_id, url)
             for feedback in page.feedbacks:
@@ -150,7 +150,7 @@ class Reconciler:
                 return ids
             url = page.next_page_url
             fingerprint = _fingerprint(page)
-            if url in seen or fingerprint == previous:
+            if url in seen or fingerprint in digests:
                 # A cursor going round in circles: its ids would be counted twice, and a
                 # rerun would loop the same way. Stop with what is known: nothing decided.
                 raise ReconcileError(
@@ -158,7 +158,7 @@ class Reconciler:
                     f"page twice (next_page_url {url})"
                 )
             seen.add(url)
-            previous = fingerprint
+            digests.add(fingerprint)
         raise ReconcileError(
             f"cannot list the feedbacks of {assistant_id}: still more pages after "
             f"{self._max_pages} pages (next_page_url {url})"
@@ -179,8 +179,8 @@ class Reconciler:
 
 
 def _fingerprint(page: FeedbackPage) -> bytes:
-    """A digest of a page's ids: two pages in a row with the same items (or two empty pages
-    that still link on) are a cursor that does not advance."""
+    """A digest of a page's ids: two pages with the same items (or two empty pages that still
+    link on) are a cursor going round, whatever their URLs look like."""
     ids = [str(f.get("id")) for f in page.feedbacks if isinstance(f, dict)]
     return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).digest()
 

@@ -203,21 +203,30 @@ def test_a_relative_next_page_url_is_followed(run_cli: Cli, tmp_path: Path) -> N
     assert len(rows) == 5
 
 
-def test_a_slow_drip_ends_at_the_timeout_and_is_reconciled(run_cli: Cli, tmp_path: Path) -> None:
+def test_a_slow_drip_ends_at_the_timeout_as_ambiguous(run_cli: Cli, tmp_path: Path) -> None:
     rows = make_rows(4)
     source = str(write_csv(tmp_path / "a.csv", rows))
     # About 400 bytes at one every 50 ms: 20 s per answer, against a 1 s timeout.
     run_cli.server.state.update_faults({"hostile": {"mode": "drip", "delay_s": 0.05}})
+    args = ("--timeout", "1", "--report", str(tmp_path / "r.json"))
 
-    result = run_cli.run(source, "--timeout", "1", "--report", str(tmp_path / "r.json"))
+    first = run_cli.run(source, "--no-reconcile", *args)
 
-    # The request was written: ambiguous, so reconciled, and found.
-    assert result.exit_code == 0, result.output
+    # The request was written: ambiguous (unknown, not resent), never a hang.
+    assert first.exit_code == 1, first.output
     report = run_cli.report("r.json")
-    assert (report["sent"], report["unknown"], report["attempts"]) == (4, 0, 4)
+    assert (report["unknown"], report["attempts"], report["sent"]) == (4, 4, 0)
     assert report["duration_s"] < 15  # bounded by --timeout, not by the drip
+    assert states(run_cli) == {"unknown": 4}
+    assert run_cli.server.state.posts_received == 4
+    # Reconciliation (here by the next run, still against the drip) finds each one.
+    again = run_cli.run(source, *args)
+    assert again.exit_code == 0, again.output
+    assert run_cli.report("r.json")["reconciled_found"] == 4
+    assert run_cli.server.state.posts_received == 4
     assert_exactly_once(run_cli.server, rows)
     assert_ledger_truthful(run_cli)
+    assert states(run_cli) == {"sent": 4}
 
 
 def test_a_huge_201_is_not_read_whole(run_cli: Cli, tmp_path: Path) -> None:

@@ -84,6 +84,14 @@ async def test_a_next_page_url_seen_twice_is_an_error() -> None:
     assert len(client.urls) == 3
 
 
+async def test_a_cursor_going_round_two_pages_under_new_urls_is_an_error() -> None:
+    pages = [FeedbackPage([feedback(n % 2)], f"{BASE}?Page={n}") for n in range(1, 100)]
+    client = ScriptedList(*pages)
+    with pytest.raises(ReconcileError, match="same page twice"):
+        await walk(reconciler(client))
+    assert len(client.urls) == 3
+
+
 @pytest.mark.parametrize("items", [[feedback(1), feedback(2)], []])
 async def test_a_cursor_that_moves_but_serves_the_same_page_is_an_error(
     items: list[dict[str, Any]],

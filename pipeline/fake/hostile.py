@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,31 +147,41 @@ async def answer_create(
         assert hostile.status is not None
         return web.json_response({"ok": True}, status=hostile.status)
     if hostile.mode == "drip":
-        return await _stream(request, state, json.dumps(resource).encode(), 1, hostile.delay_s)
-    return await _stream(request, state, _padded(resource, hostile.size), _CHUNK, 0.0)
+        body = json.dumps(resource).encode()
+        drip = (body[i : i + 1] for i in range(len(body)))
+        return await _stream(request, state, drip, len(body), hostile.delay_s)
+    return await _stream(request, state, *_padded(resource, hostile.size), 0.0)
 
 
-def _padded(resource: dict[str, Any], size: int) -> bytes:
-    body = json.dumps(resource).encode()
-    pad = max(0, size - len(body) - len(b', "padding": ""'))
-    return body[:-1] + b', "padding": "' + b"x" * pad + b'"}'
+def _padded(resource: dict[str, Any], size: int) -> tuple[Iterator[bytes], int]:
+    """A valid feedback padded to ``size`` bytes, as chunks made on demand (not held whole)."""
+    head = json.dumps(resource).encode()[:-1] + b', "padding": "'
+    pad = max(0, size - len(head) - 2)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for start in range(0, pad, _CHUNK):
+            yield b"x" * min(_CHUNK, pad - start)
+        yield b'"}'
+
+    return chunks(), len(head) + pad + 2
 
 
 async def _stream(
-    request: web.Request, state: FakeState, body: bytes, chunk: int, delay: float
+    request: web.Request, state: FakeState, chunks: Iterable[bytes], length: int, delay: float
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=201, headers={hdrs.CONTENT_TYPE: "application/json"})
-    response.content_length = len(body)
+    response.content_length = length
     await response.prepare(request)
     try:
-        for start in range(0, len(body), chunk):
-            await response.write(body[start : start + chunk])
+        for chunk in chunks:
+            await response.write(chunk)
             # Written means handed to the socket: the client read it, or its buffer holds it.
-            state.hostile_stats["bytes_streamed"] += min(chunk, len(body) - start)
+            state.hostile_stats["bytes_streamed"] += len(chunk)
             if delay:
                 await asyncio.sleep(delay)
         await response.write_eof()
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         pass  # the client gave up (its timeout, its body cap): nothing more to send
     return response
 
