@@ -43,8 +43,9 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 #: stored it; 504: a gateway gave up waiting on a server that may still store it. (503 is a
 #: refusal to take the work, and 408/429 are answered before any; those are safe to resend.)
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
-#: At most this much of a create answer (a feedback or an error) is read. A feedback is well
-#: under 10 KB; a body that does not fit is not one, and must not cost the run its memory.
+#: At most this much of an answer (a feedback or an error) is read, beyond the size of what we
+#: sent (a feedback echoes the request's fields back). A feedback's own fields are well under
+#: 10 KB; a body that does not fit is not one, and must not cost the run its memory.
 MAX_BODY = 1 << 20
 #: At most this much of a List page is read: 1000 feedbacks with long texts fit easily.
 MAX_PAGE_BODY = 64 << 20
@@ -106,7 +107,7 @@ class FeedbackClient:
                     raise self._redirect(resp, "POST")
                 if not 200 <= resp.status < 300:
                     raise await api_error(resp)
-                raw = await read_capped(resp, MAX_BODY)
+                raw = await read_capped(resp, MAX_BODY + len(payload))
         except _NOT_SENT as exc:
             raise TransportError(describe_transport(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -188,7 +189,7 @@ def _origin(url: URL) -> str:
 def feedback_id_of(status: int, raw: bytes | None) -> tuple[str | None, str]:
     """The id of the feedback a 2xx answer holds, or None and why it holds none."""
     if raw is None:
-        return None, f"a body over {MAX_BODY} bytes"
+        return None, "a body too large to be a feedback"
     if status != 201:
         # The API answers 201 Created and nothing else; a 200 comes from something else.
         return None, "not 201 Created"

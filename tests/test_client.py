@@ -146,8 +146,18 @@ async def test_an_oversized_201_is_not_read_whole(
     monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
     padding = "x" * 1100
     reply(mock, 201, payload={"id": "aia_fdbk_1", "padding": padding})
-    with pytest.raises(UnconfirmedError, match="a body over"):
+    with pytest.raises(UnconfirmedError, match="a body too large"):
         await client.create(ASSISTANT, {"session_id": "s"})
+
+
+async def test_a_201_echoing_a_long_text_is_read(
+    mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    text = "y" * 5000  # over MAX_BODY, but the feedback only echoes what was sent
+    reply(mock, 201, payload={"id": "aia_fdbk_1", "session_id": "s", "text": text})
+    created = await client.create(ASSISTANT, {"session_id": "s", "text": text})
+    assert created.feedback_id == "aia_fdbk_1"
 
 
 async def test_read_capped_stops_at_the_limit() -> None:
