@@ -521,6 +521,21 @@ async def test_store_late_resets_then_stores(
     assert server.state.resets == 1
 
 
+async def test_store_late_can_answer_a_5xx_first(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    server.state.update_faults({"hostile": {"mode": "store_late", "delay_s": 0.2, "status": 504}})
+    status, data, _ = await post(session, server, {"session_id": "s"})
+    assert (status, data["status"]) == (504, 504)
+    assert server.state.stored_count == 0
+    deadline = time.monotonic() + 10
+    while server.state.stored_count == 0:
+        assert time.monotonic() < deadline, "never stored"
+        await asyncio.sleep(0.01)
+    with pytest.raises(ValueError, match="status"):
+        server.state.update_faults({"hostile": {"mode": "store_late", "status": 201}})
+
+
 async def list_meta(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(url) as resp:
         assert resp.status == 200

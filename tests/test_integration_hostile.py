@@ -246,16 +246,21 @@ def test_a_huge_201_is_not_read_whole(run_cli: Cli, tmp_path: Path) -> None:
     assert run_cli.report("r.json")["sent"] == 3
 
 
-def test_store_late_is_found_with_a_sufficient_settle(run_cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [None, 500, 504])
+def test_store_late_is_found_with_a_sufficient_settle(
+    run_cli: Cli, tmp_path: Path, status: int | None
+) -> None:
     rows = make_rows(10)
     source = str(write_csv(tmp_path / "a.csv", rows))
-    run_cli.server.state.update_faults({"hostile": {"mode": "store_late", "delay_s": 0.3}})
+    hostile = {"mode": "store_late", "delay_s": 0.3, "status": status}
+    run_cli.server.state.update_faults({"hostile": hostile})
 
     result = run_cli.run(source, "--settle", "1.5", "--report", str(tmp_path / "r.json"))
 
     assert result.exit_code == 0, result.output
     state = run_cli.server.state
-    assert state.resets == 10 and state.posts_received == 10
+    assert state.posts_received == 10
+    assert (state.resets, state.responses[status or 0]) == ((10, 0) if status is None else (0, 10))
     assert_exactly_once(run_cli.server, rows)
     assert_ledger_truthful(run_cli)
     report = run_cli.report("r.json")

@@ -16,8 +16,9 @@ Each mode models something a client must survive without losing or duplicating a
                     ``delay_s`` seconds.
 ``huge``            the feedback is stored, then answered 201 with a valid feedback padded
                     to ``size`` bytes (streamed, so the fake itself stays small).
-``store_late``      the connection is reset without an answer, and the feedback is stored
-                    ``delay_s`` seconds later (what reconcile's ``--settle`` wait is for).
+``store_late``      the connection is reset without an answer (or, given a 5xx ``status``, that
+                    status is answered), and the feedback is stored ``delay_s`` seconds later
+                    (what reconcile's ``--settle`` wait is for).
 ==================  ==========================================================================
 
 ``rate`` is the share of requests (POSTs, or List pages for the cursor modes) affected.
@@ -74,6 +75,8 @@ class Hostile:
             object.__setattr__(self, "status", _DEFAULT_STATUS[self.mode])
         wanted = {"portal": range(200, 300), "unconfirmed": range(200, 300)}
         wanted["redirect"] = range(300, 400)
+        if self.mode == "store_late" and self.status is not None:
+            wanted["store_late"] = range(500, 600)
         if self.mode in wanted and self.status not in wanted[self.mode]:
             raise ValueError(f"hostile {self.mode}: status must be in {wanted[self.mode]}")
         if not isinstance(self.delay_s, int | float) or not 0 <= self.delay_s <= 60:
@@ -137,11 +140,7 @@ async def answer_create(
     if hostile is None:
         return None
     if hostile.mode == "store_late":
-        state.note_reset()
-        abort(request)
-        await asyncio.sleep(hostile.delay_s)
-        store()
-        return web.Response(status=201)  # dropped: the transport is gone
+        return await _store_late(request, state, hostile, store, abort)
     resource = store()
     if hostile.mode == "unconfirmed":
         assert hostile.status is not None
@@ -151,6 +150,30 @@ async def answer_create(
         drip = (body[i : i + 1] for i in range(len(body)))
         return await _stream(request, state, drip, len(body), hostile.delay_s)
     return await _stream(request, state, *_padded(resource, hostile.size), 0.0)
+
+
+async def _store_late(
+    request: web.Request,
+    state: FakeState,
+    hostile: Hostile,
+    store: Callable[[], dict[str, Any]],
+    abort: Callable[[web.Request], None],
+) -> web.StreamResponse:
+    if hostile.status is None:
+        state.note_reset()
+        abort(request)
+        answer: web.StreamResponse = web.Response(status=201)  # dropped: the transport is gone
+    else:
+        # Answered in full now; the handler goes on, to store the feedback afterwards.
+        answer = web.json_response(
+            {"code": 20000 + hostile.status, "message": "try later", "status": hostile.status},
+            status=hostile.status,
+        )
+        await answer.prepare(request)
+        await answer.write_eof()
+    await asyncio.sleep(hostile.delay_s)
+    store()
+    return answer
 
 
 def _padded(resource: dict[str, Any], size: int) -> tuple[Iterator[bytes], int]:
