@@ -149,7 +149,8 @@ async def answer_create(
         body = json.dumps(resource).encode()
         drip = (body[i : i + 1] for i in range(len(body)))
         return await _stream(request, state, drip, len(body), hostile.delay_s)
-    return await _stream(request, state, *_padded(resource, hostile.size), 0.0)
+    # No Content-Length: chunked, so a client cannot refuse it up front; it must stop reading.
+    return await _stream(request, state, _padded(resource, hostile.size), None, 0.0)
 
 
 async def _store_late(
@@ -176,25 +177,26 @@ async def _store_late(
     return answer
 
 
-def _padded(resource: dict[str, Any], size: int) -> tuple[Iterator[bytes], int]:
+def _padded(resource: dict[str, Any], size: int) -> Iterator[bytes]:
     """A valid feedback padded to ``size`` bytes, as chunks made on demand (not held whole)."""
     head = json.dumps(resource).encode()[:-1] + b', "padding": "'
     pad = max(0, size - len(head) - 2)
-
-    def chunks() -> Iterator[bytes]:
-        yield head
-        for start in range(0, pad, _CHUNK):
-            yield b"x" * min(_CHUNK, pad - start)
-        yield b'"}'
-
-    return chunks(), len(head) + pad + 2
+    yield head
+    for start in range(0, pad, _CHUNK):
+        yield b"x" * min(_CHUNK, pad - start)
+    yield b'"}'
 
 
 async def _stream(
-    request: web.Request, state: FakeState, chunks: Iterable[bytes], length: int, delay: float
+    request: web.Request,
+    state: FakeState,
+    chunks: Iterable[bytes],
+    length: int | None,
+    delay: float,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=201, headers={hdrs.CONTENT_TYPE: "application/json"})
-    response.content_length = length
+    if length is not None:
+        response.content_length = length
     await response.prepare(request)
     try:
         for chunk in chunks:
