@@ -29,7 +29,9 @@ duplicate it (the endpoint has no idempotency header), so such a record is never
 blindly; reconciliation with the List endpoint settles it.
 
 Messages never contain credentials: the client never puts them anywhere but the
-Authorization header, and errors are built from status, Twilio code and message only.
+Authorization header, and errors are built from status, Twilio code and message only (plus,
+for a BaseUrlError, the base URL, which settings refuse to hold credentials, and a
+redirect's Location as the server sent it).
 """
 
 from __future__ import annotations
@@ -145,5 +147,5 @@ class RedirectError(BaseUrlError):
 
 
 class NotTheApiError(Ambiguous, BaseUrlError):
-    """Many 2xx answers in a row without a feedback, and no real one yet: a captive portal,
-    a proxy or a mistyped host. Like any unconfirmed 2xx, this one may be stored."""
+    """Many 2xx answers without a feedback, and not one with a feedback yet: a captive
+    portal, a proxy or a mistyped host. Like any unconfirmed 2xx, this one may be stored."""
