@@ -174,16 +174,21 @@ def test_a_redirected_list_is_not_followed(
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", ["repeat_cursor", "endless_cursor"])
 def test_a_cursor_that_never_ends_is_an_error(run_cli: Cli, tmp_path: Path, mode: str) -> None:
-    leave_uncertain(run_cli, tmp_path, 5)
+    rows = leave_uncertain(run_cli, tmp_path, 5)
     run_cli.server.state.update_faults({"hostile": mode})
     lists_before = run_cli.server.state.responses[200]
 
     result = reconcile(run_cli)
 
     assert result.exit_code == 1, result.output
-    one_line_naming(result.output, "reconcile", "page")
+    one_line_naming(result.output, "reconcile", "same page twice")
     assert run_cli.server.state.responses[200] - lists_before <= 3
     assert states(run_cli) == {"unknown": 5}  # nothing decided on a broken listing
+    run_cli.server.state.update_faults({"hostile": None})
+    assert reconcile(run_cli).exit_code == 0
+    assert states(run_cli) == {"sent": 5}
+    assert_exactly_once(run_cli.server, rows)
+    assert_ledger_truthful(run_cli)
 
 
 def test_a_relative_next_page_url_is_followed(run_cli: Cli, tmp_path: Path) -> None:
