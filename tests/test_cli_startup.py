@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import Cli, make_rows, write_csv
+from conftest import Cli, make_rows, write_csv
 
 
 def _binary_toml(tmp_path: Path) -> str:
