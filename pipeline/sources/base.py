@@ -74,12 +74,28 @@ class _Tail(io.RawIOBase):
         super().close()
 
 
+class _Available:
+    """``read(n)`` gives what a buffered stream has (``read1``), not a full ``n`` bytes: gzip
+    reads 128 KiB blocks, and over a slow pipe it must decode what has arrived so far instead
+    of waiting for a whole block."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read1(size)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 class _OwningGzip(gzip.GzipFile):
     """A gzip reader over a stream it was handed, which it closes with itself."""
 
     def __init__(self, stream: BinaryIO, owns: bool) -> None:
-        super().__init__(fileobj=stream, mode="rb")
-        self._owned = stream if owns else None
+        available = _Available(stream)
+        super().__init__(fileobj=cast(Any, available), mode="rb")
+        self._owned = available if owns else None
 
     def close(self) -> None:
         try:
@@ -135,22 +151,35 @@ def open_input(path: str) -> Input:
     """Open a file, a FIFO, ``/dev/fd/N`` or stdin (``-``) once, and sniff gzip by peeking at
     the open stream: reopening by name would lose what a pipe already gave (a FIFO or a
     process substitution cannot be read twice), or block for a writer that never comes."""
+    tail: _Tail | None = None
     try:
-        if path == STDIN:
-            raw: BinaryIO = sys.stdin.buffer
-            tail = None
-        else:
-            tail = _Tail(open(path, "rb", buffering=0))  # noqa: SIM115 - Input owns it
-            raw = cast(BinaryIO, io.BufferedReader(tail, buffer_size=_BUFFER))
+        file = _stdin_file() if path == STDIN else open(path, "rb", buffering=0)  # noqa: SIM115
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+    if file is None:  # a stdin replaced by a stream without a file descriptor
+        raw: BinaryIO = sys.stdin.buffer
+    else:
+        tail = _Tail(file)
+        raw = cast(BinaryIO, io.BufferedReader(tail, buffer_size=_BUFFER))
     if not hasattr(raw, "peek"):  # a stdin replaced by an in-memory stream
         raw = cast(BinaryIO, io.BufferedReader(raw))
     # Sniffing the magic bytes (not the suffix) also handles gzip piped into stdin.
     if _peek(raw, 2) == _GZIP_MAGIC:
-        stream = cast(BinaryIO, _OwningGzip(raw, owns=path != STDIN))
+        stream = cast(BinaryIO, _OwningGzip(raw, owns=True))
         return Input(stream, tail, compressed=True)
     return Input(raw, tail, compressed=False)
+
+
+def _stdin_file() -> BinaryIO | None:
+    """Standard input as a file of our own (a duplicate of its descriptor), not
+    ``sys.stdin.buffer``: a read blocked in a reader thread would hold that object's lock,
+    and the interpreter takes the lock at exit: "could not acquire lock for <stdin> at
+    interpreter shutdown", and an abort instead of the summary."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return open(os.dup(fd), "rb", buffering=0)
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:
