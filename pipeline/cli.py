@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.config import Credentials, Settings
+from pipeline.config import DEBUG_ENV, Credentials, Settings
 from pipeline.errors import (
     AuthError,
     ConfigError,
@@ -58,7 +58,7 @@ def _guarded(fn: F) -> F:
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_ABORTED)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
-            if os.environ.get("FEEDBACK_PIPELINE_DEBUG"):
+            if os.environ.get(DEBUG_ENV):
                 raise
             _fail(
                 f"internal error: {type(exc).__name__}: {exc} "

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_rows, run_command, wait_for
+from conftest import assert_exactly_once, make_rows, run_command, wait_for, write_csv
 
 from pipeline.fake import FakeServer, FakeState
 
@@ -129,3 +129,23 @@ def test_sigterm_while_stdin_has_no_more_to_give_ends_the_run(
         assert "sent 2" in out
         assert state.stored_count == 2
         assert "Fatal Python error" not in err
+
+
+@pytest.mark.timeout(60)
+def test_gzip_through_process_substitution_is_sent_exactly_once(
+    clean_env: None, tmp_path: Path
+) -> None:
+    rows = make_rows(50)
+    source = write_csv(tmp_path / "in.csv", rows)
+    state = FakeState()
+    with FakeServer(state) as server:
+        command = run_command(server, "SOURCE", tmp_path / "ledger.sqlite3", "--format", "csv")
+        line = " ".join(f"'{arg}'" for arg in command).replace("'SOURCE'", f"<(gzip -c '{source}')")
+        done = subprocess.run(
+            ["bash", "-c", line], capture_output=True, text=True, timeout=50, check=False
+        )
+
+        assert done.returncode == 0, done.stderr
+        assert "Not a gzipped file" not in done.stderr
+        assert f"sent {len(rows)}" in done.stdout
+        assert_exactly_once(server, rows)

@@ -220,3 +220,10 @@ def test_jsonl_line_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         (f"{path}:3", "s3", None),
         (f"{path}:4", None, "line longer than 64 bytes (the limit)"),
     ]
+
+
+def test_the_readme_states_the_limits_the_code_has() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    assert f"A CSV field is at most {csv_source.FIELD_LIMIT} characters" in text
+    assert f"a JSON line at most {jsonl_source.LINE_LIMIT} bytes" in text
