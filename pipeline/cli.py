@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.config import Credentials, Settings
+from pipeline.config import DEBUG_ENV, Credentials, Settings
 from pipeline.errors import (
     AuthError,
     ConfigError,
@@ -58,7 +58,7 @@ def _guarded(fn: F) -> F:
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_ABORTED)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
-            if os.environ.get("FEEDBACK_PIPELINE_DEBUG"):
+            if os.environ.get(DEBUG_ENV):
                 raise
             _fail(
                 f"internal error: {type(exc).__name__}: {exc} "
@@ -86,6 +86,12 @@ def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -
     return mapping
 
 
+def _default(name: str) -> str:
+    """A setting's default for a help text, taken from the model (its one place)."""
+    value = Settings.model_fields[name].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _delivery_options(fn: F) -> F:
     options = [
         click.option(
@@ -95,11 +101,23 @@ def _delivery_options(fn: F) -> F:
             help="TOML settings file (default: $FEEDBACK_PIPELINE_CONFIG).",
         ),
         click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3]."),
-        click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com]."),
-        click.option("--concurrency", type=int, help="Requests in flight at most [16]."),
-        click.option("--rate", type=float, help="Requests per second at most, 0: no limit [50]."),
-        click.option("--max-attempts", type=int, help="Attempts per record, retries included [5]."),
-        click.option("--timeout", type=float, help="Seconds per request [30]."),
+        click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}]."),
+        click.option(
+            "--concurrency",
+            type=int,
+            help=f"Requests in flight at most [{_default('concurrency')}].",
+        ),
+        click.option(
+            "--rate",
+            type=float,
+            help=f"Requests per second at most, 0: no limit [{_default('rate')}].",
+        ),
+        click.option(
+            "--max-attempts",
+            type=int,
+            help=f"Attempts per record, retries included [{_default('max_attempts')}].",
+        ),
+        click.option("--timeout", type=float, help=f"Seconds per request [{_default('timeout')}]."),
         click.option(
             "--no-reconcile",
             "reconcile",
@@ -111,19 +129,20 @@ def _delivery_options(fn: F) -> F:
             "--settle",
             type=float,
             metavar="S",
-            help="Seconds the API may take to store a request, for reconcile [5].",
+            help=f"Seconds the API may take to store a request, for reconcile "
+            f"[{_default('settle')}].",
         ),
         click.option(
             "--grace",
             type=float,
             metavar="S",
-            help="On SIGINT/SIGTERM, seconds to let requests finish [10].",
+            help=f"On SIGINT/SIGTERM, seconds to let requests finish [{_default('grace')}].",
         ),
         click.option(
             "--max-outage",
             type=float,
             metavar="S",
-            help="Abort when the API has failed everything this long [600].",
+            help=f"Abort when the API has failed everything this long [{_default('max_outage')}].",
         ),
         click.option("--report", metavar="FILE", help="Write a JSON summary here."),
         click.option(
@@ -137,6 +156,13 @@ def _delivery_options(fn: F) -> F:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _load(config_file: str | None, **flags: Any) -> Settings:
+    """The settings, with the start-up checks that need the file system, before any work."""
+    settings = Settings.load(config_file, **flags)
+    settings.check_report()
+    return settings
 
 
 def _finish(summary: Summary, report: str | None) -> None:
@@ -182,10 +208,10 @@ def run(
     **flags: Any,
 ) -> None:
     """Send every valid record of SOURCE files (CSV, JSONL, .gz; - for stdin)."""
-    settings = Settings.load(config_file, format=fmt, columns=columns or None, **flags)
+    settings = _load(config_file, format=fmt, columns=columns or None, report=report, **flags)
     auth = None if dry_run else Credentials().basic_auth()
     summary = asyncio.run(run_sources(settings, sources, auth=auth, dry_run=dry_run))
-    _finish(summary, report or settings.report)
+    _finish(summary, settings.report)
 
 
 @cli.command()
@@ -193,10 +219,10 @@ def run(
 @_guarded
 def replay(config_file: str | None, report: str | None, **flags: Any) -> None:
     """Send again the records the ledger holds as failed (no source file needed)."""
-    settings = Settings.load(config_file, **flags)
+    settings = _load(config_file, report=report, **flags)
     _require_ledger(settings.ledger)
     summary = asyncio.run(replay_failed(settings, auth=Credentials().basic_auth()))
-    _finish(summary, report or settings.report)
+    _finish(summary, settings.report)
 
 
 @cli.command()
@@ -223,10 +249,17 @@ def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3].")
-@click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com].")
-@click.option("--settle", type=float, metavar="S", help="Seconds the API may take to store [5].")
-@click.option("--max-attempts", type=int, help="Attempts per list page [5].")
-@click.option("--timeout", type=float, help="Seconds per request [30].")
+@click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}].")
+@click.option(
+    "--settle",
+    type=float,
+    metavar="S",
+    help=f"Seconds the API may take to store [{_default('settle')}].",
+)
+@click.option(
+    "--max-attempts", type=int, help=f"Attempts per list page [{_default('max_attempts')}]."
+)
+@click.option("--timeout", type=float, help=f"Seconds per request [{_default('timeout')}].")
 @_guarded
 def reconcile(config_file: str | None, **flags: Any) -> None:
     """Settle records left in flight or unknown, using the API's List endpoint."""

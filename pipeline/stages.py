@@ -10,6 +10,7 @@ queue is drained in whatever batch has built up while the previous commit ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeAlias
@@ -20,7 +21,7 @@ from pipeline.ledger import Decision, Ledger
 from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Status
 from pipeline.reconcile import HEARTBEAT_S
 from pipeline.report import Progress, Summary
-from pipeline.sources import Source
+from pipeline.sources import Source, read_off_loop
 from pipeline.validate import Validator
 
 Item: TypeAlias = Accepted | Rejection
@@ -55,17 +56,20 @@ def _what(exc: BaseException) -> str:
 
 async def source_batches(sources: Sequence[Source], validator: Validator, size: int) -> Batches:
     # Reading and validating run in a worker thread: a blocking read (a slow stdin, a large
-    # gzip block) must not stall the event loop that drives the requests.
+    # gzip block) must not stall the event loop that drives the requests; and a read that
+    # never returns (a FIFO without a writer) must not keep a stopped run from ending.
     for source in sources:
         records = source.records()
         try:
             more = True
             while more:
-                batch, more = await asyncio.to_thread(_take, source, records, validator, size)
+                batch, more = await read_off_loop(_take, source, records, validator, size)
                 if batch:
                     yield batch
         finally:
-            records.close()  # type: ignore[attr-defined]
+            # A read still blocked in its thread keeps the generator running: leave it there.
+            with contextlib.suppress(ValueError):
+                records.close()  # type: ignore[attr-defined]
 
 
 class Stages:

@@ -302,9 +302,10 @@ def huge_jsonl_text(tmp: Path) -> Built:
 
 
 def huge_csv_field(tmp: Path) -> Built:
-    # Far beyond csv.field_size_limit() (128 KiB): the row is malformed, its neighbours stand.
+    # Far beyond the CSV field limit (1 MiB characters): the row is invalid, its neighbours stand.
     line = csv_rows([bad_row(text="x" * TEN_MB)]).rstrip(b"\n")
-    return lines_kind("csv", (line, r"malformed CSV: field larger than field limit"))(tmp)
+    why = r"malformed CSV: a field is longer than 1048576 characters \(the CSV limit\)"
+    return lines_kind("csv", (line, why))(tmp)
 
 
 def truncated_gzip(fmt: Fmt) -> Builder:

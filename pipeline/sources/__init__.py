@@ -10,10 +10,19 @@ from pipeline.models import RECORD_FIELDS
 from pipeline.sources.base import STDIN, Source, check_readable
 from pipeline.sources.csv import CsvSource
 from pipeline.sources.jsonl import JsonlSource
+from pipeline.sources.offloop import read_off_loop
 
 Format = Literal["csv", "jsonl"]
 
-__all__ = ["CsvSource", "Format", "JsonlSource", "Source", "check_readable", "open_source"]
+__all__ = [
+    "CsvSource",
+    "Format",
+    "JsonlSource",
+    "Source",
+    "check_readable",
+    "open_source",
+    "read_off_loop",
+]
 
 
 def detect_format(path: str, fmt: Format | None) -> Format:
