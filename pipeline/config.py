@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     report: str | None = None
     progress: bool = True
     batch_size: int = Field(500, ge=1, le=10_000)
+    # Queue sources (ignored for files, which always end at their end).
+    drain: bool = False  # exit once the queue has no new and no pending entries
+    log_every: float = Field(60.0, gt=0)  # a following run logs a summary line this often
+    claim_idle: float = Field(60.0, gt=0)  # take over another consumer's entry idle this long
+    reconcile_every: float = Field(15.0, gt=0)  # a following run settles its unknowns this often
 
     @field_validator("base_url")
     @classmethod

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.client import FeedbackClient, FeedbackPage
@@ -33,6 +33,9 @@ NOT_STORED = "not stored by the API (checked by reconcile); run or replay sends 
 class Settled:
     found: int = 0
     missing: int = 0
+    # Which records: the stages ack a queue's entries once theirs are found.
+    found_keys: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -90,9 +93,11 @@ class Reconciler:
         for assistant_id, items in sorted(by_assistant.items()):
             outcomes = await self._match(assistant_id, items)
             await self._ledger.record(outcomes)
-            found = sum(1 for o in outcomes if o.status is Status.SENT)
-            settled.found += found
-            settled.missing += len(outcomes) - found
+            for outcome in outcomes:
+                found = outcome.status is Status.SENT
+                (settled.found_keys if found else settled.missing_keys).append(outcome.key)
+            settled.found = len(settled.found_keys)
+            settled.missing = len(settled.missing_keys)
         return settled
 
     async def _match(self, assistant_id: str, items: Sequence[Accepted]) -> list[Outcome]:
