@@ -38,13 +38,15 @@ class Acks:
 
     async def done(self, finished: Iterable[tuple[object | None, str | None]]) -> None:
         """Ack ``(handle, dead_letter)`` pairs; handles that are not tickets are ignored."""
-        by_source: dict[Source, list[Done]] = defaultdict(list)
-        for handle, dead_letter in finished:
-            if isinstance(handle, Ticket):
-                by_source[handle.source].append(Done(handle.handle, dead_letter))
         if self._broken:
             return
-        for source, dones in by_source.items():
+        # By identity: a source need not be hashable.
+        by_source: dict[int, tuple[Source, list[Done]]] = {}
+        for handle, dead_letter in finished:
+            if isinstance(handle, Ticket):
+                entry = by_source.setdefault(id(handle.source), (handle.source, []))
+                entry[1].append(Done(handle.handle, dead_letter))
+        for source, dones in by_source.values():
             try:
                 await source.ack(dones)
             except Exception as exc:  # noqa: BLE001 - any failure ends the run, cleanly
