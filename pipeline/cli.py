@@ -19,6 +19,7 @@ import click
 
 from pipeline import __version__
 from pipeline.config import Credentials, Settings
+from pipeline.enqueue import enqueue_sources
 from pipeline.errors import (
     AuthError,
     ConfigError,
@@ -211,6 +212,34 @@ def run(
     settings = Settings.load(config_file, format=fmt, columns=columns or None, **flags)
     auth = None if dry_run else Credentials().basic_auth()
     summary = asyncio.run(run_sources(settings, sources, auth=auth, dry_run=dry_run))
+    _finish(summary, report or settings.report)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--to", "to", required=True, metavar="URL", help="The queue: redis://... amqp://...")
+@click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
+@click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format.")
+@click.option(
+    "--map", "columns", multiple=True, callback=_parse_map, metavar="FIELD=COLUMN", help="As run."
+)
+@click.option("--report", metavar="FILE", help="Write a JSON summary here.")
+@_guarded
+def enqueue(
+    sources: tuple[str, ...],
+    to: str,
+    config_file: str | None,
+    fmt: str | None,
+    columns: dict[str, str],
+    report: str | None,
+    assistant_id: str | None,
+) -> None:
+    """Validate the records of SOURCE files and publish them, with their key, to a queue."""
+    settings = Settings.load(
+        config_file, format=fmt, columns=columns or None, assistant_id=assistant_id, progress=False
+    )
+    summary = asyncio.run(enqueue_sources(settings, sources, to))
     _finish(summary, report or settings.report)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import RawRecord
+from pipeline.models import Accepted, RawRecord
 from pipeline.sources import Done, SourceOptions
 from pipeline.validate import Validator
 
@@ -37,6 +37,8 @@ class MemorySource:
     #: Awaited (with the stop event) after the first batch is handed out.
     after_first: Callable[[asyncio.Event], Awaitable[None]] | None = None
     fail_ack: bool = False
+    #: Like a queue without --drain: once the rows are out, wait for new ones until stopped.
+    follow: bool = False
     acked: list[Acked] = field(default_factory=list)
     closed: bool = False
 
@@ -58,6 +60,8 @@ class MemorySource:
             yield [self.raw(i) for i in range(start, end)]
             if start == 0 and self.after_first is not None:
                 await self.after_first(stop)
+        if self.follow:
+            await stop.wait()
 
     async def ack(self, done: Sequence[Done]) -> None:
         if self.fail_ack:
@@ -82,3 +86,24 @@ class MemorySource:
 async def open_source(url: str, options: SourceOptions) -> MemorySource:
     OPENED.append((url, options))
     return SOURCES[url.removeprefix("mem://")]
+
+
+@dataclass
+class MemoryPublisher:
+    published: list[list[dict[str, Any]]] = field(default_factory=list)
+    closed: bool = False
+
+    async def publish(self, batch: Sequence[Accepted]) -> None:
+        self.published.append(
+            [{**a.record.model_dump(exclude_none=True), "key": a.key} for a in batch]
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+PUBLISHERS: dict[str, MemoryPublisher] = {}
+
+
+async def open_publisher(url: str, options: SourceOptions) -> MemoryPublisher:
+    return PUBLISHERS.setdefault(url.removeprefix("mem://"), MemoryPublisher())

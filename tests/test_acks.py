@@ -14,13 +14,17 @@ from typing import Any
 
 import memory_source
 import pytest
+from click.testing import CliRunner
 from conftest import Cli, assert_counts_add_up, make_rows
 from memory_source import MemorySource
 
 import pipeline.sources
+from pipeline.cli import cli as cli_main
 from pipeline.errors import LedgerError
 from pipeline.fake import FakeServer, FakeState, Faults
 from pipeline.ledger import SqliteLedger
+from pipeline.models import RawRecord
+from pipeline.validate import Validator
 
 OK = "aia_asst_test"
 
@@ -212,3 +216,42 @@ def test_records_not_sent_because_the_run_stopped_are_not_acked(tmp_path: Path) 
         # Only the final states were acked; "not sent" entries come again from the queue.
         assert set(source.acks_by_handle()) == sent
         assert state.stored_count == len(sent)
+
+
+def test_a_following_run_settles_its_unknowns_and_logs_as_it_goes(cli: Cli) -> None:
+    cli.server.state.update_faults({"reset_rate": 1.0})
+    rows = [_row(f"s{i}") for i in range(4)]
+
+    async def stop_once_all_acked(stop: asyncio.Event) -> None:
+        # Only the periodic reconcile can ack these while the run goes on.
+        deadline = time.monotonic() + 30
+        while len(source.acked) < len(rows):
+            assert time.monotonic() < deadline, "the unknown outcomes were never settled"
+            await asyncio.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    source = _source(cli, rows, batch_size=4, follow=True, after_first=stop_once_all_acked)
+
+    result = cli.run("mem://q", "--reconcile-every", "0.05", "--log-every", "0.05")
+
+    assert result.exit_code == 3, result.output  # ended by the signal, as a follow run does
+    assert "interrupted by SIGINT" in result.output
+    assert {a.state for a in source.acks_by_handle().values()} == {"sent"}
+    assert "notice: run: read 4" in result.output  # the periodic one-line summary
+    assert cli.server.state.stored_count == 4 and cli.server.state.duplicates() == {}
+
+
+def test_enqueue_publishes_valid_records_with_their_key(tmp_path: Path) -> None:
+    memory_source.PUBLISHERS.clear()
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(_row("s1")) + "\n" + json.dumps(_row("s2", score="9")) + "\n")
+
+    result = CliRunner().invoke(cli_main, ["enqueue", str(path), "--to", "mem://out"])
+
+    assert result.exit_code == 1, result.output  # one invalid record
+    assert f"{path}:2: invalid: score" in result.output
+    publisher = memory_source.PUBLISHERS["out"]
+    [[entry]] = publisher.published
+    expected = Validator(default_assistant_id=None)(RawRecord("x", _row("s1")))
+    assert entry == {"assistant_id": OK, "session_id": "s1", "score": 0.5, "key": expected.key}
+    assert publisher.closed

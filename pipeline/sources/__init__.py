@@ -73,7 +73,7 @@ async def open_source(spec: str, options: SourceOptions) -> Source:
     """The source a path, ``-`` or broker URL names; fails with one line if it cannot be."""
     if not is_queue(spec):
         return await _open_file(spec, options)
-    source: Source = await _broker(spec, "open_source")(spec, options)
+    source: Source = await _broker(spec, "open_source", "source")(spec, options)
     return source
 
 
@@ -81,17 +81,17 @@ async def open_publisher(spec: str, options: SourceOptions) -> Publisher:
     """Where ``enqueue --to`` publishes: a broker URL (a file is not a queue)."""
     if not is_queue(spec):
         raise ConfigError(f"--to: {spec} is not a queue URL (redis://... or amqp://...)")
-    publisher: Publisher = await _broker(spec, "open_publisher")(spec, options)
+    publisher: Publisher = await _broker(spec, "open_publisher", "--to")(spec, options)
     return publisher
 
 
-def _broker(spec: str, entry: str) -> Callable[[str, SourceOptions], Awaitable[Any]]:
+def _broker(spec: str, entry: str, what: str) -> Callable[[str, SourceOptions], Awaitable[Any]]:
     name = scheme(spec)
     module = _BROKERS.get(name or "")
     if module is None:
         known = ", ".join(f"{s}://" for s in sorted(_BROKERS)) or "none yet"
         raise ConfigError(
-            f"source {mask_url(spec)}: no source for {name}:// (known: {known}; "
+            f"{what} {mask_url(spec)}: no source for {name}:// (known: {known}; "
             "anything else is a file path or -)"
         )
     opener: Callable[[str, SourceOptions], Awaitable[Any]] = getattr(
