@@ -89,6 +89,7 @@ async def _execute(
     try:
         if dry_run or auth is None:
             await _dry_run(ledger, batches(ledger, control), summary, progress)
+            summary.aborted = control.reason  # a source that failed
         else:
             run = _Run(settings, ledger, control, summary, progress)
             await _deliver(run, auth, batches, follow=follow)

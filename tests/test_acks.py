@@ -255,3 +255,27 @@ def test_enqueue_publishes_valid_records_with_their_key(tmp_path: Path) -> None:
     expected = Validator(default_assistant_id=None)(RawRecord("x", _row("s1")))
     assert entry == {"assistant_id": OK, "session_id": "s1", "score": 0.5, "key": expected.key}
     assert publisher.closed
+
+
+def test_a_source_that_fails_ends_the_run_with_its_summary(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(self: MemorySource, stop: asyncio.Event) -> None:
+        raise ConnectionError("connection to the broker lost")
+
+    source = _source(cli, [_row(f"s{i}") for i in range(7)], after_first=None)
+    monkeypatch.setattr(source, "after_first", lambda stop: lost(source, stop))
+
+    result = cli.run("mem://q", "--drain", "--report", str(tmp_path / "report.json"))
+
+    assert result.exit_code == 3, result.output
+    assert "aborted: source mem failed: ConnectionError: connection to the broker lost" in (
+        result.output
+    )
+    assert "internal error" not in result.output
+    report = cli.report()
+    assert_counts_add_up(report)
+    # The batch read before the failure was claimed, then not sent as the run stopped: those
+    # entries are not acked (the queue delivers them again) and the ledger lets them through.
+    assert (report["read"], report["not_sent"], cli.server.state.stored_count) == (3, 3, 0)
+    assert source.acked == []
