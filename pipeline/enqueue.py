@@ -48,7 +48,8 @@ async def enqueue_sources(settings: Settings, paths: Sequence[str], to: str) -> 
                     summary.invalid += 1
                     progress.problem(item.location, f"invalid: {item.reason}")
             try:
-                await publisher.publish(accepted)
+                if accepted:
+                    await publisher.publish(accepted)
             except PipelineError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a broker's own errors: one line, exit 3

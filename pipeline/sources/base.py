@@ -46,7 +46,10 @@ class SourceOptions:
 
 
 class Source(Protocol):
-    """Yields raw records lazily in batches, each with its location and ack handle."""
+    """Yields raw records lazily in batches, each with its location and ack handle.
+
+    ``name`` and locations are printed and stored: build them with ``mask_url`` (no password).
+    """
 
     @property
     def name(self) -> str: ...
