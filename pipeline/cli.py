@@ -19,6 +19,7 @@ import click
 
 from pipeline import __version__
 from pipeline.config import DEBUG_ENV, Credentials, Settings
+from pipeline.enqueue import enqueue_sources
 from pipeline.errors import (
     AuthError,
     ConfigError,
@@ -28,6 +29,7 @@ from pipeline.errors import (
 )
 from pipeline.report import Summary
 from pipeline.runner import ledger_counts, reconcile_ledger, replay_failed, run_sources
+from pipeline.urls import local_path, mask_url
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,7 +102,11 @@ def _delivery_options(fn: F) -> F:
             metavar="FILE",
             help="TOML settings file (default: $FEEDBACK_PIPELINE_CONFIG).",
         ),
-        click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3]."),
+        click.option(
+            "--ledger",
+            metavar="URL",
+            help=f"Ledger: a path or sqlite:///path [{_default('ledger')}].",
+        ),
         click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}]."),
         click.option(
             "--concurrency",
@@ -196,6 +202,27 @@ def cli() -> None:
     help="Read FIELD from COLUMN, e.g. --map score=rating. Repeatable.",
 )
 @click.option("--dry-run", is_flag=True, help="Read, validate and check the ledger; send nothing.")
+@click.option(
+    "--drain",
+    flag_value=True,
+    default=None,
+    help="Queues: exit once no new and no pending entries are left (default: follow).",
+)
+@click.option(
+    "--log-every", type=float, metavar="S", help="Queues: log a summary line this often [60]."
+)
+@click.option(
+    "--claim-idle",
+    type=float,
+    metavar="S",
+    help="Queues: take over entries another consumer left pending this long [60].",
+)
+@click.option(
+    "--reconcile-every",
+    type=float,
+    metavar="S",
+    help="Queues: settle this run's unknown outcomes this often while following [15].",
+)
 @_delivery_options
 @_guarded
 def run(
@@ -207,11 +234,39 @@ def run(
     columns: dict[str, str],
     **flags: Any,
 ) -> None:
-    """Send every valid record of SOURCE files (CSV, JSONL, .gz; - for stdin)."""
+    """Send every valid record of SOURCE files (CSV, JSONL, .gz; - for stdin) or queue URLs."""
     settings = _load(config_file, format=fmt, columns=columns or None, report=report, **flags)
     auth = None if dry_run else Credentials().basic_auth()
     summary = asyncio.run(run_sources(settings, sources, auth=auth, dry_run=dry_run))
     _finish(summary, settings.report)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--to", "to", required=True, metavar="URL", help="The queue: redis://... amqp://...")
+@click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
+@click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format.")
+@click.option(
+    "--map", "columns", multiple=True, callback=_parse_map, metavar="FIELD=COLUMN", help="As run."
+)
+@click.option("--report", metavar="FILE", help="Write a JSON summary here.")
+@_guarded
+def enqueue(
+    sources: tuple[str, ...],
+    to: str,
+    config_file: str | None,
+    fmt: str | None,
+    columns: dict[str, str],
+    report: str | None,
+    assistant_id: str | None,
+) -> None:
+    """Validate the records of SOURCE files and publish them, with their key, to a queue."""
+    settings = Settings.load(
+        config_file, format=fmt, columns=columns or None, assistant_id=assistant_id, progress=False
+    )
+    summary = asyncio.run(enqueue_sources(settings, sources, to))
+    _finish(summary, report or settings.report)
 
 
 @cli.command()
@@ -227,7 +282,9 @@ def replay(config_file: str | None, report: str | None, **flags: Any) -> None:
 
 @cli.command()
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
-@click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3].")
+@click.option(
+    "--ledger", metavar="URL", help="Ledger: a path or sqlite:///path [feedback-ledger.sqlite3]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_guarded
 def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
@@ -241,14 +298,16 @@ def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"ledger {settings.ledger}")
+    click.echo(f"ledger {mask_url(settings.ledger)}")
     for name, count in result.items():
         click.echo(f"  {name:<10}{count:>10}")
 
 
 @cli.command()
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
-@click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3].")
+@click.option(
+    "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]."
+)
 @click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}].")
 @click.option(
     "--settle",
@@ -279,8 +338,9 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     )
 
 
-def _require_ledger(path: str) -> None:
-    if not Path(path).is_file():
+def _require_ledger(url: str) -> None:
+    path = local_path(url)  # None: a server ledger, which says itself whether it exists
+    if path is not None and not Path(path).is_file():
         raise ConfigError(f"ledger: no ledger at {path} (pass --ledger PATH)")
 
 

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     report: str | None = None
     progress: Switch = True
     batch_size: Count = Field(500, ge=1, le=10_000)
+    # Queue sources (ignored for files, which always end at their end).
+    drain: Switch = False  # exit once the queue has no new and no pending entries
+    log_every: Number = Field(60.0, ge=0.01, le=86400)  # a following run logs a summary this often
+    claim_idle: Number = Field(60.0, ge=0.01, le=86400)  # take over an entry left pending this long
+    reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # a following run settles unknowns
 
     # Where each setting that was given came from ("--rate", "FEEDBACK_PIPELINE_RATE",
     # "rate in FILE"), for start-up checks that name it (see :meth:`origin`).

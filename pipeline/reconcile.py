@@ -22,7 +22,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.client import FeedbackClient, FeedbackPage
@@ -47,6 +47,9 @@ async def _no_limit() -> None:
 class Settled:
     found: int = 0
     missing: int = 0
+    # Which records: the stages ack a queue's entries once theirs are found.
+    found_keys: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -108,9 +111,11 @@ class Reconciler:
         for assistant_id, items in sorted(by_assistant.items()):
             outcomes = await self._match(assistant_id, items)
             await self._ledger.record(outcomes)
-            found = sum(1 for o in outcomes if o.status is Status.SENT)
-            settled.found += found
-            settled.missing += len(outcomes) - found
+            for outcome in outcomes:
+                found = outcome.status is Status.SENT
+                (settled.found_keys if found else settled.missing_keys).append(outcome.key)
+            settled.found = len(settled.found_keys)
+            settled.missing = len(settled.missing_keys)
         return settled
 
     async def _match(self, assistant_id: str, items: Sequence[Accepted]) -> list[Outcome]:

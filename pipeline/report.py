@@ -107,12 +107,16 @@ class Summary:
             fh.write("\n")
         os.replace(tmp, path)
 
-    def text(self) -> str:
+    def line(self) -> str:
+        """The counts so far, in one line (a following run logs it every --log-every)."""
         verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
-        lines = [
+        return (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
-            f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}",
-        ]
+            f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
+        )
+
+    def text(self) -> str:
+        lines = [self.line()]
         if not self.dry_run:
             rate = self.sent / self.duration_s if self.duration_s else 0.0
             lines.append(

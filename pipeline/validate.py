@@ -32,7 +32,7 @@ class Validator:
 
     def __call__(self, raw: RawRecord) -> Accepted | Rejection:
         if raw.error is not None:
-            return Rejection(raw.location, raw.error)
+            return Rejection(raw.location, raw.error, raw.handle)
         data: dict[str, Any] = {}
         for field, column in self._sources:
             value = raw.fields.get(column)
@@ -41,16 +41,16 @@ class Validator:
                 continue
             if isinstance(value, str):
                 if _UNDECODABLE.search(value):
-                    return Rejection(raw.location, f"{field}: not valid UTF-8")
+                    return Rejection(raw.location, f"{field}: not valid UTF-8", raw.handle)
                 if "\x00" in value:
-                    return Rejection(raw.location, f"{field}: contains a NUL character")
+                    return Rejection(raw.location, f"{field}: contains a NUL character", raw.handle)
             data[field] = value
         if "assistant_id" not in data and self._default_assistant_id is not None:
             data["assistant_id"] = self._default_assistant_id
         try:
-            return Accepted.of(raw.location, FeedbackRecord.model_validate(data))
+            return Accepted.of(raw.location, FeedbackRecord.model_validate(data), raw.handle)
         except ValidationError as exc:
-            return Rejection(raw.location, describe(exc))
+            return Rejection(raw.location, describe(exc), raw.handle)
 
 
 def describe(exc: ValidationError) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.models import RawRecord
-from pipeline.sources import CsvSource, JsonlSource, open_source
+from pipeline.sources import CsvSource, JsonlSource, open_reader
 from pipeline.sources import csv as csv_source
 from pipeline.sources import jsonl as jsonl_source
 
@@ -47,7 +47,7 @@ def fifo(tmp_path: Path) -> Iterator[str]:
 def test_csv_through_a_fifo(fifo: str, compress: bool) -> None:
     writer = feed(fifo, gzip.compress(CSV) if compress else CSV)
 
-    records = list(open_source(fifo, "csv").records())
+    records = list(open_reader(fifo, "csv").records())
 
     writer.join(5)
     assert [(r.location, r.fields) for r in records] == [
@@ -60,7 +60,7 @@ def test_csv_through_a_fifo(fifo: str, compress: bool) -> None:
 def test_gzip_jsonl_through_a_fifo(fifo: str) -> None:
     writer = feed(fifo, gzip.compress(JSONL))
 
-    records = list(open_source(fifo, "jsonl").records())
+    records = list(open_reader(fifo, "jsonl").records())
 
     writer.join(5)
     assert [r.fields for r in records] == [{"session_id": "s1"}, {"session_id": "s2"}]

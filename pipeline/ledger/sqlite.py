@@ -116,3 +116,15 @@ class SqliteLedger:
             self._executor.shutdown(wait=True)
             if self._lock is not None:
                 self._lock.close()
+
+
+async def open_ledger(
+    url: str, run_id: str, *, command: str, read_only: bool = False
+) -> SqliteLedger:
+    """The registry's entry point: ``url`` is a path or ``sqlite:///path``."""
+    # Imported here to keep this edit to the end of the module (the URL rules live in urls.py).
+    from pipeline.urls import local_path
+
+    path = local_path(url)
+    assert path is not None, url
+    return await SqliteLedger.open(path, run_id, command=command, read_only=read_only)
