@@ -17,7 +17,7 @@ from pipeline import __version__
 from pipeline.client import FeedbackClient
 from pipeline.config import Settings
 from pipeline.delivery import Delivery
-from pipeline.errors import AuthError, ReconcileError
+from pipeline.errors import AuthError, ReconcileError, SettleInterruptedError
 from pipeline.ledger import Ledger, SqliteLedger
 from pipeline.models import Rejection
 from pipeline.reconcile import Reconciler, Settled
@@ -98,7 +98,11 @@ async def _deliver(
             ledger,
             settle=settings.settle,
             max_attempts=settings.max_attempts,
+            # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
+            # judges nothing (see Reconciler), and the run ends with the records uncertain.
             sleep=delivery.pause,
+            stopped=delivery.stop.is_set,
+            notice=progress.notice,
         )
 
         async def body() -> None:
@@ -155,6 +159,8 @@ async def _settle(
         return await step()
     except AuthError as exc:
         delivery.abort(f"authentication refused by the API ({exc})")
+    except SettleInterruptedError as exc:
+        progress.notice(f"reconcile: {exc}")
     except ReconcileError as exc:
         progress.problem(None, f"reconcile: {exc}; uncertain records are not sent again")
     return Settled()
