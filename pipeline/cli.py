@@ -94,7 +94,12 @@ def _delivery_options(fn: F) -> F:
             metavar="FILE",
             help="TOML settings file (default: $FEEDBACK_PIPELINE_CONFIG).",
         ),
-        click.option("--ledger", metavar="PATH", help="Ledger database [feedback-ledger.sqlite3]."),
+        click.option(
+            "--ledger",
+            metavar="PATH",
+            help="Ledger file [feedback-ledger.sqlite3]: the memory of what was sent. A run "
+            "with another ledger sends everything again. One run at a time per ledger file.",
+        ),
         click.option("--base-url", metavar="URL", help="API base [https://assistants.twilio.com]."),
         click.option("--concurrency", type=int, help="Requests in flight at most [16]."),
         click.option("--rate", type=float, help="Requests per second at most, 0: no limit [50]."),

@@ -166,3 +166,11 @@ def test_a_second_process_through_another_path_is_refused_and_nothing_is_duplica
                 first.kill()
                 first.wait()
         assert_exactly_once(server, rows)
+
+
+def test_ledger_help_says_that_another_ledger_sends_everything_again() -> None:
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    text = " ".join(result.output.split())
+    assert "the memory of what was sent" in text
+    assert "A run with another ledger sends everything again" in text
+    assert "One run at a time per ledger file" in text
