@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     assert_counts_add_up,
     assert_exactly_once,
+    handles_sigterm,
     make_rows,
     run_command,
     wait_for,
@@ -83,34 +84,40 @@ def test_a_signal_during_the_settle_wait_ends_the_run_without_reconciling(
         wait_for(lambda: state.posts_received >= 16, first, "16 requests on the wire")
         first.kill()
         first.wait(timeout=30)
+        # Requests already received keep their delay; new ones (the List calls) are quick.
+        state.update_faults({"latency_ms": 0.0})
         on_the_wire = state.posts_received
         assert on_the_wire >= 16 and state.stored_count == 0
 
         errors = tmp_path / "rerun.err"
         with errors.open("w") as err:
             rerun = subprocess.Popen(command, env=os.environ, stdout=subprocess.PIPE, stderr=err)
-            wait_for(lambda: "waiting" in errors.read_text(), rerun, "the settle wait")
+            # Its handlers are installed right before it reconciles: the signal lands in (or
+            # just before) the settle wait, which lasts seconds more.
+            wait_for(lambda: handles_sigterm(rerun.pid), rerun, "the settle wait")
             assert rerun.poll() is None, errors.read_text()
             rerun.send_signal(signal.SIGTERM)
             out, _ = rerun.communicate(timeout=60)
-        assert rerun.returncode == 3, errors.read_text()
-        assert "stopped during the settle wait" in errors.read_text()
-        assert "interrupted by SIGTERM" in out.decode()
+        rerun_errors = errors.read_text()
         with sqlite3.connect(ledger) as db:
             states = dict(db.execute("SELECT state, count(*) FROM records GROUP BY state"))
-        # Nothing was judged: what the killed run claimed is still uncertain, none "not stored".
-        assert states == {"in_flight": states["in_flight"]}
-        assert states["in_flight"] >= on_the_wire
 
         # Let the late stores land, so a resend (the bug) would show as a duplicate.
         deadline = time.monotonic() + 30
         while state.stored_count < on_the_wire:
             assert time.monotonic() < deadline, "timed out waiting for the late stores"
             time.sleep(0.01)
-        state.update_faults({"latency_ms": 0.0})
         final = subprocess.run(
             command, capture_output=True, text=True, env=os.environ, timeout=120, check=False
         )
         assert final.returncode == 0, final.stderr
         assert state.stats()["duplicates"] == 0
         assert_exactly_once(server, rows)
+
+        assert rerun.returncode == 3, rerun_errors
+        assert "waiting" in rerun_errors  # the wait was announced, with its length
+        assert "stopped during the settle wait" in rerun_errors
+        assert "interrupted by SIGTERM" in out.decode()
+        # Nothing was judged: what the killed run claimed is still uncertain, none "not stored".
+        assert states == {"in_flight": states["in_flight"]}
+        assert states["in_flight"] >= on_the_wire
