@@ -206,7 +206,8 @@ def test_kills_signals_and_reruns_never_lose_or_duplicate(
         write_csv(Path(tmp) / "in.csv", rows)
         # The settle wait must outlast the API's own delay in storing; that is its contract.
         late = any(step[0] == "kill_after_posts" and step[2] for step in story)
-        world = Story(server, Path(tmp), rows, settle=(LATE_MS if late else 20.0) / 1000 + 0.3)
+        # (With a margin: the fake runs in a thread of this busy process.)
+        world = Story(server, Path(tmp), rows, settle=(LATE_MS if late else 20.0) / 1000 + 0.8)
         server.state.update_faults(fault)
         for step in story:
             _step(world, step)
