@@ -177,7 +177,7 @@ def _assert_sent_means_stored(story: Story) -> None:
 
 @pytest.mark.timeout(600)
 @settings(
-    max_examples=10,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     database=None,
@@ -194,7 +194,7 @@ def _assert_sent_means_stored(story: Story) -> None:
     fault=({"reset_rate": 0.1, "fail_rate": 0.0, "latency_ms": 20.0}),
     story=[("second_run_via_symlink", 8)],
 )
-@given(n=st.integers(20, 200), fault=faults, story=st.lists(steps, min_size=1, max_size=3))
+@given(n=st.integers(20, 200), fault=faults, story=st.lists(steps, min_size=2, max_size=4))
 def test_kills_signals_and_reruns_never_lose_or_duplicate(
     clean_env: None, n: int, fault: dict[str, float], story: list[Step]
 ) -> None:
