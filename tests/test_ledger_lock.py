@@ -63,6 +63,20 @@ async def test_another_path_to_the_same_file_is_locked_out(
         await opened(paths[other], "run-2")
 
 
+async def test_a_hard_linked_ledger_is_refused(tmp_path: Path) -> None:
+    # Locked out or not: SQLite's -wal file follows the name, so a crash through one name
+    # would hide the last commits from a run through the other.
+    real, hard = tmp_path / "ledger.sqlite3", tmp_path / "hard.sqlite3"
+    ledger = await SqliteLedger.open(str(real), "run-1", command="run")
+    await ledger.close()
+    os.link(real, hard)
+    for path in (real, hard):
+        with pytest.raises(ConfigError, match=r"--ledger: .* has 2 hard links"):
+            await SqliteLedger.open(str(path), "run-2", command="run")
+    reader = await SqliteLedger.open(str(hard), "status", command="status", read_only=True)
+    await reader.close()
+
+
 async def test_the_lock_is_released_on_close_for_every_path(opened: Opened, tmp_path: Path) -> None:
     real, link = tmp_path / "ledger.sqlite3", tmp_path / "link.sqlite3"
     first = await opened(real)

@@ -115,6 +115,14 @@ def _check_same_file(fd: int, target: Path, path: str) -> None:
         now = None
     if now is None or (now.st_dev, now.st_ino) != (locked.st_dev, locked.st_ino):
         raise LedgerError(f"ledger {path} was replaced while it was being opened; run again")
+    if locked.st_nlink > 1:
+        # The lock covers every name, but SQLite keeps its -wal file beside the name it opened:
+        # after a kill -9 through one name, a run through another would not see the last
+        # commits (claims in flight among them) and would send those records again.
+        raise ConfigError(
+            f"configuration error: --ledger: {path} has {locked.st_nlink} hard links; use one "
+            "name for a ledger (a symlink is fine): SQLite's -wal file follows the name"
+        )
 
 
 def _holder(locked: os.stat_result) -> str:
