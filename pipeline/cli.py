@@ -105,7 +105,9 @@ def _delivery_options(fn: F) -> F:
         click.option(
             "--ledger",
             metavar="URL",
-            help=f"Ledger: a path or sqlite:///path [{_default('ledger')}].",
+            help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]: the memory of what "
+            "was sent. A run with another ledger sends everything again. One run at a time per "
+            "ledger file.",
         ),
         click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}]."),
         click.option(

@@ -10,6 +10,7 @@ can catch the family; the CLI maps each branch to an exit code::
     ├── AbortedError            the run stopped before it finished       -> exit 3
     │   └── OutageError         the API failed everything for too long
     ├── ReconcileError          the List endpoint could not be read      -> records stay unknown
+    │   └── SettleInterruptedError  stopped before the settle wait ended -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
@@ -64,6 +65,10 @@ class OutageError(AbortedError):
 
 class ReconcileError(PipelineError):
     """Uncertain records could not be checked against the API; they stay uncertain."""
+
+
+class SettleInterruptedError(ReconcileError):
+    """The run stopped during the settle wait: nothing was judged, records stay uncertain."""
 
 
 class DeliveryError(PipelineError):

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.client import FeedbackClient, FeedbackPage
-from pipeline.errors import AuthError, BaseUrlError, DeliveryError, ReconcileError
+from pipeline.errors import (
+    AuthError,
+    BaseUrlError,
+    DeliveryError,
+    ReconcileError,
+    SettleInterruptedError,
+)
 from pipeline.ledger import Ledger
 from pipeline.models import Accepted, Outcome, Status, content_hash
 from pipeline.retry import Sleep, retry_policy
@@ -57,7 +63,15 @@ class Settled:
 
 
 class Reconciler:
-    """``settle`` seconds: how long a request that reached the API may take to be stored."""
+    """``settle`` seconds: how long a request that reached the API may take to be stored.
+
+    The settle wait is a safety wait, never a courtesy: judging a record "not stored" before
+    it is over can be wrong (the API may still be storing it), and the next run would send it
+    again. So the wait may end early (``sleep`` may be stop-aware, so that a stopping run does
+    not hang), but then nothing is judged: :meth:`_judge` refuses to run before the deadline,
+    whoever calls it, and raises :class:`SettleInterruptedError` instead; the records stay
+    ``in_flight``/``unknown`` for the next run.
+    """
 
     def __init__(
         self,
@@ -70,6 +84,8 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         acquire: Callable[[], Awaitable[None]] = _no_limit,
         max_pages: int = MAX_LIST_PAGES,
+        stopped: Callable[[], bool] = lambda: False,
+        notice: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._client = client
         self._acquire = acquire
@@ -78,6 +94,8 @@ class Reconciler:
         self._settle = settle
         self._sleep = sleep
         self._clock = clock
+        self._stopped = stopped
+        self._notice = notice
         self._policy = retry_policy(max_attempts, sleep=sleep, idempotent=True)
 
     async def settle_leftovers(self) -> Settled:
@@ -87,21 +105,43 @@ class Reconciler:
             return Settled()
         last_seen = await self._ledger.last_seen(sorted({run for _, run in rows}))
         # A request the dead run sent went out before its next heartbeat was due.
-        await self._wait_until((last_seen or 0.0) + HEARTBEAT_S + self._settle)
-        return await self._settle_records([record for record, _ in rows])
+        deadline = (last_seen or 0.0) + HEARTBEAT_S + self._settle
+        return await self._judge([record for record, _ in rows], deadline, "an earlier run")
 
     async def settle_own(self) -> Settled:
         """Settle this run's ambiguous outcomes (all of them are at most now)."""
         rows = await self._ledger.uncertain(this_run=True)
         if not rows:
             return Settled()
-        await self._wait_until(self._clock() + self._settle)
-        return await self._settle_records([record for record, _ in rows])
+        deadline = self._clock() + self._settle
+        return await self._judge([record for record, _ in rows], deadline, "this run")
 
-    async def _wait_until(self, deadline: float) -> None:
+    async def _judge(self, records: Sequence[Accepted], deadline: float, whose: str) -> Settled:
+        """Look ``records`` up, but only once ``deadline`` (the end of the settle wait) is past."""
         delay = deadline - self._clock()
         if delay > 0:
+            self._notice(
+                f"reconcile: {len(records)} uncertain records of {whose}; waiting {delay:.1f} s "
+                "(--settle) for the API to finish storing them before checking"
+            )
+        if not await self._wait_until(deadline):
+            raise SettleInterruptedError(
+                f"stopped during the settle wait: {len(records)} uncertain records of {whose} "
+                "were not checked and stay uncertain; the next run settles them"
+            )
+        return await self._settle_records(records)
+
+    async def _wait_until(self, deadline: float) -> bool:
+        """Wait until ``deadline``; False if the run stopped first (the wait did not complete).
+
+        Loops because a sleep may end early (a stop-aware one does, by design) or a hair short
+        of a wall-clock deadline; only the clock says whether the wait is over.
+        """
+        while (delay := deadline - self._clock()) > 0:
+            if self._stopped():
+                return False
             await self._sleep(delay)
+        return True
 
     async def _settle_records(self, records: Sequence[Accepted]) -> Settled:
         by_assistant: dict[str, list[Accepted]] = defaultdict(list)

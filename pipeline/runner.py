@@ -20,7 +20,13 @@ from pipeline.client import FeedbackClient
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
-from pipeline.errors import AbortedError, AuthError, BaseUrlError, ReconcileError
+from pipeline.errors import (
+    AbortedError,
+    AuthError,
+    BaseUrlError,
+    ReconcileError,
+    SettleInterruptedError,
+)
 from pipeline.follow import log_periodically, settle_periodically
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.models import Rejection
@@ -128,7 +134,11 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
             ledger,
             settle=settings.settle,
             max_attempts=settings.max_attempts,
+            # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
+            # judges nothing (see Reconciler), and the run ends with the records uncertain.
             sleep=control.pause,
+            stopped=lambda: control.stopped,
+            notice=progress.notice,
             acquire=delivery.rate.acquire,  # List requests count against --rate like POSTs
         )
         pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
@@ -197,6 +207,7 @@ async def _following(
         settle=settings.settle,
         max_attempts=settings.max_attempts,
         sleep=sleep,
+        stopped=lambda: control.stopped,
         acquire=delivery.rate.acquire,
     )
     tasks = [
@@ -248,6 +259,8 @@ async def _settle(
         control.abort(f"authentication refused by the API ({exc})")
     except BaseUrlError as exc:
         control.abort(str(exc))
+    except SettleInterruptedError as exc:
+        progress.notice(f"reconcile: {exc}")
     except ReconcileError as exc:
         progress.problem(None, f"reconcile: {exc}; uncertain records are not sent again")
     return Settled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,11 +134,12 @@ def test_a_ledger_in_use_aborts(run_cli: Cli, tmp_path: Path) -> None:
     import fcntl
 
     source = str(write_csv(tmp_path / "a.csv", make_rows(3)))
-    with open(str(run_cli.ledger) + ".lock", "w") as held:
+    # The lock is on the ledger file itself (see pipeline.ledger.lock).
+    with open(run_cli.ledger, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         result = run_cli.run(source)
     assert result.exit_code == 3
-    assert "in use by another run" in result.stderr
+    assert f"in use by another run (pid {os.getpid()})" in result.stderr
     assert run_cli.server.state.posts_received == 0
 
 

@@ -186,6 +186,11 @@ def _abort_connection(request: web.Request) -> None:
 
 async def create_feedback(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].note_post()
+    # Received is received: the body is read before the latency, so a request whose client
+    # dies while the API works on it is still stored, late, as by a real API (the case that
+    # reconcile's --settle wait is for). A client gone mid-body is handled below.
+    with contextlib.suppress(ConnectionResetError):
+        await request.read()
     state, account_sid = await _prelude(request)
     # A portal or a redirecting proxy answers before the API could check credentials.
     odd = hostile.intercept(request, state)

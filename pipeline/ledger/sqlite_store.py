@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pipeline.errors import LedgerError
 from pipeline.ledger.base import Decision
+from pipeline.ledger.connect import connect, ledger_error
 from pipeline.ledger.schema import migrate
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
 
@@ -45,20 +44,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _create_private(path: Path) -> None:
-    # Created 0600 before SQLite opens it: the ledger holds feedback text. SQLite gives its
-    # -wal and -shm files the database file's permissions.
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-
-
 class SqliteStore:
     def __init__(self, path: str, run_id: str, *, dry_run: bool = False) -> None:
         self.run_id = run_id
         self._dry_run = dry_run
+        self._path = path
+        self._db = connect(path, read_only=dry_run)
         try:
-            self._db = self._connect(path, dry_run)
             self._migrate()
             self._had_invalid = self._has_invalid()
             if dry_run:
@@ -67,25 +59,11 @@ class SqliteStore:
                 self._db.execute(
                     "CREATE TEMP TABLE dry_claims (key TEXT PRIMARY KEY) WITHOUT ROWID"
                 )
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {path}: {exc}") from exc
-
-    @staticmethod
-    def _connect(path: str, dry_run: bool) -> sqlite3.Connection:
-        target = Path(path)
-        if dry_run:
-            # A dry run (and ``status``) reads an existing ledger and never writes; with no
-            # ledger it works on an empty in-memory one so that nothing is created on disk.
-            if not target.exists():
-                return sqlite3.connect(":memory:", isolation_level=None)
-            uri = f"{target.resolve().as_uri()}?mode=ro"
-            return sqlite3.connect(uri, uri=True, isolation_level=None)
-        _create_private(target)
-        db = sqlite3.connect(target, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a claim is on disk before its request leaves, even across a power cut.
-        db.execute("PRAGMA synchronous = FULL")
-        return db
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ledger_error(path, exc) from exc
+            raise
 
     def _migrate(self) -> None:
         if migrate(self._db, read_only=self._dry_run) == "empty-read-only":
@@ -112,7 +90,10 @@ class SqliteStore:
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         if not self._dry_run:
-            self._db.execute(sql, params)
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise ledger_error(self._path, exc) from exc
 
     def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
