@@ -28,6 +28,7 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     INVALID = "invalid"
+    RETIRED = "retired"  # a failed or invalid record a person closed (``retire``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,10 @@ class Rejection:
     location: str
     reason: str
     handle: object | None = None  # the source's acknowledgement handle, as in RawRecord
+    #: The record's own fields as read (by record field name, after ``--map``), kept in the
+    #: ledger so that ``failures`` can export the row for a person to fix. Only the record
+    #: fields, never the whole source row: the ledger keeps what a fix needs, no more.
+    fields: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

@@ -125,6 +125,17 @@ def _check_same_file(fd: int, target: Path, path: str) -> None:
         )
 
 
+def lock_holder(path: str) -> str | None:
+    """Which process holds the ledger ``path`` for a run now (``pid N``), None if none seems
+    to (or it cannot be told: no /proc/locks). Reads only; never takes the lock, which could
+    make a run starting at that moment fail."""
+    try:
+        found = _holder(os.stat(path))
+    except OSError:
+        return None
+    return None if found == "pid unknown" else found
+
+
 def _holder(locked: os.stat_result) -> str:
     """Which process holds the lock, from /proc/locks (Linux); best effort, for the message.
 

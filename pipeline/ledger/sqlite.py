@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from pipeline.ledger.base import Decision
-from pipeline.ledger.lock import LedgerLock, check_ledger_path
+from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.lock import LedgerLock, check_ledger_path, lock_holder
 from pipeline.ledger.sqlite_store import SqliteStore
 from pipeline.models import Accepted, Outcome, Rejection
 
@@ -30,6 +31,7 @@ class SqliteLedger:
         self._store = store
         self._executor = executor
         self._lock = lock
+        self._path = store.path
 
     @classmethod
     async def open(
@@ -66,14 +68,42 @@ class SqliteLedger:
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         await self._call(lambda: self._store.record(outcomes))
 
-    async def failed(self, batch_size: int = 500) -> AsyncIterator[list[Accepted]]:
+    async def failed(
+        self, batch_size: int = 500, *, retryable_only: bool = False
+    ) -> AsyncIterator[list[Accepted]]:
         after = ""
         while True:
-            batch = await self._call(functools.partial(self._store.failed_after, after, batch_size))
+            batch = await self._call(
+                functools.partial(self._store.failed_after, after, batch_size, retryable_only)
+            )
             if not batch:
                 return
             after = batch[-1].key
             yield batch
+
+    async def records(
+        self, which: RecordFilter, batch_size: int = 500
+    ) -> AsyncIterator[list[LedgerRecord]]:
+        after = ""
+        while True:
+            batch = await self._call(
+                functools.partial(self._store.records_after, which, after, batch_size)
+            )
+            if not batch:
+                return
+            after = batch[-1].key
+            yield batch
+
+    async def retire(self, which: RecordFilter, reason: str) -> int:
+        return await self._call(lambda: self._store.retire(which, reason))
+
+    async def runs(self, limit: int) -> list[RunInfo]:
+        return await self._call(lambda: self._store.runs(limit))
+
+    async def holder(self) -> str | None:
+        if self._lock is not None:
+            return f"pid {os.getpid()}"  # this process holds it
+        return lock_holder(self._path)
 
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         return await self._call(lambda: self._store.uncertain(this_run))
