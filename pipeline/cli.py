@@ -7,75 +7,34 @@ error, 3 aborted (authentication refused, interrupted, ledger unusable).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from pipeline import __version__
-from pipeline.config import DEBUG_ENV, Credentials, Settings
+from pipeline.commands import failures, retire
+from pipeline.commands.common import (
+    EXIT_ABORTED,
+    EXIT_PROBLEMS,
+)
+from pipeline.commands.common import fail as _fail
+from pipeline.commands.common import guarded as _guarded
+from pipeline.commands.common import require_ledger as _require_ledger
+from pipeline.config import Credentials, Settings
 from pipeline.enqueue import enqueue_sources
 from pipeline.errors import (
     AuthError,
     ConfigError,
-    PipelineError,
     ReconcileError,
-    SourceError,
 )
 from pipeline.report import Summary
 from pipeline.runner import ledger_counts, reconcile_ledger, replay_failed, run_sources
-from pipeline.urls import local_path, mask_url
+from pipeline.urls import mask_url
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"feedback-pipeline: {message}", err=True)
-    sys.exit(code)
-
-
-def _guarded(fn: F) -> F:
-    """Turn the package's errors into one line and an exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BaseExceptionGroup as group:
-            # Task groups wrap what went wrong; the first real error is the one to name.
-            leaf: BaseException = group
-            while isinstance(leaf, BaseExceptionGroup):
-                leaf = leaf.exceptions[0]
-            return _guarded(_raiser(leaf))()
-        except (ConfigError, SourceError) as exc:
-            _fail(str(exc), EXIT_USAGE)
-        except PipelineError as exc:  # the ledger unusable, an abort, ...
-            _fail(str(exc), EXIT_ABORTED)
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_ABORTED)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
-            if os.environ.get(DEBUG_ENV):
-                raise
-            _fail(
-                f"internal error: {type(exc).__name__}: {exc} "
-                "(set FEEDBACK_PIPELINE_DEBUG=1 for the traceback)",
-                EXIT_ABORTED,
-            )
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _raiser(exc: BaseException) -> Callable[[], None]:
-    def raise_it() -> None:
-        raise exc
-
-    return raise_it
 
 
 def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -340,12 +299,6 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     )
 
 
-def _require_ledger(url: str) -> None:
-    path = local_path(url)  # None: a server ledger, which says itself whether it exists
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"ledger: no ledger at {path} (pass --ledger PATH)")
-
-
 @cli.command("fake-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -377,6 +330,11 @@ def fake_server(host: str, port: int, **faults: Any) -> None:
         asyncio.run(serve(state, host, port))
     except OSError as exc:
         raise ConfigError(f"fake-server: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+# Commands in modules of their own (pipeline/commands/): registered here, in one place.
+for _command in (failures.failures, retire.retire):
+    cli.add_command(_command)
 
 
 def main() -> None:
