@@ -19,10 +19,12 @@ from pipeline.commands import failures, retire
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
+    epilog,
 )
 from pipeline.commands.common import fail as _fail
 from pipeline.commands.common import guarded as _guarded
 from pipeline.commands.common import require_ledger as _require_ledger
+from pipeline.commands.replay import plan as replay_plan
 from pipeline.config import Credentials, Settings
 from pipeline.enqueue import enqueue_sources
 from pipeline.errors import (
@@ -230,14 +232,39 @@ def enqueue(
     _finish(summary, report or settings.report)
 
 
-@cli.command()
+@cli.command(epilog=epilog("feedback-pipeline replay --dry-run && feedback-pipeline replay"))
+@click.option(
+    "--include-rejected", is_flag=True, help="Send permanent 4xx rejections too (they need a fix)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Send at most N records.")
 @_delivery_options
 @_guarded
-def replay(config_file: str | None, report: str | None, **flags: Any) -> None:
-    """Send again the records the ledger holds as failed (no source file needed)."""
+def replay(
+    config_file: str | None,
+    report: str | None,
+    include_rejected: bool,
+    dry_run: bool,
+    limit: int | None,
+    **flags: Any,
+) -> None:
+    """Send again the failed records the API may still take (no source file needed).
+
+    Not sent by default: permanent rejections (400, 404, 413, 422 and other 4xx but 408 and
+    429), which fail again until fixed: export them with `failures`, fix, `run` the file.
+    """
     settings = _load(config_file, report=report, **flags)
     _require_ledger(settings.ledger)
-    summary = asyncio.run(replay_failed(settings, auth=Credentials().basic_auth()))
+    todo = asyncio.run(replay_plan(settings.ledger, include_rejected=include_rejected, limit=limit))
+    for line in todo.lines(dry_run=dry_run):
+        click.echo(line, err=not dry_run)
+    if dry_run:
+        return
+    auth = Credentials().basic_auth()
+    retryable_only = not include_rejected
+    summary = asyncio.run(
+        replay_failed(settings, auth=auth, retryable_only=retryable_only, limit=limit)
+    )
     _finish(summary, settings.report)
 
 

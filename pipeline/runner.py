@@ -61,12 +61,25 @@ async def run_sources(
         return await _execute("run", settings, auth, batches, dry_run=dry_run, follow=follow)
 
 
-async def replay_failed(settings: Settings, *, auth: tuple[str, str]) -> Summary:
-    """The ``replay`` command: send again every record the ledger holds as ``failed``."""
+async def replay_failed(
+    settings: Settings,
+    *,
+    auth: tuple[str, str],
+    retryable_only: bool = False,
+    limit: int | None = None,
+) -> Summary:
+    """The ``replay`` command: send again the records the ledger holds as ``failed`` (those
+    the API may still take when ``retryable_only``; at most ``limit``)."""
 
     async def batches(ledger: Ledger, _: RunControl) -> Batches:
-        async for batch in ledger.failed(settings.batch_size):
-            yield list(batch)
+        left = limit
+        async for batch in ledger.failed(settings.batch_size, retryable_only=retryable_only):
+            if left is not None:
+                batch, left = batch[:left], left - len(batch[:left])
+            if batch:
+                yield list(batch)
+            if left == 0:
+                return
 
     return await _execute("replay", settings, auth, batches, dry_run=False)
 
