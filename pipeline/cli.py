@@ -7,7 +7,6 @@ error, 3 aborted (authentication refused, interrupted, ledger unusable).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.commands import failures, retire
+from pipeline.commands import failures, history, retire
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
@@ -33,8 +32,7 @@ from pipeline.errors import (
     ReconcileError,
 )
 from pipeline.report import Summary
-from pipeline.runner import ledger_counts, reconcile_ledger, replay_failed, run_sources
-from pipeline.urls import mask_url
+from pipeline.runner import reconcile_ledger, replay_failed, run_sources
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -271,29 +269,6 @@ def replay(
 @cli.command()
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option(
-    "--ledger", metavar="URL", help="Ledger: a path or sqlite:///path [feedback-ledger.sqlite3]."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_guarded
-def status(config_file: str | None, ledger: str | None, as_json: bool) -> None:
-    """Count the ledger's records in each state."""
-    settings = Settings.load(config_file, ledger=ledger)
-    _require_ledger(settings.ledger)
-    counts = asyncio.run(ledger_counts(settings.ledger))
-    states = ("sent", "failed", "invalid", "in_flight", "unknown")
-    result = {state: counts.get(state, 0) for state in states}
-    result["total"] = sum(counts.values())
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"ledger {mask_url(settings.ledger)}")
-    for name, count in result.items():
-        click.echo(f"  {name:<10}{count:>10}")
-
-
-@cli.command()
-@click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
-@click.option(
     "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]."
 )
 @click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}].")
@@ -360,7 +335,7 @@ def fake_server(host: str, port: int, **faults: Any) -> None:
 
 
 # Commands in modules of their own (pipeline/commands/): registered here, in one place.
-for _command in (failures.failures, retire.retire):
+for _command in (failures.failures, retire.retire, history.status):
     cli.add_command(_command)
 
 

@@ -121,14 +121,17 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
 
     assert result.exit_code == 0
     counts = json.loads(result.stdout)
+    runs = counts.pop("runs")
     assert counts == {
         "sent": 6,
         "failed": 0,
         "invalid": 1,
         "in_flight": 0,
         "unknown": 0,
+        "retired": 0,
         "total": 7,
     }
+    assert [(r["command"], r["state"], r["exit_code"]) for r in runs] == [("run", "finished", 1)]
 
 
 def test_a_ledger_in_use_aborts(run_cli: Cli, tmp_path: Path) -> None:
