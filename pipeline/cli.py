@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.commands import failures, history, retire
+from pipeline.commands import failures, history, preflight, retire
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
@@ -335,7 +335,13 @@ def fake_server(host: str, port: int, **faults: Any) -> None:
 
 
 # Commands in modules of their own (pipeline/commands/): registered here, in one place.
-for _command in (failures.failures, retire.retire, history.status):
+for _command in (
+    failures.failures,
+    retire.retire,
+    history.status,
+    preflight.validate,
+    preflight.check,
+):
     cli.add_command(_command)
 
 
