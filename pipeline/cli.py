@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.commands import failures, history, preflight, retire
+from pipeline.commands import failures, history, preflight, retire, settings_view
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
@@ -341,6 +341,7 @@ for _command in (
     history.status,
     preflight.validate,
     preflight.check,
+    settings_view.config,
 ):
     cli.add_command(_command)
 
