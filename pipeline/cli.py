@@ -139,13 +139,25 @@ def _finish(summary: Summary, report: str | None) -> None:
     sys.exit(summary.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_COMPLETION = (
+    "\b\nShell completion (bash; zsh_source and fish_source likewise):\n"
+    '  eval "$(_FEEDBACK_PIPELINE_COMPLETE=bash_source feedback-pipeline)"\n\n'
+    "Run `feedback-pipeline COMMAND --help` for a command's example and exit codes."
+)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_COMPLETION,
+)
 @click.version_option(__version__, prog_name="feedback-pipeline")
 def cli() -> None:
     """Submit human-feedback records to the Twilio Assistants Feedback API, exactly once."""
 
 
-@cli.command()
+@cli.command(
+    epilog=epilog("feedback-pipeline run ratings.csv --assistant-id aia_asst_123 --report run.json")
+)
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
 @click.option(
@@ -202,7 +214,13 @@ def run(
     _finish(summary, settings.report)
 
 
-@cli.command()
+@cli.command(
+    epilog=epilog(
+        "feedback-pipeline enqueue ratings.csv --to 'redis://localhost/0?stream=feedback'",
+        "\b\nExit codes: 0 all published, 1 some records invalid (not published), 2 usage or\n"
+        "configuration error, 3 the queue failed.",
+    )
+)
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--to", "to", required=True, metavar="URL", help="The queue: redis://... amqp://...")
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
@@ -266,7 +284,13 @@ def replay(
     _finish(summary, settings.report)
 
 
-@cli.command()
+@cli.command(
+    epilog=epilog(
+        "feedback-pipeline reconcile --ledger nightly.sqlite3",
+        "\b\nExit codes: 0 settled, 1 the List endpoint could not be read (records stay as\n"
+        "they were), 2 usage or configuration error, 3 credentials refused or ledger unusable.",
+    )
+)
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option(
     "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]."
@@ -301,7 +325,13 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     )
 
 
-@cli.command("fake-server")
+@cli.command(
+    "fake-server",
+    epilog=epilog(
+        "feedback-pipeline fake-server --port 8080 --fail-rate 0.05",
+        "\b\nExit codes: 0 stopped, 2 bad option or the port cannot be listened on.",
+    ),
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--fail-rate", default=0.0, type=float, help="Share of POSTs answered 503.")

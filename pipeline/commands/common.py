@@ -20,8 +20,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The exit-code paragraph of a command's --help (click keeps a \b paragraph as written).
 EXIT_CODES = (
-    "\b\nExit codes: 0 all sent, 1 finished with failed, invalid or unknown records, 2 usage or "
-    "configuration error, 3 aborted (authentication refused, interrupted, ledger unusable)."
+    "\b\nExit codes: 0 every record sent (now or earlier); 1 finished, but some records are\n"
+    "failed, invalid or unknown; 2 usage or configuration error, nothing sent; 3 aborted\n"
+    "(authentication refused, interrupted, outage, ledger unusable or in use)."
 )
 
 

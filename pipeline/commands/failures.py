@@ -64,8 +64,8 @@ async def reading(url: str, command: str) -> AsyncIterator[Ledger]:
 
 @click.command(
     epilog=epilog(
-        "feedback-pipeline failures --state failed --output fix.csv  "
-        "# edit fix.csv, then: feedback-pipeline run fix.csv",
+        "feedback-pipeline failures --state failed --output fix.csv\n"
+        "  # fix the rows in fix.csv, then:  feedback-pipeline run fix.csv",
         _EXPORT_EXITS,
     )
 )

@@ -73,13 +73,15 @@ def _setting_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group()
+@click.group(epilog=epilog("feedback-pipeline config show --json", _EXITS))
 def config() -> None:
     """Look at the settings (config file < environment < flags)."""
 
 
 @config.command(
-    epilog=epilog("FEEDBACK_PIPELINE_RATE=20 feedback-pipeline config show --concurrency 4", _EXITS)
+    epilog=epilog(
+        "feedback-pipeline config show --concurrency 4  # flags as run takes them", _EXITS
+    )
 )
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
