@@ -177,7 +177,7 @@ class Progress:
             self._bar.write(f"{location or '-'}: {message}", file=self._stream)
         elif self._problems == MAX_PROBLEM_LINES + 1:
             self._bar.write(
-                "... more problems not shown; `status` and the ledger list them all",
+                "... more problems not shown; `feedback-pipeline failures` lists them all",
                 file=self._stream,
             )
 

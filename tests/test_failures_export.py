@@ -119,3 +119,13 @@ def test_export_to_stdout_and_a_missing_ledger(strict_cli: Cli, tmp_path: Path) 
     missing = strict_cli("failures", "--ledger", str(tmp_path / "none.sqlite3"))
     assert missing.exit_code == 2 and "no ledger at" in missing.stderr
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_an_undecodable_byte_is_exported_shown_not_a_crash(strict_cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "bytes.csv"
+    path.write_bytes(b"assistant_id,session_id,score\naia_asst_test,s\xff1,0.5\n")
+    assert strict_cli.run(str(path)).exit_code == 1
+    for args in ((), ("--output", str(tmp_path / "out.csv")), ("--format", "jsonl")):
+        result = strict_cli("failures", "--ledger", str(strict_cli.ledger), *args)
+        assert result.exit_code == 0, result.output
+    assert "s\\udcff1" in (tmp_path / "out.csv").read_text()

@@ -145,3 +145,18 @@ def test_status_of_a_real_run_while_it_runs_and_after_kill_9(
     assert (running["state"], running["holder"]) == ("running", f"pid {proc.pid}")
     assert running["exit_code"] is None
     assert (killed["state"], killed["alive"]) == ("ended without a summary", False)
+
+
+def test_retire_is_refused_while_a_run_holds_the_ledger(strict_cli: Cli, tmp_path: Path) -> None:
+    import fcntl
+
+    problems(strict_cli, tmp_path)
+    before = strict_cli.ledger_rows()
+    with open(strict_cli.ledger, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = retire(strict_cli, "--all", "--reason", "x")
+        # Reading is never refused: failures and status take no lock.
+        listed = strict_cli("failures", "--ledger", str(strict_cli.ledger))
+    assert result.exit_code == 3 and "in use by another run" in result.stderr
+    assert listed.exit_code == 0 and listed.stdout.count("\n") == 5  # header + 4 problems
+    assert strict_cli.ledger_rows() == before

@@ -107,6 +107,10 @@ def failures(
 @contextlib.contextmanager
 def _opened(output: str | None) -> Iterator[IO[str]]:
     if output is None:
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:
+            # An undecodable byte of the source (a lone surrogate) is shown, not a crash.
+            reconfigure(errors="backslashreplace")
         yield sys.stdout
         return
     try:
