@@ -53,16 +53,22 @@ NOW = "2026-01-01T00:00:00+00:00"
 
 
 def build_v2_ledger(
-    path: Path, *, failed: list[tuple[str, str, str, int]], invalid: list[tuple[str, str, str]]
+    path: Path,
+    *,
+    failed: list[tuple[str, str, str, int]],
+    invalid: list[tuple[str, str, str]],
+    version: int = 2,
 ) -> None:
     """``failed``: (key, assistant, body JSON, http status); ``invalid``: (key, location,
-    reason). One finished run ``old`` wrote them all."""
+    reason). One finished run ``old`` wrote them all. ``version=1``: as version 1 wrote it
+    (no heartbeat column)."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        db.executescript(f"BEGIN; {_V1} {_V2} PRAGMA user_version = 2; COMMIT;")
+        steps = _V1 if version == 1 else f"{_V1} {_V2}"
+        db.executescript(f"BEGIN; {steps} PRAGMA user_version = {version}; COMMIT;")
         db.execute(
-            "INSERT INTO runs (run_id, command, started_at, finished_at, summary, last_seen) "
-            "VALUES ('old', 'run', ?, ?, '{\"exit_code\": 1, \"failed\": 1}', 1.0)",
+            "INSERT INTO runs (run_id, command, started_at, finished_at, summary) "
+            "VALUES ('old', 'run', ?, ?, '{\"exit_code\": 1, \"failed\": 1}')",
             (NOW, NOW),
         )
         for n, (key, assistant, body, status) in enumerate(failed):

@@ -91,6 +91,20 @@ async def test_records_list_problems_with_what_a_fix_needs(path: Path) -> None:
     assert (invalid.columns()["session_id"], invalid.columns()["score"]) == ("s4", "7")
 
 
+async def test_exact_locations_do_not_match_longer_ones(path: Path) -> None:
+    ledger = await opened(path, "r1")
+    try:
+        for line in (3, 30, 31):
+            await ledger.claim([Rejection(f"in.csv:{line}", "bad")])
+        exact = await listed(ledger, RecordFilter(("invalid",), locations=("in.csv:3",)))
+        prefixed = await listed(ledger, RecordFilter(("invalid",), location_prefix="in.csv:3"))
+        retired = await ledger.retire(RecordFilter(("invalid",), locations=("in.csv:3",)), "x")
+    finally:
+        await ledger.close()
+    assert [r.location for r in exact] == ["in.csv:3"]
+    assert len(prefixed) == 3 and retired == 1
+
+
 async def test_records_filter_by_key_and_location_prefix(path: Path) -> None:
     rejected, exhausted, _, bad = await fill(path)
     ledger = await opened(path, "reader", read_only=True)
@@ -215,19 +229,21 @@ async def test_holder_is_none_when_no_run_holds_the_ledger(path: Path) -> None:
 # --- older ledgers -------------------------------------------------------------------------
 
 
-def _v2(path: Path) -> Accepted:
+def _v2(path: Path, version: int = 2) -> Accepted:
     old = accepted("old", 2)
     body = json.dumps(old.record.body())
     build_v2_ledger(
         path,
         failed=[(old.key, ASSISTANT, body, 400)],
         invalid=[(invalid_key("old.csv:9"), "old.csv:9", "score: bad")],
+        version=version,
     )
     return old
 
 
-async def test_a_v2_ledger_reads_without_migrating(path: Path) -> None:
-    old = _v2(path)
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_ledger_reads_without_migrating(path: Path, version: int) -> None:
+    old = _v2(path, version)
     reader = await opened(path, "reader", read_only=True)
     try:
         rows = await listed(reader, PROBLEMS)
@@ -241,13 +257,16 @@ async def test_a_v2_ledger_reads_without_migrating(path: Path) -> None:
     assert [r.summary for r in runs] == [{"exit_code": 1, "failed": 1}]
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (version,)
     finally:
         db.close()
 
 
-async def test_a_v2_ledger_is_migrated_by_a_writer_and_keeps_working(path: Path) -> None:
-    old = _v2(path)
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_ledger_is_migrated_by_a_writer_and_keeps_working(
+    path: Path, version: int
+) -> None:
+    old = _v2(path, version)
     ledger = await opened(path, "new")
     try:
         assert await ledger.claim([old]) == [Decision.SEND]
@@ -256,12 +275,15 @@ async def test_a_v2_ledger_is_migrated_by_a_writer_and_keeps_working(path: Path)
         await ledger.claim([bad])
         n = await ledger.retire(RecordFilter(("failed",)), "gave up")
         rows = {r.key: r for r in await listed(ledger, RecordFilter(("invalid", "retired")))}
+        await ledger.heartbeat()
+        runs = await ledger.runs(5)
     finally:
         await ledger.close()
     assert n == 1
     assert rows[old.key].retired_from == "failed"
     assert rows[bad.key].fields == {"score": "0.1"}
     assert rows[invalid_key("old.csv:9")].fields is None
+    assert [(r.run_id, r.last_seen is not None) for r in runs] == [("new", True), ("old", False)]
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone() == (3,)

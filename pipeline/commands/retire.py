@@ -30,6 +30,8 @@ from pipeline.ledger.base import LedgerRecord, RecordFilter
 RETIRABLE = ("failed", "invalid")
 #: Records printed one line each, at most (all of them are retired).
 SHOWN = 20
+#: Exact locations per retire (one SQL ``IN``); a prefix selects more.
+MAX_LOCATIONS = 500
 
 _EXITS = (
     "\b\nExit codes: 0 done (also when nothing matched), 2 usage error (nothing selected),\n"
@@ -47,8 +49,23 @@ _EXITS = (
 @config_option
 @ledger_option
 @click.option("--state", "states", multiple=True, type=click.Choice(RETIRABLE), help="Repeatable.")
-@click.option("--key", "keys", multiple=True, metavar="K", help="A record's key; repeatable.")
-@click.option("--location-prefix", metavar="P", help="Records read from a place starting so.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="K",
+    help="A failed record's key (the key column of `failures`); repeatable.",
+)
+@click.option(
+    "--location",
+    "locations",
+    multiple=True,
+    metavar="L",
+    help="A record's exact location (file.csv:12, as `failures` shows it); repeatable.",
+)
+@click.option(
+    "--location-prefix", metavar="P", help="Records read from a place starting so (a file:)."
+)
 @click.option("--all", "everything", is_flag=True, help="Every failed and invalid record.")
 @click.option("--reason", required=True, metavar="TEXT", help="Why (kept in the ledger).")
 @click.option("--dry-run", is_flag=True, help="Show what would be retired; change nothing.")
@@ -58,6 +75,7 @@ def retire(
     ledger: str | None,
     states: tuple[str, ...],
     keys: tuple[str, ...],
+    locations: tuple[str, ...],
     location_prefix: str | None,
     everything: bool,
     reason: str,
@@ -65,16 +83,22 @@ def retire(
 ) -> None:
     """Retire failed or invalid records that have been dealt with.
 
-    Conditions combine (a record must meet all); one of --state, --key, --location-prefix or
-    --all is required, so that nothing is retired by accident. Prints what it retires.
+    Conditions combine (a record must meet all); one of --state, --key, --location,
+    --location-prefix or --all is required, so that nothing is retired by accident. Prints
+    what it retires.
     """
-    if not (states or keys or location_prefix or everything):
-        fail("retire: say what to retire: --state, --key, --location-prefix or --all", EXIT_USAGE)
+    if not (states or keys or locations or location_prefix or everything):
+        fail(
+            "retire: say what to retire: --state, --key, --location, --location-prefix or --all",
+            EXIT_USAGE,
+        )
+    if len(locations) > MAX_LOCATIONS:
+        fail(f"retire: at most {MAX_LOCATIONS} --location (use --location-prefix)", EXIT_USAGE)
     if not reason.strip():
         fail("retire: --reason must not be empty", EXIT_USAGE)
     settings = Settings.load(config_file, ledger=ledger)
     require_ledger(settings.ledger)
-    which = RecordFilter(states or RETIRABLE, keys, location_prefix)
+    which = RecordFilter(states or RETIRABLE, keys, location_prefix, locations=locations)
     shown, count = asyncio.run(_retire(settings.ledger, which, reason, dry_run=dry_run))
     for record in shown:
         click.echo(f"{record.location or record.key}: {record.state}: {record.reason}")

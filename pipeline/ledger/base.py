@@ -38,6 +38,7 @@ class RecordFilter:
     keys: tuple[str, ...] = ()
     location_prefix: str | None = None
     retryable_only: bool = False
+    locations: tuple[str, ...] = ()  # exact locations (``file.csv:12``); at most 500
 
 
 @dataclass(frozen=True, slots=True)

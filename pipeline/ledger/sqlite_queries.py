@@ -6,6 +6,7 @@ ledger can say the same way. Used from the ledger's one thread, like the store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -47,6 +48,9 @@ def _where(which: RecordFilter, keys: list[str]) -> tuple[str, list[Any]]:
     if keys:
         clauses.append(f"key IN ({','.join('?' * len(keys))})")
         params.extend(keys)
+    if which.locations:
+        clauses.append(f"location IN ({','.join('?' * len(which.locations))})")
+        params.extend(which.locations)
     if which.location_prefix is not None:
         clauses.append("substr(location, 1, ?) = ?")
         params.extend([len(which.location_prefix), which.location_prefix])
@@ -107,7 +111,7 @@ def retire(db: sqlite3.Connection, which: RecordFilter, reason: str, run_id: str
     states = tuple(s for s in which.states if s in RETIRABLE)
     if not states:
         return 0
-    narrowed = RecordFilter(states, which.keys, which.location_prefix, which.retryable_only)
+    narrowed = dataclasses.replace(which, states=states)
     retired = 0
     db.execute("BEGIN IMMEDIATE")
     try:
