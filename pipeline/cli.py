@@ -22,6 +22,7 @@ from pipeline.commands.common import (
 )
 from pipeline.commands.common import fail as _fail
 from pipeline.commands.common import guarded as _guarded
+from pipeline.commands.common import parse_map as _parse_map
 from pipeline.commands.common import require_ledger as _require_ledger
 from pipeline.commands.replay import plan as replay_plan
 from pipeline.config import Credentials, Settings
@@ -35,16 +36,6 @@ from pipeline.report import Summary
 from pipeline.runner import reconcile_ledger, replay_failed, run_sources
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for value in values:
-        dest, sep, src = value.partition("=")
-        if not sep or not dest.strip() or not src.strip():
-            raise click.BadParameter(f"{value!r}: expected FIELD=COLUMN, e.g. score=rating")
-        mapping[dest.strip()] = src.strip()
-    return mapping
 
 
 def _default(name: str) -> str:

@@ -74,6 +74,17 @@ def _raiser(exc: BaseException) -> Callable[[], None]:
     return raise_it
 
 
+def parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``--map FIELD=COLUMN`` values as a mapping (a click callback)."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        dest, sep, src = value.partition("=")
+        if not sep or not dest.strip() or not src.strip():
+            raise click.BadParameter(f"{value!r}: expected FIELD=COLUMN, e.g. score=rating")
+        mapping[dest.strip()] = src.strip()
+    return mapping
+
+
 def require_ledger(url: str) -> None:
     path = local_path(url)  # None: a server ledger, which says itself whether it exists
     if path is not None and not Path(path).is_file():

@@ -23,6 +23,7 @@ from pipeline.commands.common import (
     config_option,
     epilog,
     guarded,
+    parse_map,
 )
 from pipeline.config import Credentials, Settings
 from pipeline.control import RunControl
@@ -45,19 +46,9 @@ _CHECK_EXITS = (
 )
 
 
-def _parse_map(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for value in values:
-        dest, sep, src = value.partition("=")
-        if not sep or not dest.strip() or not src.strip():
-            raise click.BadParameter(f"{value!r}: expected FIELD=COLUMN, e.g. score=rating")
-        mapping[dest.strip()] = src.strip()
-    return mapping
-
-
 _format = click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="As run.")
 _map = click.option(
-    "--map", "columns", multiple=True, callback=_parse_map, metavar="FIELD=COLUMN", help="As run."
+    "--map", "columns", multiple=True, callback=parse_map, metavar="FIELD=COLUMN", help="As run."
 )
 
 
