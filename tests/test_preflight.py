@@ -87,3 +87,11 @@ def test_check_usage_errors(strict_cli: Cli, monkeypatch: pytest.MonkeyPatch) ->
     no_token = check(strict_cli, "--assistant-id", KNOWN)
     assert nothing.exit_code == 2 and "no assistant id" in nothing.stderr
     assert no_token.exit_code == 2 and "TWILIO_AUTH_TOKEN" in no_token.stderr
+
+
+def test_check_says_when_the_base_url_is_not_the_api(strict_cli: Cli) -> None:
+    strict_cli.server.state.update_faults({"hostile": "portal"})
+    result = check(strict_cli, "--assistant-id", KNOWN)
+    assert result.exit_code == 3
+    assert "not the Feedback API" in result.stdout
+    assert strict_cli.server.state.stats()["posts_received"] == 0

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.config import DEBUG_ENV
+from pipeline.config import DEBUG_ENV, Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.urls import local_path
 
@@ -95,5 +95,13 @@ def config_option(fn: F) -> F:
     return click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")(fn)
 
 
+def default(name: str) -> str:
+    """A setting's default for a help text, taken from the model (its one place)."""
+    value = Settings.model_fields[name].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def ledger_option(fn: F) -> F:
-    return click.option("--ledger", metavar="URL", help="Ledger: a path or sqlite:///path.")(fn)
+    return click.option(
+        "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{default('ledger')}]."
+    )(fn)

@@ -21,13 +21,20 @@ from pipeline.commands.common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     config_option,
+    default,
     epilog,
     guarded,
     parse_map,
 )
 from pipeline.config import Credentials, Settings
 from pipeline.control import RunControl
-from pipeline.errors import ApiError, AuthError, BaseUrlError, ConfigError, DeliveryError
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BaseUrlError,
+    ConfigError,
+    DeliveryError,
+)
 from pipeline.models import Accepted
 from pipeline.sources import is_queue, open_source, source_options
 from pipeline.stages import source_batches
@@ -141,8 +148,8 @@ def validate(
 @click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @config_option
 @click.option("--assistant-id", "assistant_ids", multiple=True, metavar="ID", help="Repeatable.")
-@click.option("--base-url", metavar="URL", help="API base.")
-@click.option("--timeout", type=float, help="Seconds per request.")
+@click.option("--base-url", metavar="URL", help=f"API base [{default('base_url')}].")
+@click.option("--timeout", type=float, help=f"Seconds per request [{default('timeout')}].")
 @_format
 @_map
 @guarded
@@ -190,19 +197,27 @@ async def _check(settings: Settings, auth: tuple[str, str], assistants: list[str
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         client = FeedbackClient(session, settings.base_url)
         for assistant in assistants:
-            try:
-                await client.list_page(assistant, page_size=1)
-            except (AuthError, BaseUrlError) as exc:
-                click.echo(f"check: {assistant}: {exc}", err=True)
+            verdict, line = await _check_one(client, assistant)
+            click.echo(line)
+            if verdict == EXIT_ABORTED:
                 click.echo("check: credentials or --base-url refused; nothing else checked")
-                return EXIT_ABORTED
-            except DeliveryError as exc:
-                status = exc.status if isinstance(exc, ApiError) else None
-                what = "not found" if status == 404 else "could not be checked"
-                click.echo(f"check: {assistant}: {what}: {exc}")
-                code = EXIT_PROBLEMS
-            else:
-                click.echo(f"check: {assistant}: ok")
+                return verdict
+            code = max(code, verdict)
     if code == EXIT_OK:
         click.echo(f"check: credentials accepted by {settings.base_url}")
     return code
+
+
+async def _check_one(client: FeedbackClient, assistant: str) -> tuple[int, str]:
+    """One List read: the exit code it stands for, and the line that says so."""
+    try:
+        await client.list_page(assistant, page_size=1)
+    except (AuthError, BaseUrlError) as exc:
+        return EXIT_ABORTED, f"check: {assistant}: {exc}"
+    except DeliveryError as exc:
+        status = exc.status if isinstance(exc, ApiError) else None
+        if status == 200:  # a 200 that is no list of feedbacks: a portal, a proxy, ...
+            return EXIT_ABORTED, f"check: {assistant}: not the Feedback API: {exc}"
+        what = "not found" if status == 404 else "could not be checked"
+        return EXIT_PROBLEMS, f"check: {assistant}: {what}: {exc}"
+    return EXIT_OK, f"check: {assistant}: ok"
