@@ -34,18 +34,16 @@ class Validator:
         if raw.error is not None:
             return Rejection(raw.location, raw.error, raw.handle)
         given = self._given(raw)
-        data: dict[str, Any] = {}
+        if "assistant_id" not in given and self._default_assistant_id is not None:
+            given["assistant_id"] = self._default_assistant_id
         for field, value in given.items():
             if isinstance(value, str):
                 if _UNDECODABLE.search(value):
                     return self._reject(raw, f"{field}: not valid UTF-8", given)
                 if "\x00" in value:
                     return self._reject(raw, f"{field}: contains a NUL character", given)
-            data[field] = value
-        if "assistant_id" not in data and self._default_assistant_id is not None:
-            data["assistant_id"] = self._default_assistant_id
         try:
-            return Accepted.of(raw.location, FeedbackRecord.model_validate(data), raw.handle)
+            return Accepted.of(raw.location, FeedbackRecord.model_validate(given), raw.handle)
         except ValidationError as exc:
             return self._reject(raw, describe(exc), given)
 
@@ -61,6 +59,8 @@ class Validator:
 
     @staticmethod
     def _reject(raw: RawRecord, reason: str, given: dict[str, Any]) -> Rejection:
+        # With the default assistant filled in (when it was used), so that an exported row
+        # is whole: `run` sends it as it is, without the flags of the first run.
         return Rejection(raw.location, reason, raw.handle, given or None)
 
 

@@ -109,6 +109,12 @@ def test_export_jsonl_by_state_keeps_native_values(strict_cli: Cli, tmp_path: Pa
     assert (row["session_id"], row["score"], row["http_status"]) == ("s404", 0.1, 404)
     assert row["text"] is None
 
+    out.write_text(json.dumps(dict(row, assistant_id=KNOWN)) + "\n")
+    fixed = strict_cli.run(str(out))
+    assert fixed.exit_code == 0 and "sent 1" in fixed.stdout
+    assert strict_cli.server.state.content_counts()[(KNOWN, "s404", None, 0.1, None)] == 1
+    assert strict_cli.server.state.duplicates() == {}
+
 
 def test_export_to_stdout_and_a_missing_ledger(strict_cli: Cli, tmp_path: Path) -> None:
     path, _ = source(tmp_path)
