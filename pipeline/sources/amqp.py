@@ -1,0 +1,324 @@
+"""RabbitMQ queues (aio-pika): a source for ``run`` and a destination for ``enqueue --to``.
+
+``amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME[&dead=NAME]`` (or ``amqps://``); any other query
+parameter (``heartbeat``, ``name``...) is aio-pika's. One JSON object per message, keyed like the
+CSV columns. Choices, and why:
+
+- **A plain connection, not** ``connect_robust``: a robust connection reconnects silently and
+  redeclares its consumer, so the run would go on while every delivery tag it holds has become
+  invalid (acks on the new channel fail or ack the wrong message). A lost connection instead
+  ends the run (exit 3) after every outcome is recorded; RabbitMQ requeues whatever was not
+  acked, and the rerun's ledger skips what was sent.
+- **Prefetch** = one batch + 3 × concurrency: the stages hold up to 2 × concurrency records in
+  their work queue and concurrency on the wire, all unacked, while the next batch fills. If the
+  window fills with records held for reconciliation (``unknown``) and the queue still has ready
+  messages, a draining run widens it by a batch, else it would wait for acks that only come
+  after it ends.
+- **The queue** is declared passively, and created durable only if it does not exist: an
+  existing queue is used as it is (quorum, TTL, length limits), and a consumer may start before
+  its producers, as a Redis group is created when missing. ``NAME.dead`` likewise.
+- **Location** ``amqp:QUEUE/MESSAGE-ID`` when the publisher set a ``message_id`` (``enqueue``
+  sets the idempotency key): stable across redeliveries, so a rerun updates the same invalid
+  row. Otherwise ``amqp:QUEUE/tag-N`` (the delivery tag: unique within one connection only).
+- **Drain**: done once no delivery is buffered and a passive declare (on the consuming channel,
+  so deliveries sent before its answer arrive before it) reports no ready message. Messages
+  this run still holds unacked are finished by this run; messages unacked by other consumers
+  are theirs (RabbitMQ requeues them as soon as such a consumer's connection goes).
+  ``claim_idle`` does not apply: the broker does that takeover itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelNotFoundEntity
+
+from pipeline.errors import ConfigError, SourceError
+from pipeline.models import Accepted, RawRecord
+from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.jsonl import parse_line
+from pipeline.urls import mask_url
+
+#: The largest message body read as a record; a larger one is dead-lettered unparsed.
+MESSAGE_LIMIT = 1024 * 1024
+_MAX_PREFETCH = 65535  # AMQP's prefetch-count is 16 bits
+_IDLE = 0.2  # seconds without a delivery before a drain run asks the broker what is left
+_CONNECT_TIMEOUT = 10.0
+_REASON_LIMIT = 4000  # a header must fit in one frame (128 KiB) with the others
+_OURS = ("queue", "dead")
+
+# aiormq logs a failed connection itself, and with no logging configured Python prints that
+# to stderr: a second line, after ours that says the same. Library loggers get a NullHandler.
+for _logger in ("aiormq", "aio_pika"):
+    logging.getLogger(_logger).addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed ``amqp://`` URL: what to connect to, which queues, and how to print it."""
+
+    connect: str  # without our parameters
+    queue: str
+    dead: str
+    shown: str  # the password masked
+    password: str | None
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error from the client library) without the password, whatever form."""
+        if self.password:
+            for form in {self.password, quote(self.password, safe="")}:
+                text = text.replace(form, "***")
+        return text
+
+    def failure(self, exc: BaseException) -> str:
+        return self.scrub(f"{type(exc).__name__}: {exc}")
+
+
+def parse_url(url: str) -> Target:
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: not a valid URL ({exc})") from None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _OURS}
+    queue = ours.get("queue", "")
+    if not queue:
+        raise ConfigError(f"{shown}: name the queue: amqp://HOST/VHOST?queue=NAME")
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    connect = urlunsplit(parts._replace(query=rest))
+    return Target(connect, queue, ours.get("dead") or f"{queue}.dead", shown, password)
+
+
+async def _connect(target: Target) -> AbstractConnection:
+    try:
+        return await aio_pika.connect(target.connect, timeout=_CONNECT_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - refused, DNS, TLS, login: one line, exit 2
+        raise SourceError(f"{target.shown}: cannot connect: {target.failure(exc)}") from None
+
+
+async def _ensure_queue(connection: AbstractConnection, name: str) -> None:
+    """Passive-or-declare: use the queue as it is, or create it durable if it is missing."""
+    probe = await connection.channel()  # a failed passive declare closes its channel
+    try:
+        await probe.declare_queue(name, passive=True)
+    except ChannelNotFoundEntity:
+        async with connection.channel() as channel:
+            await channel.declare_queue(name, durable=True)
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+
+
+async def _open(target: Target, *queues: str) -> tuple[AbstractConnection, AbstractChannel]:
+    connection = await _connect(target)
+    try:
+        for name in queues:
+            await _ensure_queue(connection, name)
+        # Confirms: a dead letter (or an enqueued record) counts only once the broker has it.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    except Exception as exc:  # noqa: BLE001 - refused by the broker: one line, exit 2
+        await connection.close()
+        raise SourceError(f"{target.shown}: {target.failure(exc)}") from None
+    return connection, channel
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    message: AbstractIncomingMessage
+    location: str
+
+
+def _ident(message: AbstractIncomingMessage) -> str:
+    mid = message.message_id
+    if mid and len(mid) <= 256 and mid.isprintable():
+        return mid
+    return f"tag-{message.delivery_tag}"
+
+
+def to_record(queue: str, message: AbstractIncomingMessage) -> RawRecord:
+    """A message as a raw record: parse errors (and a huge body) become the record's error."""
+    location = f"amqp:{queue}/{_ident(message)}"
+    handle = _Handle(message, location)
+    size = len(message.body)
+    if size > MESSAGE_LIMIT:
+        reason = f"message of {size} bytes, more than {MESSAGE_LIMIT} (the limit)"
+        return RawRecord(location, {}, reason, handle)
+    return replace(parse_line(location, message.body), handle=handle)
+
+
+class AmqpSource:
+    """Consumes one queue with manual acks; see the module's docstring for the choices."""
+
+    def __init__(
+        self,
+        target: Target,
+        connection: AbstractConnection,
+        channel: AbstractChannel,
+        options: SourceOptions,
+    ) -> None:
+        self.name = target.shown
+        self._target = target
+        self._connection = connection
+        self._channel = channel
+        self._options = options
+        self._window = min(options.batch_size + 3 * options.concurrency, _MAX_PREFETCH)
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._unacked = 0  # delivered to this consumer and not acked yet
+        self._lost: str | None = None
+        self._closing = False
+        connection.close_callbacks.add(self._on_close)
+        channel.close_callbacks.add(self._on_close)
+
+    def _on_close(self, _: object, exc: BaseException | None = None) -> None:
+        if not self._closing and self._lost is None:
+            self._lost = self._target.failure(exc) if exc is not None else "closed"
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        self._unacked += 1
+        self._buffer.put_nowait(message)
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise SourceError(f"connection to the broker lost ({self._lost})")
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        await self._channel.set_qos(prefetch_count=self._window)
+        queue = await self._channel.get_queue(self._target.queue, ensure=False)
+        tag = await queue.consume(self._deliver, no_ack=False)
+        try:
+            while not stop.is_set():
+                self._check()
+                batch = await self._take()
+                if batch:
+                    yield [to_record(self._target.queue, m) for m in batch]
+                elif self._options.drain and await self._drained():
+                    return
+        finally:
+            # What is still buffered stays unacked: the broker requeues it when we close.
+            if self._lost is None:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+
+    async def _take(self) -> list[AbstractIncomingMessage]:
+        try:
+            first = await asyncio.wait_for(self._buffer.get(), _IDLE)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < self._options.batch_size and not self._buffer.empty():
+            batch.append(self._buffer.get_nowait())
+        return batch
+
+    async def _drained(self) -> bool:
+        underlay = await self._channel.get_underlay_channel()
+        declared = await underlay.queue_declare(self._target.queue, passive=True)
+        # Deliveries that reached us before that answer are handed on in tasks: let them run.
+        for _ in range(4):
+            await asyncio.sleep(0)
+        ready = declared.message_count or 0
+        if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
+            self._window = min(self._window + self._options.batch_size, _MAX_PREFETCH)
+            await self._channel.set_qos(prefetch_count=self._window)
+        return ready == 0 and self._buffer.empty()
+
+    async def ack(self, done: Sequence[Done]) -> None:
+        """Plain acks at once; a dead letter's original only once its copy is confirmed."""
+        self._check()
+        plain = [d.handle for d in done if d.dead_letter is None]
+        dead = [d for d in done if d.dead_letter is not None]
+        copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
+        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if r is None]
+        try:
+            for handle in [*plain, *confirmed]:
+                assert isinstance(handle, _Handle)
+                await handle.message.ack()
+                self._unacked -= 1
+        except Exception as exc:  # noqa: BLE001 - the broker went away: say so without secrets
+            raise SourceError(f"ack failed: {self._target.failure(exc)}") from None
+        failed = next((r for r in copies if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise SourceError(f"dead letter to {self._target.dead}: {self._target.failure(failed)}")
+
+    async def _dead_letter(self, done: Done) -> None:
+        handle = done.handle
+        assert isinstance(handle, _Handle) and done.dead_letter is not None
+        original = handle.message
+        headers: dict[str, Any] = dict(original.headers or {})
+        headers.update(
+            reason=done.dead_letter[:_REASON_LIMIT],
+            location=handle.location,
+            queue=self._target.queue,
+        )
+        copy = aio_pika.Message(
+            original.body,
+            headers=headers,
+            content_type=original.content_type,
+            message_id=original.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._channel.default_exchange.publish(copy, routing_key=self._target.dead)
+
+    async def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
+async def open_source(url: str, options: SourceOptions) -> AmqpSource:
+    target = parse_url(url)
+    connection, channel = await _open(target, target.queue, target.dead)
+    return AmqpSource(target, connection, channel, options)
+
+
+class AmqpPublisher:
+    """Publishes records, persistent, each confirmed by the broker; a batch's publishes are in
+    flight together (pipelined), not one confirm after the other."""
+
+    def __init__(
+        self, target: Target, connection: AbstractConnection, channel: AbstractChannel
+    ) -> None:
+        self._target = target
+        self._connection = connection
+        self._channel = channel
+
+    async def publish(self, batch: Sequence[Accepted]) -> None:
+        exchange = self._channel.default_exchange
+        messages = [
+            aio_pika.Message(
+                json.dumps(
+                    {**item.record.model_dump(exclude_none=True), "key": item.key},
+                    ensure_ascii=False,
+                ).encode("utf-8"),
+                content_type="application/json",
+                message_id=item.key,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            for item in batch
+        ]
+        # mandatory: a message the broker cannot route (the queue deleted meanwhile) fails
+        # the publish instead of vanishing.
+        await asyncio.gather(
+            *(exchange.publish(m, routing_key=self._target.queue, mandatory=True) for m in messages)
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
+async def open_publisher(url: str, options: SourceOptions) -> AmqpPublisher:
+    target = parse_url(url)
+    connection, channel = await _open(target, target.queue)
+    return AmqpPublisher(target, connection, channel)
