@@ -88,6 +88,12 @@ class Queue:
 
         _sync(_channel_do(action))
 
+    def declare(self, name: str, arguments: dict[str, Any]) -> None:
+        async def action(channel: AbstractChannel) -> None:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+
+        _sync(_channel_do(action))
+
     def ready(self, name: str | None = None) -> int:
         """Messages ready in the queue (a passive declare); -1 if it does not exist."""
 
@@ -115,12 +121,15 @@ class Queue:
         result: list[Any] = _sync(_channel_do(action))
         return result
 
-    def delete(self) -> None:
+    def delete_queue(self, *names: str) -> None:
         async def action(channel: AbstractChannel) -> None:
-            for name in (self.name, self.dead):
+            for name in names:
                 await channel.queue_delete(name)
 
         _sync(_channel_do(action))
+
+    def delete(self) -> None:
+        self.delete_queue(self.name, self.dead)
 
 
 def unique_queue() -> Iterator[Queue]:

@@ -11,6 +11,7 @@ import pytest
 from amqp_helpers import Msg, Queue, password_user, unique_queue
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, content_of, make_rows
 
+from pipeline.fake import FakeServer, FakeState, Faults
 from pipeline.sources.amqp import MESSAGE_LIMIT, parse_url
 
 
@@ -67,6 +68,74 @@ def test_drain_stores_each_message_once_and_dead_letters_the_bad_ones(
     assert f"more than {MESSAGE_LIMIT}" in reasons["huge"]
     assert dead["bad-huge"].headers["from"] == "x"  # the original headers travel along
     assert f"amqp:{queue.name}/bad-json: invalid: invalid JSON" in result.output
+
+
+def test_permanently_failed_records_are_dead_lettered_with_the_api_error(
+    queue: Queue, clean_env: None, tmp_path: Path
+) -> None:
+    rows = make_rows(4) + make_rows(2, assistant="aia_asst_missing", prefix="x")
+    queue.publish([_body(row) for row in rows])
+    state = FakeState(faults=Faults(seed=5), known_assistants=["aia_asst_test"])
+    with FakeServer(state) as server:
+        result = Cli(server, tmp_path).run(queue.url(), "--drain")
+
+        assert result.exit_code == 1, result.output
+        assert_exactly_once(server, rows[:4])
+    dead = queue.take_all(queue.dead)
+    assert sorted(json.loads(m.body)["session_id"] for m in dead) == ["x0", "x1"]
+    assert all("HTTP 404" in str(m.headers["reason"]) for m in dead)
+    assert all(str(m.headers["reason"]).startswith("failed: ") for m in dead)
+    assert queue.ready() == 0
+
+
+def test_nothing_is_acked_before_its_dead_letter_copy_is_confirmed(
+    run_cli: Cli, queue: Queue
+) -> None:
+    # A dead-letter queue that refuses every message: the broker nacks each publish.
+    refusing = f"{queue.name}.refusing"
+    queue.declare(refusing, {"x-max-length": 0, "x-overflow": "reject-publish"})
+    try:
+        queue.publish([b"not json", *(_body(row) for row in make_rows(3))])
+
+        result = run_cli.run(f"{queue.url()}&dead={refusing}", "--drain")
+
+        assert result.exit_code == 3, result.output
+        assert f"dead letter to {refusing}" in result.output
+        # Not acked: the invalid message (no copy), nor the others (the run stopped before
+        # sending them); closing the connection requeued all four.
+        assert run_cli.server.state.posts_received == 0
+        assert queue.ready() == 4
+        assert queue.ready(refusing) == 0
+
+        rerun = run_cli.run(queue.url(), "--drain")  # the default dead-letter queue
+
+        assert rerun.exit_code == 1, rerun.output
+        assert_exactly_once(run_cli.server, make_rows(3))
+        [copy] = queue.take_all(queue.dead)
+        assert copy.body == b"not json"
+        assert queue.ready() == 0
+    finally:
+        queue.delete_queue(refusing)
+
+
+def test_draining_with_the_window_full_of_unknown_outcomes_still_ends(
+    run_cli: Cli, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request is stored, then answered with a reset: each outcome is unknown and held
+    # unacked until the final reconcile, which only comes once the drain has ended. A window
+    # of 1 + 3 messages would fill with them and stall the drain unless it widens.
+    run_cli.server.state.update_faults({"reset_rate": 1.0})
+    rows = make_rows(20)
+    queue.publish([_body(row) for row in rows])
+
+    monkeypatch.setenv("FEEDBACK_PIPELINE_BATCH_SIZE", "1")
+    monkeypatch.setenv("FEEDBACK_PIPELINE_SETTLE", "0.05")
+
+    result = run_cli.run(queue.url(), "--drain", "--concurrency", "1")
+
+    assert result.exit_code == 0, result.output
+    assert_exactly_once(run_cli.server, rows)
+    assert queue.ready() == 0  # acked once reconciliation found them stored
 
 
 def test_map_applies_to_messages(run_cli: Cli, queue: Queue) -> None:

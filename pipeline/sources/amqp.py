@@ -39,8 +39,13 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import ChannelNotFoundEntity
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aio_pika.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 
 from pipeline.errors import ConfigError, SourceError
 from pipeline.models import Accepted, RawRecord
@@ -177,6 +182,7 @@ class AmqpSource:
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._unacked = 0  # delivered to this consumer and not acked yet
         self._lost: str | None = None
+        self._tag: str | None = None
         self._closing = False
         connection.close_callbacks.add(self._on_close)
         channel.close_callbacks.add(self._on_close)
@@ -194,22 +200,33 @@ class AmqpSource:
             raise SourceError(f"connection to the broker lost ({self._lost})")
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
-        await self._channel.set_qos(prefetch_count=self._window)
         queue = await self._channel.get_queue(self._target.queue, ensure=False)
-        tag = await queue.consume(self._deliver, no_ack=False)
+        await self._consume(queue)
         try:
             while not stop.is_set():
                 self._check()
                 batch = await self._take()
                 if batch:
                     yield [to_record(self._target.queue, m) for m in batch]
-                elif self._options.drain and await self._drained():
+                elif self._options.drain and await self._drained(queue):
                     return
         finally:
             # What is still buffered stays unacked: the broker requeues it when we close.
-            if self._lost is None:
+            if self._lost is None and self._tag is not None:
                 with contextlib.suppress(Exception):
-                    await queue.cancel(tag)
+                    await queue.cancel(self._tag)
+
+    async def _consume(self, queue: AbstractQueue) -> None:
+        # RabbitMQ applies a (per-consumer) prefetch to consumers started after it is set.
+        await self._channel.set_qos(prefetch_count=self._window)
+        self._tag = await queue.consume(self._deliver, no_ack=False)
+
+    async def _widen(self, queue: AbstractQueue) -> None:
+        """A bigger window: a new consumer (deliveries of the old one stay ours to ack)."""
+        self._window = min(self._window + self._options.batch_size, _MAX_PREFETCH)
+        if self._tag is not None:
+            await queue.cancel(self._tag)
+        await self._consume(queue)
 
     async def _take(self) -> list[AbstractIncomingMessage]:
         try:
@@ -221,7 +238,7 @@ class AmqpSource:
             batch.append(self._buffer.get_nowait())
         return batch
 
-    async def _drained(self) -> bool:
+    async def _drained(self, queue: AbstractQueue) -> bool:
         underlay = await self._channel.get_underlay_channel()
         declared = await underlay.queue_declare(self._target.queue, passive=True)
         # Deliveries that reached us before that answer are handed on in tasks: let them run.
@@ -229,8 +246,7 @@ class AmqpSource:
             await asyncio.sleep(0)
         ready = declared.message_count or 0
         if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
-            self._window = min(self._window + self._options.batch_size, _MAX_PREFETCH)
-            await self._channel.set_qos(prefetch_count=self._window)
+            await self._widen(queue)
         return ready == 0 and self._buffer.empty()
 
     async def ack(self, done: Sequence[Done]) -> None:
@@ -245,7 +261,10 @@ class AmqpSource:
                 assert isinstance(handle, _Handle)
                 await handle.message.ack()
                 self._unacked -= 1
-        except Exception as exc:  # noqa: BLE001 - the broker went away: say so without secrets
+        except Exception as exc:  # noqa: BLE001 - say what happened, without secrets
+            if self._connection.is_closed or isinstance(exc, AMQPConnectionError | OSError):
+                self._on_close(self._connection, exc)  # may come before the close callback
+                self._check()
             raise SourceError(f"ack failed: {self._target.failure(exc)}") from None
         failed = next((r for r in copies if isinstance(r, BaseException)), None)
         if failed is not None:
