@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,10 @@ def _publish_rows(queue: Queue, rows: list[dict[str, str]]) -> None:
     queue.publish([json.dumps(row).encode() for row in rows])
 
 
+def _received(state: FakeState, count: int) -> Callable[[], bool]:
+    return lambda: state.posts_received >= count
+
+
 def _states(ledger: Path) -> dict[str, int]:
     with sqlite3.connect(ledger) as db:
         return dict(db.execute("SELECT state, count(*) FROM records GROUP BY state"))
@@ -53,7 +57,7 @@ def test_kill_9_between_post_and_ack_redelivers_and_the_rerun_sends_nothing_twic
         command = run_command(server, queue.url(), ledger, "--drain", "--concurrency", "8")
         for target in (10, 30):
             consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-            wait_for(lambda t=target: state.posts_received >= t, consumer, f"{target} POSTs")
+            wait_for(_received(state, target), consumer, f"{target} POSTs")
             consumer.kill()  # SIGKILL: no ack, no outcome, no goodbye to the broker
             consumer.wait(timeout=30)
             kills += 1
