@@ -47,6 +47,7 @@ from aio_pika.exceptions import AMQPConnectionError
 
 from pipeline.errors import SourceError
 from pipeline.models import Accepted, RawRecord
+from pipeline.sources.amqp_acks import AckPlan
 from pipeline.sources.amqp_link import Target, open_channel, parse_url
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.jsonl import parse_line
@@ -62,6 +63,12 @@ _REASON_LIMIT = 4000  # a header must fit in one frame (128 KiB) with the others
 class _Handle:
     message: AbstractIncomingMessage
     location: str
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None  # consumed with manual acks: every delivery has its tag
+    return tag
 
 
 def _ident(message: AbstractIncomingMessage) -> str:
@@ -100,6 +107,7 @@ class AmqpSource:
         self._window = min(options.batch_size + 3 * options.concurrency, _MAX_PREFETCH)
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._unacked = 0  # delivered to this consumer and not acked yet
+        self._plan = AckPlan()
         self._lost: str | None = None
         self._tag: str | None = None
         self._closing = False
@@ -112,6 +120,7 @@ class AmqpSource:
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self._unacked += 1
+        self._plan.delivered(_tag(message))
         self._buffer.put_nowait(message)
 
     def _check(self) -> None:
@@ -176,10 +185,7 @@ class AmqpSource:
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
         confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if r is None]
         try:
-            for handle in [*plain, *confirmed]:
-                assert isinstance(handle, _Handle)
-                await handle.message.ack()
-                self._unacked -= 1
+            await self._ack([h for h in [*plain, *confirmed] if isinstance(h, _Handle)])
         except Exception as exc:  # noqa: BLE001 - say what happened, without secrets
             if self._connection.is_closed or isinstance(exc, AMQPConnectionError | OSError):
                 self._on_close(self._connection, exc)  # may come before the close callback
@@ -188,6 +194,15 @@ class AmqpSource:
         failed = next((r for r in copies if isinstance(r, BaseException)), None)
         if failed is not None:
             raise SourceError(f"dead letter to {self._target.dead}: {self._target.failure(failed)}")
+
+    async def _ack(self, handles: list[_Handle]) -> None:
+        by_tag = {_tag(h.message): h.message for h in handles}
+        upto, singles = self._plan.plan(by_tag)
+        if upto is not None:
+            await by_tag[upto].ack(multiple=True)
+        for tag in singles:
+            await by_tag[tag].ack()
+        self._unacked -= len(by_tag)
 
     async def _dead_letter(self, done: Done) -> None:
         handle = done.handle
