@@ -216,6 +216,7 @@ def test_enqueued_entries_carry_their_key_as_message_id(run_cli: Cli, queue: Que
         ("amqp://guest:s3cret@127.0.0.1:1/?queue=q", "amqp://guest:***@127.0.0.1:1/?queue=q"),
         ("amqp://u:s3cret@127.0.0.1:5672/?queue=", "name the queue"),
         ("amqp://u:s3cret@127.0.0.1:notaport/?queue=q", "not a valid URL"),
+        ("amqp://guest:guest@127.0.0.1:5672/no-such-vhost?queue=q", "no such vhost"),
     ],
 )
 def test_a_broker_that_cannot_be_used_at_start_is_one_line_and_exit_2(

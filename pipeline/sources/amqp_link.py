@@ -65,7 +65,10 @@ async def _connect(target: Target) -> AbstractConnection:
     try:
         return await aio_pika.connect(target.connect, timeout=_CONNECT_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - refused, DNS, TLS, login: one line, exit 2
-        raise SourceError(f"{target.shown}: cannot connect: {target.failure(exc)}") from None
+        what = target.failure(exc)
+        if "got <Connection.Close" in what:  # aiormq keeps only the frame's repr, not its text
+            what = "the broker closed the connection at once (no such vhost, or no access to it)"
+        raise SourceError(f"{target.shown}: cannot connect: {what}") from None
 
 
 async def _ensure_queue(connection: AbstractConnection, name: str) -> None:
