@@ -95,7 +95,9 @@ def test_broker_lost_mid_run_exits_3_and_the_rerun_completes_exactly_once(
         cutter.start()
         try:
             url = amqp_url(queue.name, port=proxy.port)
-            result = cli.run(url, "--drain", "--concurrency", "4", "--report", "r1.json")
+            result = cli.run(
+                url, "--drain", "--concurrency", "4", "--report", str(tmp_path / "r1.json")
+            )
         finally:
             cutter.join(timeout=60)
             proxy.close()
