@@ -52,7 +52,10 @@ __all__ = [
 ]
 
 #: URL scheme -> module exporting ``open_source(url, options)`` and ``open_publisher(...)``.
-_BROKERS: dict[str, str] = {}
+_BROKERS: dict[str, str] = {
+    "amqp": "pipeline.sources.amqp",
+    "amqps": "pipeline.sources.amqp",
+}
 
 
 def source_options(settings: Settings) -> SourceOptions:
