@@ -52,7 +52,9 @@ __all__ = [
 ]
 
 #: URL scheme -> module exporting ``open_source(url, options)`` and ``open_publisher(...)``.
-_BROKERS: dict[str, str] = {}
+_BROKERS: dict[str, str] = {
+    "redis": "pipeline.sources.redis_stream",
+}
 
 
 def source_options(settings: Settings) -> SourceOptions:
