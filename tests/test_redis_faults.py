@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,3 +184,39 @@ def test_a_password_never_shows_in_a_run(
     assert password not in out and password not in report.read_text()
     assert password.encode() not in (tmp_path / "l.sqlite3").read_bytes()
     queue.redis.close()
+
+
+def test_what_reconcile_found_not_stored_stays_pending_and_the_next_run_sends_it(
+    api: FakeServer, stream: Stream, tmp_path: Path
+) -> None:
+    # A 500 may or may not have stored the record; here it did not. The following run's
+    # periodic reconcile says so: the entries are not acked, and the next run sends them
+    # (this run would take them for duplicates of its own: see README, Redis Streams).
+    api.state.update_faults({"error_status": 500})
+    rows = make_rows(4, assistant=OK)
+    stream.add(*rows)
+    ledger = tmp_path / "l.sqlite3"
+    url = stream.url("only-worker")
+    proc = _start(api, url, ledger, "--reconcile-every", "0.1", "--claim-idle", "0.3")
+    wait_for(lambda: _states(ledger) == {"failed": 4}, proc, "reconcile: not stored")
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    code, out = _finish(proc)
+    assert code == 1, out  # failed records: exit 1 even at a normal end
+    assert stream.pending() == 4 and api.state.stored_count == 0
+    api.state.update_faults({"error_status": None})
+
+    code, out = _finish(_start(api, url, ledger, "--drain"))
+
+    assert code == 0, out
+    assert_exactly_once(api, rows)
+    assert stream.pending() == 0
+
+
+def _states(ledger: Path) -> dict[str, int]:
+    try:
+        with sqlite3.connect(ledger) as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {state: n for state, n in rows}
