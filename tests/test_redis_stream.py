@@ -154,3 +154,19 @@ def test_a_stream_url_without_group_is_a_configuration_error(cli: Cli) -> None:
 
     assert result.exit_code == 2, result.output
     assert "group= is required" in result.output
+
+
+def test_own_pending_entries_come_back_first_and_deleted_ones_are_acked(
+    cli: Cli, stream: Stream
+) -> None:
+    rows = make_rows(3, assistant=OK)
+    ids = stream.add(*rows)
+    stream.redis.xgroup_create(stream.name, stream.group, id="0")
+    stream.redis.xreadgroup(stream.group, "w", {stream.name: ">"}, count=3)  # then "restarted"
+    stream.redis.xdel(stream.name, ids[1])  # deleted while pending: nothing left to deliver
+
+    result = cli.run(stream.url(consumer="w"), "--drain")
+
+    assert result.exit_code == 0, result.output
+    assert_exactly_once(cli.server, [rows[0], rows[2]])
+    assert stream.pending() == 0

@@ -181,10 +181,14 @@ class RedisStreamSource:
             if not entries:
                 return
             after = entries[-1][0]
-            gone = [eid for eid, fields in entries if fields is None]
-            if gone:  # deleted from the stream while pending: nothing left to deliver
+            # Deleted from the stream while pending (nil fields, which redis-py gives as {}:
+            # a real entry has at least one field): nothing left to deliver.
+            gone = [eid for eid, fields in entries if not fields]
+            if gone:
                 await self._redis.xack(self._t.stream, self._t.group, *gone)
-            yield self._records([(eid, f) for eid, f in entries if f is not None])
+            kept = [(eid, f) for eid, f in entries if f]
+            if kept:
+                yield self._records(kept)
 
     async def _claimable(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
         start: bytes = b"0-0"
