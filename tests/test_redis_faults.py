@@ -60,7 +60,7 @@ def test_kill_9_between_post_and_ack_delivers_each_record_once(
     ledger = tmp_path / "ledger.sqlite3"
     # Slow answers: requests are on the wire (received, maybe stored, not acked) at the kill.
     api.state.update_faults({"latency_ms": 150})
-    kills = 0
+    kills = in_flight = 0
     for consumer, posts in (("w1", 8), ("w1" if rerun_as == "same consumer" else "w2", 24)):
         proc = _start(
             api, stream.url(consumer), ledger, "--drain", "--concurrency", "4",
@@ -71,7 +71,9 @@ def test_kill_9_between_post_and_ack_delivers_each_record_once(
         proc.send_signal(signal.SIGKILL)
         _finish(proc)
         kills += 1
+        in_flight += _states(ledger).get("in_flight", 0)
     assert stream.pending() > 0  # entries were taken and never acked
+    assert in_flight > 0  # killed between the POST and the outcome (so before the ack)
     api.state.update_faults({"latency_ms": 0})
 
     # The same name reads its own pending entries back at once; another name has to claim
@@ -90,8 +92,13 @@ def test_kill_9_between_post_and_ack_delivers_each_record_once(
     assert_counts_add_up(summary)
     # Entries sent before a kill came again (redelivered or claimed): the ledger skipped them.
     assert summary["skipped"] > 0
+    # Some were stored with no outcome recorded (killed between the POST and the ack): the
+    # rerun's reconciliation found them, so they were skipped, not sent again.
+    assert summary["reconciled_found"] > 0
     print(
-        f"kill -9 ({rerun_as}): kills {kills}, records {len(rows)}, "
+        f"kill -9 ({rerun_as}): kills {kills}, records {len(rows)}, claimed without outcome "
+        f"at the kills {in_flight}, stored without outcome (reconciled) "
+        f"{summary['reconciled_found']}, "
         f"POSTs {api.state.posts_received}, stored {api.state.stored_count}, "
         f"duplicates {sum(api.state.duplicates().values())}"
     )
