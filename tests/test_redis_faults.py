@@ -227,3 +227,32 @@ def _states(ledger: Path) -> dict[str, int]:
     except sqlite3.Error:
         return {}
     return {state: n for state, n in rows}
+
+
+def test_entries_taken_but_not_sent_at_sigterm_are_released_and_sent_by_the_next_run(
+    api: FakeServer, stream: Stream, tmp_path: Path
+) -> None:
+    api.state.update_faults({"latency_ms": 300})
+    rows = make_rows(10, assistant=OK)
+    stream.add(*rows)
+    ledger, report = tmp_path / "l.sqlite3", tmp_path / "report.json"
+    url = stream.url("svc")
+    proc = _start(api, url, ledger, "--concurrency", "1", "--report", str(report))
+    wait_for(_posts_at_least(api, 1), proc, "a first POST")
+
+    proc.send_signal(signal.SIGTERM)
+    code, out = _finish(proc)
+
+    assert code == 0, out  # the service's normal end: the rest is not a failure
+    summary = json.loads(report.read_text())
+    assert_counts_add_up(summary)
+    assert summary["failed"] == 0 and summary["released"] > 0
+    assert summary["sent"] + summary["released"] == len(rows)
+    assert stream.pending() == summary["released"]  # not acked: still the queue's
+    api.state.update_faults({"latency_ms": 0})
+
+    code, out = _finish(_start(api, url, ledger, "--drain", "--report", str(report)))
+
+    assert code == 0, out
+    assert_exactly_once(api, rows)
+    assert stream.pending() == 0
