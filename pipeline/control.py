@@ -9,6 +9,11 @@ background tasks); none of them reaches into another's state to stop the run. It
 - ``background``: a task whose failure ends the run with a reason (heartbeat, follow-mode
   housekeeping) instead of escaping as an unhandled error;
 - ``signals``: SIGINT/SIGTERM handling (arq's shape: stop taking work, a grace period, cut off).
+
+A run that follows a queue is a service (``service=True``): its first signal is its normal end
+(``end``, kept in ``ended``), not an abort: ``reason`` stays None, so the exit code comes from
+the records' states alone. A cut-off (a second signal, or the grace period running out) is an
+abort in every kind of run.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from pipeline.errors import AbortedError
 
 
 class RunControl:
-    """``grace``: seconds requests on the wire may take to finish after the first signal."""
+    """``grace``: seconds requests on the wire may take to finish after the first signal;
+    ``service``: a signal is the normal end of the run (a queue followed without ``--drain``)."""
 
-    def __init__(self, *, grace: float = 10.0) -> None:
+    def __init__(self, *, grace: float = 10.0, service: bool = False) -> None:
         self.stop = asyncio.Event()
-        self.reason: str | None = None
+        self.reason: str | None = None  # why the run was aborted
+        self.ended: str | None = None  # why a service ended normally
         self._grace = grace
+        self._service = service
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -40,10 +48,20 @@ class RunControl:
             self.reason = reason
         self.stop.set()
 
+    def end(self, why: str) -> None:
+        """Stop a service normally: take no new work, finish what was taken."""
+        if not self.stop.is_set():
+            self.ended = why
+        self.stop.set()
+
+    @property
+    def ended_normally(self) -> bool:
+        return self.ended is not None and self.reason is None
+
     def check(self) -> None:
         """Raise :class:`AbortedError` with the reason once the run has stopped."""
         if self.stop.is_set():
-            raise AbortedError(self.reason or "run stopped")
+            raise AbortedError(self.reason or self.ended or "run stopped")
 
     async def pause(self, seconds: float) -> None:
         # A wait that ends early when the run stops, instead of holding shutdown hostage.
@@ -91,16 +109,21 @@ class RunControl:
         once. Either way the ledger stays truthful: what was cut off is still in flight."""
         loop = asyncio.get_running_loop()
 
-        def cut_off() -> None:
+        def cut_off(why: str) -> None:
             if not task.done():
+                self.abort(why)  # a service's normal end becomes an abort; an abort keeps its
                 task.cancel()
 
         def handle(name: str) -> None:
             if self.stop.is_set():
-                cut_off()
+                cut_off(f"interrupted by {name} (a second signal)")
                 return
-            self.abort(f"interrupted by {name}")
-            loop.call_later(self._grace, cut_off)
+            if self._service:
+                self.end(f"stopped by {name}")
+            else:
+                self.abort(f"interrupted by {name}")
+            why = f"{self.reason or self.ended}: the grace period of {self._grace:g}s ran out"
+            loop.call_later(self._grace, cut_off, why)
 
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):

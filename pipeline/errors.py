@@ -6,6 +6,7 @@ can catch the family; the CLI maps each branch to an exit code::
     PipelineError
     ├── ConfigError             bad settings or invocation               -> exit 2
     ├── SourceError             a source cannot be opened or read        -> exit 2
+    │                           (mid-run: a broker gone; ends the run    -> exit 3)
     ├── LedgerError             the ledger file is unusable              -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
     │   └── OutageError         the API failed everything for too long

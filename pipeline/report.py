@@ -21,7 +21,8 @@ MAX_PROBLEM_LINES = 50
 
 @dataclass
 class Summary:
-    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed`` at the end."""
+    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + released``
+    at the end."""
 
     command: str
     run_id: str
@@ -32,6 +33,10 @@ class Summary:
     invalid: int = 0
     failed: int = 0
     not_sent: int = 0  # part of ``failed``: claimed, but the run stopped before its request
+    #: Claimed, then not sent because a following run ended normally (a signal): not a failure.
+    #: The ledger holds them as failed "not sent" (a later run sends them), the queue still
+    #: holds them unacked (delivered again).
+    released: int = 0
     would_send: int = 0  # dry runs only: what a real run would have sent
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
@@ -39,6 +44,7 @@ class Summary:
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
+    stopped: str | None = None  # a following run's normal end (a signal)
     concurrency: int | None = None  # the adaptive limit at the end
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times a 429's Retry-After paused every worker
@@ -76,6 +82,7 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
+        settled += self.released
         return self.read - settled - self.unknown - self.would_send
 
     def settled_own(self, found: int, missing: int) -> None:
@@ -145,6 +152,13 @@ class Summary:
             lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
         if self.in_flight:
             lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
+        if self.released:
+            lines.append(
+                f"  {self.released} taken but not sent before the stop: left unacked on the "
+                "queue, delivered again"
+            )
+        if self.stopped and not self.aborted:
+            lines.append(f"  {self.stopped} (the normal end of a following run)")
         if self.aborted:
             lines.append(f"  aborted: {self.aborted}")
         return "\n".join(lines)

@@ -105,7 +105,7 @@ async def _execute(
     summary = Summary(command, run_id, dry_run=dry_run)
     ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
     progress = Progress(settings.progress)
-    control = RunControl(grace=settings.grace)
+    control = RunControl(grace=settings.grace, service=follow)
     try:
         if dry_run or auth is None:
             await _dry_run(ledger, batches(ledger, control), summary, progress)
@@ -189,6 +189,7 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
                 await control.cancel_background()
         summary.retries = delivery.retries
         summary.aborted = control.reason
+        summary.stopped = control.ended
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.gate.pauses

@@ -174,6 +174,10 @@ class Stages:
             return
         finished: list[tuple[object | None, str | None]] = []
         for item, outcome in batch:
+            if self._control.ended_normally and self._stopped_before_sending(outcome):
+                # A service's normal end: left on the queue for later, not a failure.
+                self._summary.released += 1
+                continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
                 self._progress.problem(item.location, f"failed: {_describe(outcome)}")

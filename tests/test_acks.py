@@ -191,7 +191,19 @@ def test_a_heartbeat_that_fails_ends_the_run_with_its_summary(
     assert_counts_add_up(cli.report())
 
 
-def test_records_not_sent_because_the_run_stopped_are_not_acked(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "exit_code"),
+    [
+        # Following (a service): the signal is its normal end; what it had not sent yet is
+        # no failure of the run, it stays on the queue.
+        ((), 0),
+        # Draining (a job): a signal still interrupts it.
+        (("--drain",), 3),
+    ],
+)
+def test_records_not_sent_because_the_run_stopped_are_not_acked(
+    tmp_path: Path, mode: tuple[str, ...], exit_code: int
+) -> None:
     state = FakeState(faults=Faults(latency_ms=300))
     for cli in _cli(tmp_path, state):
 
@@ -205,17 +217,30 @@ def test_records_not_sent_because_the_run_stopped_are_not_acked(tmp_path: Path) 
 
         rows = [_row(f"s{i}") for i in range(6)]
         source = _source(cli, rows, batch_size=6, after_first=interrupt)
+        report = str(tmp_path / "report.json")
 
-        result = cli.run("mem://q", "--concurrency", "1", "--grace", "60")
+        result = cli.run(
+            "mem://q", *mode, "--concurrency", "1", "--grace", "60", "--report", report
+        )
 
-        assert result.exit_code == 3, result.output
+        assert result.exit_code == exit_code, result.output
         states = {h: cli.ledger_rows()[source.key(h)]["state"] for h in range(6)}
         sent = {h for h, s in states.items() if s == "sent"}
         assert sent and len(sent) < 6  # some finished, the rest were never sent
+        # The ledger holds the rest as failed "not sent": a later run sends them.
         assert set(states.values()) == {"sent", "failed"}
         # Only the final states were acked; "not sent" entries come again from the queue.
         assert set(source.acks_by_handle()) == sent
         assert state.stored_count == len(sent)
+        summary = cli.report()
+        assert_counts_add_up(summary)
+        if exit_code == 0:
+            assert "stopped by SIGINT (the normal end of a following run)" in result.output
+            assert (summary["released"], summary["failed"]) == (6 - len(sent), 0)
+            assert summary["aborted"] is None
+        else:
+            assert "aborted: interrupted by SIGINT" in result.output
+            assert (summary["released"], summary["not_sent"]) == (0, 6 - len(sent))
 
 
 def test_a_following_run_settles_its_unknowns_and_logs_as_it_goes(cli: Cli) -> None:
@@ -234,8 +259,8 @@ def test_a_following_run_settles_its_unknowns_and_logs_as_it_goes(cli: Cli) -> N
 
     result = cli.run("mem://q", "--reconcile-every", "0.05", "--log-every", "0.05")
 
-    assert result.exit_code == 3, result.output  # ended by the signal, as a follow run does
-    assert "interrupted by SIGINT" in result.output
+    assert result.exit_code == 0, result.output  # a signal is a following run's normal end
+    assert "stopped by SIGINT" in result.output
     assert {a.state for a in source.acks_by_handle().values()} == {"sent"}
     assert "notice: run: read 4" in result.output  # the periodic one-line summary
     assert cli.server.state.stored_count == 4 and cli.server.state.duplicates() == {}

@@ -103,7 +103,7 @@ async def test_an_unknown_ledger_scheme_is_a_one_line_error(url: str) -> None:
 # --- source registry ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["foo://x", "redis://:s3cret@localhost:6379/0?stream=s"])
+@pytest.mark.parametrize("url", ["foo://x", "nats://:s3cret@localhost:4222/0?subject=s"])
 async def test_an_unregistered_source_scheme_is_a_one_line_error(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         await open_source(url, OPTIONS)

@@ -55,6 +55,7 @@ __all__ = [
 _BROKERS: dict[str, str] = {
     "amqp": "pipeline.sources.amqp",
     "amqps": "pipeline.sources.amqp",
+    "redis": "pipeline.sources.redis_stream",
 }
 
 
