@@ -95,7 +95,7 @@ def summary_table(summary: Summary) -> RenderableType:
             for name in ("read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown")
         )
     )
-    parts: list[RenderableType] = [counts, Text(summary.text())]
+    parts: list[RenderableType] = [counts, Text("\n".join(summary.details(reasons=False)))]
     top = summary.top_reasons()
     if top:
         reasons = Table(title="top failure reasons")

@@ -55,6 +55,7 @@ class Snapshot:
     skipped: int
     duplicate: int
     unknown: int
+    settled: int  # records read whose outcome is known (all but those in flight)
     retries: int
     limit: int | None
     rate_cap: float | None
@@ -62,9 +63,12 @@ class Snapshot:
 
     @property
     def fraction(self) -> float | None:
+        """The share of the input done: bytes read, times the share of the records read so
+        far that are settled (reading runs ahead of sending by up to a batch or two)."""
         if self.input is None or self.input[1] <= 0:
             return None
-        return min(1.0, self.input[0] / self.input[1])
+        settled = self.settled / self.read if self.read else 0.0
+        return min(1.0, self.input[0] / self.input[1]) * settled
 
     @property
     def eta(self) -> float | None:
@@ -103,6 +107,7 @@ class Monitor:
             skipped=s.skipped,
             duplicate=s.duplicate,
             unknown=s.unknown,
+            settled=s.read - s.in_flight,
             retries=d.retries if d is not None else 0,
             limit=d.limit.limit if d is not None else None,
             rate_cap=d.rate.cap if d is not None else None,

@@ -140,7 +140,11 @@ class Summary:
         )
 
     def text(self) -> str:
-        lines = [self.line()]
+        return "\n".join([self.line(), *self.details()])
+
+    def details(self, *, reasons: bool = True) -> list[str]:
+        """The lines after the counts; ``reasons``: with the top failure reasons."""
+        lines = []
         if not self.dry_run:
             rate = self.sent / self.duration_s if self.duration_s else 0.0
             lines.append(
@@ -171,7 +175,7 @@ class Summary:
             lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
         if self.aborted:
             lines.append(f"  aborted: {self.aborted}")
-        top = self.top_reasons()
+        top = self.top_reasons() if reasons else []
         if top:
             lines.append("  top failure reasons:")
             lines.extend(f"  {count:>8}  {reason}" for reason, count in top)
@@ -180,7 +184,7 @@ class Summary:
                 f"  accepted without going red: up to {self.max_invalid} invalid, "
                 f"{self.max_failed} failed (--max-invalid, --max-failed)"
             )
-        return "\n".join(lines)
+        return lines
 
 
 def failure_reason(outcome: Outcome) -> str:

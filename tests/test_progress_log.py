@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import Cli, assert_exactly_once, make_rows, write_csv
 
 from pipeline.monitor import Monitor, RateMeter, Snapshot, progress_line
@@ -114,13 +115,13 @@ def test_rate_eta_and_line_on_a_fake_clock() -> None:
     meter = RateMeter(window=10)
     meter(monitor.snapshot())
     now[0] = 4.0
-    summary.read, summary.sent = 120, 100
+    summary.read, summary.sent, summary.invalid = 100, 75, 5  # 20 in flight
     snap = monitor.snapshot()
-    assert meter(snap) == 25.0
-    assert snap.fraction == 0.5 and snap.eta == 4.0
-    assert progress_line(snap, 25.0) == (
-        "progress: read 120, sent 100 (25/s), failed 0, invalid 0, skipped 0, retries 0, "
-        "50% of input, ETA 0:04 (0:04 elapsed)"
+    assert meter(snap) == 18.75
+    assert snap.fraction == 0.4 and snap.eta == pytest.approx(6.0)  # half read, 80% of it settled
+    assert progress_line(snap, 18.75) == (
+        "progress: read 100, sent 75 (19/s), failed 0, invalid 5, skipped 0, retries 0, "
+        "40% of input, ETA 0:06 (0:04 elapsed)"
     )
-    queue = Snapshot(1, 1, 1, 0, 0, 0, 0, 0, 0, None, None, None)
+    queue = Snapshot(1, 1, 1, 0, 0, 0, 0, 0, 1, 0, None, None, None)
     assert queue.fraction is None and queue.eta is None
