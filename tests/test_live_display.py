@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pexpect
 import pyte
@@ -62,7 +63,7 @@ def _in_a_pty(args: list[str]) -> tuple[int, bytes, pyte.Screen]:
     data = b""
     while True:
         try:
-            chunk = child.read_nonblocking(65536, timeout=60)
+            chunk = cast(bytes, child.read_nonblocking(65536, timeout=60))  # no encoding: bytes
         except pexpect.EOF:
             break
         data += chunk
