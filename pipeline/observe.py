@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
+from pipeline.html_report import is_html, write_html
 from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
 from pipeline.metrics import RunMetrics
 from pipeline.monitor import Monitor, ResponseListener, log_progress
 from pipeline.report import Progress, Summary
+from pipeline.timeline import Timeline
 from pipeline.urls import mask_url
 
 
@@ -33,6 +35,8 @@ class Observer:
         self.progress = Progress()
         wanted = settings.metrics_port is not None or settings.metrics_textfile is not None
         self.metrics = RunMetrics(self.monitor) if wanted else None
+        html = settings.report is not None and is_html(settings.report)
+        self.timeline = Timeline(self.monitor) if html else None
 
     @property
     def listeners(self) -> list[ResponseListener]:
@@ -40,6 +44,8 @@ class Observer:
         listeners: list[ResponseListener] = []
         if self.metrics is not None:
             listeners.append(self.metrics.on_response)
+        if self.timeline is not None:
+            listeners.append(self.timeline.on_response)
         if log.isEnabledFor(logging.DEBUG):
             listeners.append(_debug_attempt)
         return listeners
@@ -56,17 +62,18 @@ class Observer:
             self.metrics.serve(settings.metrics_port, settings.origin("metrics_port"))
         display = LiveDisplay(self.monitor) if self.live() else None
         ended = asyncio.Event()
-        task = None
+        tasks = []
         if display is not None:
             display.start()
         else:
-            task = asyncio.create_task(log_progress(self.monitor, settings.log_every, ended))
+            tasks.append(asyncio.create_task(log_progress(self.monitor, settings.log_every, ended)))
+        if self.timeline is not None:
+            tasks.append(asyncio.create_task(self.timeline.record(ended)))
         try:
             yield
         finally:
             ended.set()
-            if task is not None:
-                await task
+            await asyncio.gather(*tasks)
             if display is not None:
                 display.stop()
             if self.metrics is not None:
@@ -91,7 +98,7 @@ class Observer:
         if error is not None and summary.aborted is None:
             summary.aborted = _why(error)
         summary.finish()
-        self._write("--report", self._settings.report, summary.write_json)
+        self._write("--report", self._settings.report, self._write_report)
         if self.metrics is not None:
             self._write(
                 "--metrics-textfile", self._settings.metrics_textfile, self.metrics.write_textfile
@@ -102,6 +109,12 @@ class Observer:
         level = logging.ERROR if summary.aborted else logging.INFO
         what = f"aborted: {summary.aborted}" if summary.aborted else "finished"
         event(level, f"{summary.command} {what} (exit {summary.exit_code})", "end", **counts)
+
+    def _write_report(self, path: str) -> None:
+        if self.timeline is not None:
+            write_html(path, self.summary, self.timeline)
+        else:
+            self.summary.write_json(path)
 
     def _write(self, name: str, path: str | None, write: Callable[[str], None]) -> None:
         if path is None:
