@@ -23,7 +23,9 @@ REFRESH_PER_SECOND = 4
 
 
 def stderr_is_terminal() -> bool:
-    return Console(stderr=True).is_terminal
+    """A terminal that can redraw in place (TERM=dumb cannot: it gets the log lines)."""
+    console = Console(stderr=True)
+    return console.is_terminal and not console.is_dumb_terminal
 
 
 class LiveDisplay:
