@@ -160,7 +160,8 @@ def _delivery_options(fn: F) -> F:
         click.option(
             "--report",
             metavar="FILE",
-            help="Write a JSON summary here, also when the run aborts or is interrupted.",
+            help="Write a JSON summary here (a name ending in .html: a page with charts), "
+            "also when the run aborts or is interrupted.",
         ),
         click.option(
             "--no-progress",
@@ -180,7 +181,8 @@ def _delivery_options(fn: F) -> F:
         click.option(
             "--log-format",
             type=click.Choice(["text", "json"]),
-            help="Log lines on stderr: text, or one JSON object per event [text].",
+            help="Log lines on stderr: text, or one JSON object per event "
+            f"[{_default('log_format')}].",
         ),
         click.option(
             "--log-every",

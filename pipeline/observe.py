@@ -105,10 +105,12 @@ class Observer:
             )
         if error is not None:
             return
-        counts = {k: v for k, v in summary.as_dict().items() if isinstance(v, int | float)}
+        data = summary.as_dict()
+        fields = {k: v for k, v in data.items() if isinstance(v, int | float)}
+        fields["failure_reasons"] = data["failure_reasons"]
         level = logging.ERROR if summary.aborted else logging.INFO
         what = f"aborted: {summary.aborted}" if summary.aborted else "finished"
-        event(level, f"{summary.command} {what} (exit {summary.exit_code})", "end", **counts)
+        event(level, f"{summary.command} {what} (exit {summary.exit_code})", "end", **fields)
 
     def _write_report(self, path: str) -> None:
         if self.timeline is not None:

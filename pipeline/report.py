@@ -1,4 +1,5 @@
-"""Progress while a run goes, and the summary (text and JSON) when it ends."""
+"""The run's summary (counts, top failure reasons, exit code; text and JSON), and the
+per-record problem lines and run notices while it goes (as log records)."""
 
 from __future__ import annotations
 

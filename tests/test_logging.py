@@ -56,6 +56,8 @@ def test_json_logs_are_one_object_per_event_with_fields(run_cli: Cli, tmp_path: 
     [end] = [e for e in events if e["event"] == "end"]
     assert end["read"] == 31 and end["sent"] == 30 and end["invalid"] == 1
     assert end["exit_code"] == 1
+    [reason] = end["failure_reasons"]
+    assert reason["count"] == 1 and reason["reason"].startswith("invalid: score: ")
 
 
 @pytest.mark.parametrize(
