@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -129,3 +132,36 @@ def test_off_a_terminal_nothing_but_plain_lines(slow_api: FakeServer, tmp_path: 
     assert b"progress: read " in done.stderr
     assert done.stdout.startswith(b"run: read 244, sent 240, ")
     assert b"top failure reasons:" in done.stdout
+
+
+def test_an_interrupt_ends_the_display_with_the_summary(tmp_path: Path) -> None:
+    rows = make_rows(3000)
+    source = write_csv(tmp_path / "in.csv", rows)
+    state = FakeState(faults=Faults(latency_ms=50))
+    with FakeServer(state) as server:
+        args = ["-m", "pipeline", "run", str(source), "--base-url", server.url]
+        args += ["--ledger", str(tmp_path / "l.sqlite3"), "--report", str(tmp_path / "r.json")]
+        child = pexpect.spawn(
+            sys.executable, args, env=_env(), dimensions=(LINES, COLUMNS), timeout=60
+        )
+        screen = pyte.Screen(COLUMNS, LINES)
+        stream = pyte.ByteStream(screen)
+        child.expect(rb"% of input")  # the display is up
+        stream.feed(cast(bytes, child.before) + cast(bytes, child.after))
+        deadline = time.monotonic() + 30
+        while state.stored_count < 50:
+            assert time.monotonic() < deadline, "nothing was sent"
+            time.sleep(0.01)
+        child.kill(signal.SIGINT)
+        while True:
+            try:
+                stream.feed(cast(bytes, child.read_nonblocking(65536, timeout=60)))
+            except pexpect.EOF:
+                break
+        child.close()
+
+    shown = _text(screen)
+    assert child.exitstatus == 3, shown
+    assert "aborted: interrupted by SIGINT" in shown
+    assert re.search(r"┃ read ┃ sent ┃", shown), shown
+    assert json.loads((tmp_path / "r.json").read_text())["sent"] == state.stored_count
