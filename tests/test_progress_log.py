@@ -74,7 +74,16 @@ def test_stdin_has_no_percentage_and_the_default_interval_logs_nothing(
     source = write_csv(tmp_path / "in.csv", make_rows(10))
     _slow(run_cli)
 
-    piped = run_cli.run("-", "--format", "csv", "--log-every", "0.01", stdin=source.read_bytes())
+    piped = run_cli.run(
+        "-",
+        "--format",
+        "csv",
+        "--concurrency",
+        "1",
+        "--log-every",
+        "0.01",
+        stdin=source.read_bytes(),
+    )
     quick = run_cli.run(str(source))  # 60 s default: a short run has no progress line
 
     assert piped.exit_code == 0 and quick.exit_code == 0
