@@ -1,7 +1,9 @@
 """Command line: ``feedback-pipeline run|replay|status|fake-server``.
 
-Exit codes: 0 all sent, 1 finished with failed or invalid records, 2 usage or configuration
-error, 3 aborted (authentication refused, interrupted, ledger unusable).
+Exit codes: 0 all sent (or no more invalid / failed records than --max-invalid /
+--max-failed accept), 1 finished with failed or invalid records (over those thresholds) or
+unknown ones, 2 usage or configuration error, 3 aborted (authentication refused, interrupted,
+ledger unusable).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
-from pipeline import __version__
+from pipeline import __version__, logs
 from pipeline.commands import failures, history, preflight, retire, settings_view
 from pipeline.commands.common import (
     EXIT_ABORTED,
@@ -32,6 +35,8 @@ from pipeline.errors import (
     ConfigError,
     ReconcileError,
 )
+from pipeline.live import summary_table
+from pipeline.logs import level_for
 from pipeline.report import Summary
 from pipeline.runner import reconcile_ledger, replay_failed, run_sources
 
@@ -102,13 +107,62 @@ def _delivery_options(fn: F) -> F:
             metavar="S",
             help=f"Abort when the API has failed everything this long [{_default('max_outage')}].",
         ),
-        click.option("--report", metavar="FILE", help="Write a JSON summary here."),
+        click.option(
+            "--report",
+            metavar="FILE",
+            help="Write a JSON summary here (a name ending in .html: a page with charts), "
+            "also when the run aborts or is interrupted.",
+        ),
         click.option(
             "--no-progress",
             "progress",
             flag_value=False,
             default=None,
-            help="No progress bar (it only shows on a terminal anyway).",
+            help="No live display (it only shows on a terminal anyway); as --quiet.",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            count=True,
+            help="No live display: a progress log line every --log-every seconds instead. "
+            "-qq: warnings only, -qqq: errors only.",
+        ),
+        click.option("-v", "--verbose", count=True, help="Debug log lines too."),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            help="Log lines on stderr: text, or one JSON object per event "
+            f"[{_default('log_format')}].",
+        ),
+        click.option(
+            "--log-every",
+            type=float,
+            metavar="S",
+            help="Off a terminal or quiet: log a progress line this often "
+            f"[{_default('log_every')}].",
+        ),
+        click.option(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port (all interfaces) while running.",
+        ),
+        click.option(
+            "--metrics-textfile",
+            metavar="FILE",
+            help="Write Prometheus metrics here when the run ends (node_exporter textfile).",
+        ),
+        click.option(
+            "--max-invalid",
+            type=int,
+            metavar="N",
+            help=f"Exit 0, not 1, with up to N invalid records [{_default('max_invalid')}].",
+        ),
+        click.option(
+            "--max-failed",
+            type=int,
+            metavar="N",
+            help=f"Exit 0, not 1, with up to N failed records [{_default('max_failed')}].",
         ),
     ]
     for option in reversed(options):
@@ -116,15 +170,24 @@ def _delivery_options(fn: F) -> F:
     return fn
 
 
-def _load(config_file: str | None, **flags: Any) -> Settings:
-    """The settings, with the start-up checks that need the file system, before any work."""
-    settings = Settings.load(config_file, **flags)
+def _load(config_file: str | None, verbose: int = 0, quiet: int = 0, **flags: Any) -> Settings:
+    """The settings, with the start-up checks that need the file system, before any work;
+    then the log lines are set up as the settings say."""
+    settings = Settings.load(
+        config_file, quiet=True if quiet else None, log_level=level_for(verbose, quiet), **flags
+    )
     settings.check_report()
+    logs.setup(settings.log_level, settings.log_format)
     return settings
 
 
-def _finish(summary: Summary, report: str | None) -> None:
-    click.echo(summary.text())
+def _finish(summary: Summary, report: str | None = None) -> None:
+    """The summary on stdout (a table on a terminal), the report if not written yet, exit."""
+    console = Console()
+    if console.is_terminal:
+        console.print(summary_table(summary))
+    else:
+        click.echo(summary.text())
     if report:
         summary.write_json(report)
     sys.exit(summary.exit_code)
@@ -173,9 +236,6 @@ def cli() -> None:
     help="Queues: exit once no new and no pending entries are left (default: follow).",
 )
 @click.option(
-    "--log-every", type=float, metavar="S", help="Queues: log a summary line this often [60]."
-)
-@click.option(
     "--claim-idle",
     type=float,
     metavar="S",
@@ -202,7 +262,7 @@ def run(
     settings = _load(config_file, format=fmt, columns=columns or None, report=report, **flags)
     auth = None if dry_run else Credentials().basic_auth()
     summary = asyncio.run(run_sources(settings, sources, auth=auth, dry_run=dry_run))
-    _finish(summary, settings.report)
+    _finish(summary)  # the report is written by the run itself, however it ended
 
 
 @cli.command(
@@ -235,6 +295,7 @@ def enqueue(
     settings = Settings.load(
         config_file, format=fmt, columns=columns or None, assistant_id=assistant_id, progress=False
     )
+    logs.setup(settings.log_level, settings.log_format)
     summary = asyncio.run(enqueue_sources(settings, sources, to))
     _finish(summary, report or settings.report)
 
@@ -272,7 +333,7 @@ def replay(
     summary = asyncio.run(
         replay_failed(settings, auth=auth, retryable_only=retryable_only, limit=limit)
     )
-    _finish(summary, settings.report)
+    _finish(summary)  # the report is written by the run itself, however it ended
 
 
 @cli.command(

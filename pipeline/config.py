@@ -94,7 +94,19 @@ class Settings(BaseSettings):
     batch_size: Count = Field(500, ge=1, le=10_000)
     # Queue sources (ignored for files, which always end at their end).
     drain: Switch = False  # exit once the queue has no new and no pending entries
-    log_every: Number = Field(60.0, ge=0.01, le=86400)  # a following run logs a summary this often
+    # What a run shows and tells (README: Watching a run). progress: the live display on a
+    # terminal; quiet: none, a progress log line every log_every seconds instead (as off a
+    # terminal, where the display never shows).
+    quiet: Switch = False
+    log_every: Number = Field(60.0, ge=0.01, le=86400)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: Count | None = Field(None, ge=1, le=65535)  # serve /metrics while running
+    metrics_textfile: str | None = None  # write the metrics here at the end (atomically)
+    # Exit 0 (not 1) with up to this many invalid / failed records: a nightly job that accepts
+    # a known number of bad rows. 0: none accepted.
+    max_invalid: Count = Field(0, ge=0, le=1_000_000_000)
+    max_failed: Count = Field(0, ge=0, le=1_000_000_000)
     claim_idle: Number = Field(60.0, ge=0.01, le=86400)  # take over an entry left pending this long
     reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # a following run settles unknowns
 
@@ -154,14 +166,18 @@ class Settings(BaseSettings):
         return self._origins.get(name, name)
 
     def check_report(self) -> None:
-        """Fail at start-up if the report cannot be written, rather than after every record
-        was sent. The report is written next to itself first (``FILE.tmp``, then renamed), so
-        its directory must be writable too."""
-        if self.report is None:
-            return
-        path = Path(self.report)
+        """Fail at start-up if the report (or the metrics textfile) cannot be written, rather
+        than after every record was sent. Both are written next to themselves first, then
+        renamed, so their directory must be writable too."""
+        for name in ("report", "metrics_textfile"):
+            value = getattr(self, name)
+            if value is not None:
+                self._check_writable(name, value)
+
+    def _check_writable(self, name: str, value: str) -> None:
+        path = Path(value)
         parent = path.parent
-        if not self.report or path.is_dir():
+        if not value or path.is_dir():
             problem = "is a directory, not a file"
         elif not parent.exists():
             problem = f"directory {parent} does not exist"
@@ -174,7 +190,7 @@ class Settings(BaseSettings):
         else:
             return
         raise ConfigError(
-            f"configuration error: {self.origin('report')}: cannot write {self.report}: {problem}"
+            f"configuration error: {self.origin(name)}: cannot write {value}: {problem}"
         )
 
 

@@ -31,9 +31,8 @@ async def enqueue_sources(settings: Settings, paths: Sequence[str], to: str) -> 
     validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
     summary = Summary("enqueue", uuid.uuid4().hex[:16])
     control = RunControl(grace=settings.grace)
-    progress = Progress(settings.progress)
+    progress = Progress()
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(progress.close)
         sources: list[Source] = []
         for path in paths:
             sources.append(await open_source(path, options))
@@ -46,6 +45,7 @@ async def enqueue_sources(settings: Settings, paths: Sequence[str], to: str) -> 
                 summary.read += 1
                 if isinstance(item, Rejection):
                     summary.invalid += 1
+                    summary.reason(f"invalid: {item.reason}")
                     progress.problem(item.location, f"invalid: {item.reason}")
             try:
                 if accepted:
@@ -56,7 +56,6 @@ async def enqueue_sources(settings: Settings, paths: Sequence[str], to: str) -> 
                 control.abort(f"publish to {mask_url(to)} failed: {type(exc).__name__}: {exc}")
                 break
             summary.sent += len(accepted)
-            progress.advance(len(batch))
     summary.aborted = control.reason
     summary.finish()
     return summary

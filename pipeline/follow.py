@@ -2,17 +2,17 @@
 
 - Every ``reconcile_every`` seconds, this run's own ``unknown`` outcomes are settled (their
   queue entries are acked once found stored), instead of only at the end of the run.
-- Every ``log_every`` seconds, one summary line goes to the notice channel.
 
-Both end once ``ended`` is set (after their current step), and run as
-:meth:`RunControl.background` tasks: a failure ends the run with its reason.
+(The progress line every ``log_every`` seconds is every run's, see :mod:`pipeline.monitor`.)
+
+It ends once ``ended`` is set (after its current step), and runs as a
+:meth:`RunControl.background` task: a failure ends the run with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 
 from pipeline.acks import Acks
@@ -48,11 +48,3 @@ async def settle_periodically(
             continue
         summary.settled_own(settled.found, settled.missing)
         await acks.settled(settled.found_keys, settled.missing_keys)
-
-
-async def log_periodically(
-    ended: asyncio.Event, every: float, summary: Summary, notice: Callable[[str], None]
-) -> None:
-    started = time.monotonic()
-    while not await _wait(ended, every):
-        notice(f"{summary.line()} ({time.monotonic() - started:.0f}s)")

@@ -27,9 +27,11 @@ from pipeline.errors import (
     ReconcileError,
     SettleInterruptedError,
 )
-from pipeline.follow import log_periodically, settle_periodically
+from pipeline.follow import settle_periodically
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.models import Rejection
+from pipeline.monitor import ObservedClient
+from pipeline.observe import Observer
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import is_queue, open_source, source_options
@@ -58,7 +60,9 @@ async def run_sources(
         def batches(_: Ledger, control: RunControl) -> Batches:
             return source_batches(sources, validator, control)
 
-        return await _execute("run", settings, auth, batches, dry_run=dry_run, follow=follow)
+        return await _execute(
+            "run", settings, auth, batches, dry_run=dry_run, follow=follow, sources=sources
+        )
 
 
 async def replay_failed(
@@ -100,24 +104,55 @@ async def _execute(
     *,
     dry_run: bool,
     follow: bool = False,
+    sources: Sequence[object] = (),
 ) -> Summary:
     run_id = uuid.uuid4().hex[:16]
-    summary = Summary(command, run_id, dry_run=dry_run)
-    ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
-    progress = Progress(settings.progress)
+    summary = Summary(
+        command,
+        run_id,
+        dry_run=dry_run,
+        max_invalid=settings.max_invalid,
+        max_failed=settings.max_failed,
+    )
+    observer = Observer(settings, summary, sources)
+    error: BaseException | None = None
+    try:
+        async with observer.watching():
+            ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
+            observer.started()
+            await _on_ledger(command, settings, ledger, observer, auth, batches, dry_run, follow)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        # The report and the metrics textfile, however the run ended (an abort, a signal, an
+        # unusable ledger, a bug): a scheduler reads them precisely when something went wrong.
+        observer.ended(error)
+    return summary
+
+
+async def _on_ledger(
+    command: str,
+    settings: Settings,
+    ledger: Ledger,
+    observer: Observer,
+    auth: tuple[str, str] | None,
+    batches: BatchesOf,
+    dry_run: bool,
+    follow: bool,
+) -> None:
+    summary, progress = observer.summary, observer.progress
     control = RunControl(grace=settings.grace, service=follow)
     try:
         if dry_run or auth is None:
             await _dry_run(ledger, batches(ledger, control), summary, progress)
             summary.aborted = control.reason  # a source that failed
         else:
-            run = _Run(settings, ledger, control, summary, progress)
+            run = _Run(settings, ledger, control, summary, progress, observer)
             await _deliver(run, auth, batches, follow=follow)
     finally:
-        progress.close()
         summary.finish()
         await ledger.close(json.dumps(summary.as_dict()))
-    return summary
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class _Run:
     control: RunControl
     summary: Summary
     progress: Progress
+    observer: Observer
 
 
 async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool) -> None:
@@ -140,8 +176,9 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         run.progress,
     )
     async with _session(settings, auth) as session:
-        client = FeedbackClient(session, settings.base_url)
+        client = ObservedClient(session, settings.base_url, listeners=run.observer.listeners)
         delivery = _delivery(settings, client, control, progress)
+        run.observer.monitor.attach(delivery)
         reconciler = Reconciler(
             client,
             ledger,
@@ -236,10 +273,6 @@ async def _following(
                 lambda message: run.progress.problem(None, message),
             ),
         ),
-        control.background(
-            "summary log",
-            lambda: log_periodically(ended, settings.log_every, run.summary, run.progress.notice),
-        ),
     ]
     try:
         yield
@@ -301,10 +334,10 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:
     async for batch in batches:
         for item, decision in zip(batch, await ledger.claim(batch), strict=True):
-            summary.decided(decision)
-            if isinstance(item, Rejection):
-                progress.problem(item.location, f"invalid: {item.reason}")
-        progress.advance(len(batch))
+            reason = item.reason if isinstance(item, Rejection) else None
+            summary.decided(decision, reason)
+            if reason is not None:
+                progress.problem(item.location, f"invalid: {reason}")
 
 
 @contextlib.asynccontextmanager

@@ -122,7 +122,7 @@ class Stages:
         decisions = await self._ledger.claim(batch)
         finished: list[tuple[object | None, str | None]] = []
         for item, decision in zip(batch, decisions, strict=True):
-            self._summary.decided(decision)
+            self._summary.decided(decision, item.reason if isinstance(item, Rejection) else None)
             if isinstance(item, Rejection):
                 self._progress.problem(item.location, f"invalid: {item.reason}")
                 finished.append((item.handle, f"invalid: {item.reason}"))
@@ -134,7 +134,6 @@ class Stages:
         for item, decision in zip(batch, decisions, strict=True):
             if decision is Decision.SEND:
                 await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
-        self._progress.advance(len(batch))
 
     async def _worker(self) -> None:
         delivery, control = self._delivery, self._control
@@ -188,11 +187,6 @@ class Stages:
             elif not self._stopped_before_sending(outcome):
                 finished.append((item.handle, f"failed: {_describe(outcome)}"))
         await self.acks.done(finished)
-        self._progress.set_postfix(
-            sent=self._summary.sent,
-            failed=self._summary.failed,
-            limit=self._delivery.limit.limit,
-        )
 
     def _stopped_before_sending(self, outcome: Outcome) -> bool:
         """A "not sent" because the run stopped is no final state: the entry is not acked, so

@@ -262,7 +262,7 @@ def test_a_following_run_settles_its_unknowns_and_logs_as_it_goes(cli: Cli) -> N
     assert result.exit_code == 0, result.output  # a signal is a following run's normal end
     assert "stopped by SIGINT" in result.output
     assert {a.state for a in source.acks_by_handle().values()} == {"sent"}
-    assert "notice: run: read 4" in result.output  # the periodic one-line summary
+    assert "INFO    progress: read 4, " in result.output  # the periodic progress line
     assert cli.server.state.stored_count == 4 and cli.server.state.duplicates() == {}
 
 

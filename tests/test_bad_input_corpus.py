@@ -662,6 +662,8 @@ def check_usage_error(run_cli: Cli, usage: str, stderr: str, report: Path) -> No
 
 
 def check_messages(built: Built, stderr: str) -> None:
+    # Each problem is a log line: the timestamp and level, then the message.
+    stderr = re.sub(r"^\S+Z (?:DEBUG|INFO|WARNING|ERROR) +", "", stderr, flags=re.MULTILINE)
     for outcome, expected in (("invalid", built.bad), ("failed", built.failed)):
         for bad in expected:
             pattern = rf"^{bad.where}: {outcome}: {bad.reason}"

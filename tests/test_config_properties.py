@@ -46,12 +46,18 @@ GIVEN = st.dictionaries(st.sampled_from(FIELDS), st.tuples(st.sampled_from(ORIGI
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def documented_ranges() -> dict[str, tuple[float, float, float]]:
-    """The README's table of ranges: name -> (lowest, highest, default). The properties
-    below hold the code to these documented numbers, not to the model's own metadata."""
+def documented_ranges() -> dict[str, tuple[float, float, float | None]]:
+    """The README's table of ranges: name -> (lowest, highest, default; None: "none", the
+    setting is off unless given). The properties below hold the code to these documented
+    numbers, not to the model's own metadata."""
     section = README.read_text(encoding="utf-8").split("## Configuration", 1)[1]
-    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) to ([\d.]+)\b[^|]*\| ([\d.]+) \|$", section, re.M)
-    return {name: (float(lo), float(hi), float(default)) for name, lo, hi, default in rows}
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([\d.]+) to ([\d.]+)\b[^|]*\| ([\d.]+|none) \|$", section, re.M
+    )
+    return {
+        name: (float(lo), float(hi), None if default == "none" else float(default))
+        for name, lo, hi, default in rows
+    }
 
 
 RANGES = documented_ranges()
@@ -129,6 +135,8 @@ def sources(given: dict[str, tuple[str, Any]]) -> Iterator[tuple[str, dict[str, 
 def check_in_range(loaded: Settings) -> None:
     for name in NUMERIC:
         value = getattr(loaded, name)
+        if value is None and RANGES[name][2] is None:
+            continue  # an optional number left off
         low, high = bounds(name)
         assert not isinstance(value, bool), name
         assert isinstance(value, int | float), name

@@ -112,6 +112,7 @@ class _Tail(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self.last = b""
+        self.consumed = 0  # bytes read from the file so far (compressed, for a gzip file)
 
     def readable(self) -> bool:
         return True
@@ -120,6 +121,7 @@ class _Tail(io.RawIOBase):
         count: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]
         if count:
             self.last = bytes(memoryview(buffer)[count - 1 : count])
+            self.consumed += count
         return count
 
     def fileno(self) -> int:
@@ -170,6 +172,11 @@ class Input:
         self._tail = tail
         self._compressed = compressed
         self._opened = _stamp(tail.fileno()) if tail is not None else None
+
+    @property
+    def consumed(self) -> int | None:
+        """Bytes of the file read so far (None for stdin replaced by a stream)."""
+        return self._tail.consumed if self._tail is not None else None
 
     @property
     def watched(self) -> bool:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 
 from pipeline.models import RECORD_FIELDS, RawRecord
-from pipeline.sources.base import READ_ERRORS, display_name, open_input, watch_tail
+from pipeline.sources.base import READ_ERRORS, Input, display_name, open_input, watch_tail
 
 #: The longest CSV field, in characters. The csv module's own default (131072) was an
 #: accident of the library; this one is chosen: far above any real feedback text, and low
@@ -31,11 +31,12 @@ class CsvSource:
         self._path = path
         self._columns = frozenset(columns)
         self.name = display_name(path)
+        self.opened: Input | None = None  # for the run's progress (bytes read)
 
     def records(self) -> Iterator[RawRecord]:
         # The limit is process-wide in the csv module; set it (again) where it matters.
         csv.field_size_limit(FIELD_LIMIT)
-        opened = open_input(self._path)
+        opened = self.opened = open_input(self._path)
         with opened.stream as fh:
             text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
             reader = csv.reader(text, strict=True)

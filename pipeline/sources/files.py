@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import stat
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Literal
 
@@ -44,9 +46,22 @@ def open_reader(path: str, fmt: Format | None, columns: Mapping[str, str] | None
 class FileSource:
     """A finite file as an async source. Nothing to acknowledge: a rerun reads it again."""
 
-    def __init__(self, reader: Reader, batch_size: int) -> None:
+    def __init__(self, reader: Reader, batch_size: int, path: str = STDIN) -> None:
         self._reader = reader
         self._size = batch_size
+        self._total = _regular_size(path)
+        self._ended = False
+
+    def progress(self) -> tuple[int, int] | None:
+        """(bytes read, bytes in all) of a regular file; None where the size is unknown (stdin,
+        a pipe). Optional in the Source protocol: queues have no end to measure against."""
+        if self._total is None:
+            return None
+        if self._ended:
+            return self._total, self._total
+        opened = getattr(self._reader, "opened", None)
+        done = opened.consumed if opened is not None else 0
+        return min(done or 0, self._total), self._total
 
     @property
     def name(self) -> str:
@@ -63,6 +78,7 @@ class FileSource:
                 batch, more = await read_off_loop(self._take, records)
                 if batch:
                     yield batch
+            self._ended = not more
         finally:
             # A read still blocked in its thread keeps the generator running: leave it there.
             with contextlib.suppress(ValueError):
@@ -90,4 +106,15 @@ class FileSource:
 
 
 async def open_source(path: str, options: SourceOptions) -> FileSource:
-    return FileSource(open_reader(path, options.format, options.columns), options.batch_size)
+    reader = open_reader(path, options.format, options.columns)
+    return FileSource(reader, options.batch_size, path)
+
+
+def _regular_size(path: str) -> int | None:
+    if path == STDIN:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from pipeline.models import RawRecord
-from pipeline.sources.base import READ_ERRORS, display_name, open_input, watch_tail
+from pipeline.sources.base import READ_ERRORS, Input, display_name, open_input, watch_tail
 
 #: The longest JSON line, in bytes. Without a limit one line without a newline (a binary
 #: file, a log without line breaks) is read whole into memory; with it, it costs one record.
@@ -35,9 +35,10 @@ class JsonlSource:
     def __init__(self, path: str) -> None:
         self._path = path
         self.name = display_name(path)
+        self.opened: Input | None = None  # for the run's progress (bytes read)
 
     def records(self) -> Iterator[RawRecord]:
-        opened = open_input(self._path)
+        opened = self.opened = open_input(self._path)
         with opened.stream as fh:
             lines = _Lines(fh)
             yield from watch_tail(lines.records(self.name), opened, self.name, lines.next_number)
