@@ -95,7 +95,7 @@ def test_no_log_line_holds_the_token(
         source = str(write_csv(tmp_path / "a.csv", rows))
         good = cli.run(source, "-v", "--log-format", fmt, "--log-every", "0.01")
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET + "-wrong")
-        refused = cli.replay("-v", "--log-format", fmt)
+        refused = cli.replay("-v", "--log-format", fmt, "--include-rejected")
 
     assert good.exit_code == 1 and refused.exit_code == 3
     assert state.responses[201] > 0 and state.responses[503] > 0 and state.responses[401] > 0
