@@ -2,6 +2,11 @@
 
 It speaks HTTP itself (Twilio's SDK dropped this resource) and knows nothing of retries or
 ledgers: one call, one request, one typed result or one typed error.
+
+Success cannot be faked: :class:`Created` is built in one place only, from a ``201`` whose
+body (read up to :data:`MAX_BODY` bytes) is JSON holding an ``aia_fdbk_`` id. Any other
+answer is an error of :mod:`pipeline.errors`; a 2xx without a feedback is ambiguous
+(:class:`UnconfirmedError`), a 3xx is never followed (:class:`RedirectError`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from pipeline.errors import (
     AmbiguousTransportError,
     ApiError,
     AuthError,
+    NotTheApiError,
     PermanentApiError,
+    RedirectError,
     RetryableApiError,
     TransportError,
+    UnconfirmedError,
 )
 
 #: Statuses worth retrying: throttled, request timeout, and server-side failures.
@@ -35,8 +43,21 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 #: stored it; 504: a gateway gave up waiting on a server that may still store it. (503 is a
 #: refusal to take the work, and 408/429 are answered before any; those are safe to resend.)
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+#: At most this much of an answer (a feedback or an error) is read, beyond the size of what we
+#: sent (a feedback echoes the request's fields back). A feedback's own fields are well under
+#: 10 KB; a body that does not fit is not one, and must not cost the run its memory.
+MAX_BODY = 1 << 20
+#: At most this much of a List page is read: 1000 feedbacks with long texts fit easily.
+MAX_PAGE_BODY = 64 << 20
+#: After this many 2xx answers without a feedback, with not one real feedback seen yet, the
+#: base URL is taken for something else (a captive portal, a proxy, a mistyped host) and the
+#: run aborts instead of leaving every record of a large input ``unknown``. Once one real
+#: feedback came back, the base URL is the API, and a stray bad 2xx is only ambiguous.
+NOT_THE_API_AFTER = 10
+FEEDBACK_ID_PREFIX = "aia_fdbk_"
 _JSON = {"Content-Type": "application/json"}
 _LARGE_BODY = 1 << 20
+_MAX_LOCATION = 300
 #: Failures that happen before the request can have left: nothing to settle, safe to resend.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 MAX_LIST_PAGE_SIZE = 1000
@@ -44,13 +65,14 @@ MAX_LIST_PAGE_SIZE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Created:
-    feedback_id: str | None
+    feedback_id: str
     status: int
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackPage:
     feedbacks: list[dict[str, Any]]
+    #: Absolute: a relative ``next_page_url`` is resolved against the page it came from.
     next_page_url: str | None
 
 
@@ -58,11 +80,14 @@ class FeedbackClient:
     """Calls ``{base_url}/v1/Assistants/{id}/Feedbacks`` on a session the caller owns.
 
     The session carries the Basic auth; nothing here ever formats a credential into a message.
+    Redirects are never followed (``allow_redirects=False`` on every request).
     """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
+        self._confirmed = False  # a real feedback came back at least once
+        self._unconfirmed = 0  # 2xx answers without a feedback
 
     def feedbacks_url(self, assistant_id: str) -> URL:
         # Quoted with no safe characters: the id is one path segment, whatever it holds.
@@ -75,50 +100,139 @@ class FeedbackClient:
             # aiohttp warns about (and blocks the loop on) bodies over 1 MiB sent as bytes.
             data = payload if len(payload) <= _LARGE_BODY else io.BytesIO(payload)
             url = self.feedbacks_url(assistant_id)
-            async with self._session.post(url, data=data, headers=_JSON) as resp:
-                if resp.status in (200, 201):
-                    data = await _json(resp)
-                    fid = data.get("id") if isinstance(data, dict) else None
-                    return Created(fid if isinstance(fid, str) else None, resp.status)
-                raise await api_error(resp)
+            async with self._session.post(
+                url, data=data, headers=_JSON, allow_redirects=False
+            ) as resp:
+                if 300 <= resp.status < 400:
+                    raise self._redirect(resp, "POST")
+                if not 200 <= resp.status < 300:
+                    raise await api_error(resp)
+                raw = await read_capped(resp, MAX_BODY + len(payload))
         except _NOT_SENT as exc:
             raise TransportError(describe_transport(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The connection broke or went quiet after the request may have been written.
             raise AmbiguousTransportError(describe_transport(exc)) from exc
+        return self._created(resp.status, raw)
+
+    def _created(self, status: int, raw: bytes | None) -> Created:
+        """The one place a success is made: a 201 holding a feedback, else an error."""
+        feedback_id, why = feedback_id_of(status, raw)
+        if feedback_id is not None:
+            self._confirmed = True
+            return Created(feedback_id, status)
+        self._unconfirmed += 1
+        if not self._confirmed and self._unconfirmed >= NOT_THE_API_AFTER:
+            raise NotTheApiError(
+                status,
+                f"--base-url {self._base} is not the Feedback API: {self._unconfirmed} "
+                f"answers were HTTP 2xx without a feedback (the last: HTTP {status}, {why}) "
+                "and none held one (a captive portal, a proxy, a mistyped host?)",
+            )
+        raise UnconfirmedError(status, f"answered without a feedback ({why}); it may be stored")
+
+    def _redirect(self, resp: aiohttp.ClientResponse, method: str) -> RedirectError:
+        location = one_line(resp.headers.get("Location") or "(no Location)", _MAX_LOCATION)
+        return RedirectError(
+            resp.status,
+            f"--base-url {self._base}: {method} {resp.url.path} was redirected "
+            f"(HTTP {resp.status}) to {location}; redirects are not followed, "
+            "set --base-url to the API's own address",
+        )
 
     async def list_page(
         self, assistant_id: str, *, page_size: int = MAX_LIST_PAGE_SIZE, url: str | None = None
     ) -> FeedbackPage:
         first = self.feedbacks_url(assistant_id)
-        target = first.with_query(PageSize=page_size) if url is None else URL(url, encoded=True)
-        if target.origin() != first.origin():
+        target = first.with_query(PageSize=page_size) if url is None else _join(first, url)
+        if _origin(target) != _origin(first):
             # The session sends credentials with every request: never to another host.
-            raise PermanentApiError(200, f"next page is on another host: {target.origin()}")
+            raise PermanentApiError(200, f"next page is on another host: {_origin(target)}")
         try:
-            async with self._session.get(target) as resp:
+            async with self._session.get(target, allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    raise self._redirect(resp, "GET")
                 if resp.status != 200:
                     raise await api_error(resp)
-                data = await _json(resp)
+                raw = await read_capped(resp, MAX_PAGE_BODY)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(describe_transport(exc)) from exc
+        if raw is None:
+            raise PermanentApiError(200, f"list page larger than {MAX_PAGE_BODY} bytes")
+        data = _loads(raw)
         if not isinstance(data, dict) or not isinstance(data.get("feedbacks"), list):
             raise PermanentApiError(200, "list response has no 'feedbacks' array")
         meta = data.get("meta") or {}
         next_url = meta.get("next_page_url") if isinstance(meta, dict) else None
-        return FeedbackPage(data["feedbacks"], next_url if isinstance(next_url, str) else None)
+        if not isinstance(next_url, str) or not next_url:
+            return FeedbackPage(data["feedbacks"], None)
+        return FeedbackPage(data["feedbacks"], str(_join(target, next_url)))
 
 
-async def _json(resp: aiohttp.ClientResponse) -> Any:
+def _join(base: URL, reference: str) -> URL:
+    """``reference`` (absolute, or relative as some APIs send it) resolved against ``base``."""
     try:
-        return await resp.json(content_type=None)
+        return base.join(URL(reference, encoded=True))
     except ValueError:
+        raise PermanentApiError(
+            200, f"next_page_url is not a URL: {one_line(reference, 100)}"
+        ) from None
+
+
+def _origin(url: URL) -> str:
+    try:
+        return str(url.origin())
+    except ValueError:
+        return one_line(str(url), 100)
+
+
+def feedback_id_of(status: int, raw: bytes | None) -> tuple[str | None, str]:
+    """The id of the feedback a 2xx answer holds, or None and why it holds none."""
+    if raw is None:
+        return None, "a body too large to be a feedback"
+    if status != 201:
+        # The API answers 201 Created and nothing else; a 200 comes from something else.
+        return None, "not 201 Created"
+    data = _loads(raw)
+    feedback_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(feedback_id, str) or not feedback_id.startswith(FEEDBACK_ID_PREFIX):
+        return None, f"no '{FEEDBACK_ID_PREFIX}' id in the body"
+    return feedback_id, ""
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None once it proves longer than ``limit`` (the rest is never read).
+
+    Leaving the body unread closes the connection instead of returning it to the pool.
+    """
+    if resp.content_length is not None and resp.content_length > limit:
         return None
+    buf = bytearray()
+    while chunk := await resp.content.read(limit + 1 - len(buf)):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+def _loads(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` printable on one line and at most ``limit`` characters (it came from afar)."""
+    flat = "".join(c if c.isprintable() else "?" for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 async def api_error(resp: aiohttp.ClientResponse) -> ApiError:
     """Build the typed error for a non-success response from Twilio's error JSON."""
-    data = await _json(resp)
+    data = _loads(await read_capped(resp, MAX_BODY))
     code: int | None = None
     more_info: str | None = None
     message = resp.reason or "error"

@@ -4,50 +4,115 @@ The config file (TOML, flat keys named like the settings) is chosen with ``--con
 ``FEEDBACK_PIPELINE_CONFIG``; each setting can also come from ``FEEDBACK_PIPELINE_<NAME>``.
 Credentials come from the environment only (``TWILIO_*``): never from a file or a flag, where
 they would end up in shell history or version control.
+
+Every number is bounded on both sides and finite: an ``inf`` rate or timeout, a timeout of
+1e-300 s or a ``concurrency = true`` is not a setting anybody means, and each of them used to
+be accepted and then hang or stall the run. Bad settings of any kind, from any source, end as
+one :class:`ConfigError` line naming where the value came from, before anything is sent.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
-from typing import Any, Literal
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from pipeline.errors import ConfigError
 from pipeline.models import RECORD_FIELDS
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEBUG_ENV = ENV_PREFIX + "DEBUG"
+#: Variables with our prefix that are not settings; any other unknown one is a typo.
+NON_SETTING_ENV = frozenset({CONFIG_ENV, DEBUG_ENV})
 _FLAGS = {"columns": "--map", "progress": "--no-progress", "reconcile": "--no-reconcile"}
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1 and 1 as true: `concurrency = true` became 1.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def _bool_or_text(value: Any) -> Any:
+    # A flag gives a bool, the environment text ("true", "0"); a number in a file is a mistake.
+    if not isinstance(value, bool | str):
+        raise ValueError("must be true or false")
+    return value
+
+
+#: Shared types: a count or a duration never accepts a bool (and, by the model's config,
+#: never inf or nan); each field adds its own bounds.
+Count = Annotated[int, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_not_bool)]
+Switch = Annotated[bool, BeforeValidator(_bool_or_text)]
 
 
 class Settings(BaseSettings):
     """Everything a run can be told. Build it with :meth:`load`, which applies precedence."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
+    # The bounds are what a run can work with, not what is typical: a timeout under 0.1 s
+    # times every request out; a rate of a million per second is "no limit" in all but name.
     assistant_id: str | None = None
     ledger: str = "feedback-ledger.sqlite3"
     base_url: str = "https://assistants.twilio.com"
-    concurrency: int = Field(16, ge=1, le=1000)
-    rate: float = Field(50.0, ge=0)  # 0: no limit
-    max_attempts: int = Field(5, ge=1, le=100)
-    timeout: float = Field(30.0, gt=0)
-    grace: float = Field(10.0, ge=0, le=3600)
-    max_outage: float = Field(600.0, gt=0)
-    reconcile: bool = True
-    settle: float = Field(5.0, ge=0, le=600)
-    backoff: float = Field(0.5, gt=0, le=60)
-    max_backoff: float = Field(30.0, gt=0, le=600)
+    concurrency: Count = Field(16, ge=1, le=1000)
+    rate: Number = Field(50.0, ge=0, le=1_000_000)  # 0: no limit
+    max_attempts: Count = Field(5, ge=1, le=100)
+    timeout: Number = Field(30.0, ge=0.1, le=3600)
+    grace: Number = Field(10.0, ge=0, le=3600)
+    max_outage: Number = Field(600.0, ge=0.1, le=7 * 86400)
+    reconcile: Switch = True
+    settle: Number = Field(5.0, ge=0, le=600)
+    backoff: Number = Field(0.5, ge=0.001, le=60)
+    max_backoff: Number = Field(30.0, ge=0.001, le=600)
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     report: str | None = None
-    progress: bool = True
-    batch_size: int = Field(500, ge=1, le=10_000)
+    progress: Switch = True
+    batch_size: Count = Field(500, ge=1, le=10_000)
+    # Queue sources (ignored for files, which always end at their end).
+    drain: Switch = False  # exit once the queue has no new and no pending entries
+    # What a run shows and tells (README: Watching a run). progress: the live display on a
+    # terminal; quiet: none, a progress log line every log_every seconds instead (as off a
+    # terminal, where the display never shows).
+    quiet: Switch = False
+    log_every: Number = Field(60.0, ge=0.01, le=86400)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: Count | None = Field(None, ge=1, le=65535)  # serve /metrics while running
+    metrics_textfile: str | None = None  # write the metrics here at the end (atomically)
+    # Exit 0 (not 1) with up to this many invalid / failed records: a nightly job that accepts
+    # a known number of bad rows. 0: none accepted.
+    max_invalid: Count = Field(0, ge=0, le=1_000_000_000)
+    max_failed: Count = Field(0, ge=0, le=1_000_000_000)
+    claim_idle: Number = Field(60.0, ge=0.01, le=86400)  # take over an entry left pending this long
+    reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # a following run settles unknowns
+
+    # Where each setting that was given came from ("--rate", "FEEDBACK_PIPELINE_RATE",
+    # "rate in FILE"), for start-up checks that name it (see :meth:`origin`).
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
@@ -59,6 +124,12 @@ class Settings(BaseSettings):
             raise ValueError("must not contain credentials; set TWILIO_* variables instead")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment")
+        try:
+            port = parts.port  # raises for a port beyond 65535 or not a number
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
         return value.rstrip("/")
@@ -75,16 +146,52 @@ class Settings(BaseSettings):
     def load(cls, config_file: str | None = None, **flags: Any) -> Settings:
         """Merge the sources (flags set to None are treated as not given) and validate."""
         path = config_file or os.environ.get(CONFIG_ENV) or None
+        _check_env_names(cls.model_fields)
         layers = {
             "file": _read_toml(path) if path else {},
-            "env": EnvSettingsSource(cls)(),
+            "env": _read_env(cls),
             "flag": {k: v for k, v in flags.items() if v is not None},
         }
         merged = {**layers["file"], **layers["env"], **layers["flag"]}
         try:
-            return cls.model_validate(merged)
+            settings = cls.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, layers, path)) from None
+        for name in merged:
+            settings._origins[name] = _origin(name, layers, path)
+        return settings
+
+    def origin(self, name: str) -> str:
+        """How to name the setting ``name`` in an error: its flag, variable or file key."""
+        return self._origins.get(name, name)
+
+    def check_report(self) -> None:
+        """Fail at start-up if the report (or the metrics textfile) cannot be written, rather
+        than after every record was sent. Both are written next to themselves first, then
+        renamed, so their directory must be writable too."""
+        for name in ("report", "metrics_textfile"):
+            value = getattr(self, name)
+            if value is not None:
+                self._check_writable(name, value)
+
+    def _check_writable(self, name: str, value: str) -> None:
+        path = Path(value)
+        parent = path.parent
+        if not value or path.is_dir():
+            problem = "is a directory, not a file"
+        elif not parent.exists():
+            problem = f"directory {parent} does not exist"
+        elif not parent.is_dir():
+            problem = f"{parent} is not a directory"
+        elif not os.access(parent, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)
+        ):
+            problem = "permission denied"
+        else:
+            return
+        raise ConfigError(
+            f"configuration error: {self.origin(name)}: cannot write {value}: {problem}"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -102,19 +209,50 @@ def _read_toml(path: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config: file {path} not found") from None
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding than UTF-8
+        raise ConfigError(
+            f"config: cannot read {path}: not a UTF-8 text file (byte {exc.start + 1})"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config: cannot read {path}: {exc}") from None
 
 
-def _describe(exc: ValidationError, layers: dict[str, dict[str, Any]], path: str | None) -> str:
-    error = exc.errors(include_url=False)[0]
-    name = str(error["loc"][0]) if error["loc"] else "settings"
+def _check_env_names(fields: Iterable[str]) -> None:
+    """A misspelt variable (FEEDBACK_PIPELINE_CONCURENCY) would otherwise be silently ignored."""
+    known = NON_SETTING_ENV | {ENV_PREFIX + name.upper() for name in fields}
+    for name in sorted(os.environ):
+        # pydantic-settings matches names case-insensitively; so does this check.
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            raise ConfigError(f"configuration error: {name}: is not a setting (a typo?)")
+
+
+def _read_env(cls: type[BaseSettings]) -> dict[str, Any]:
+    try:
+        return EnvSettingsSource(cls)()
+    except SettingsError as exc:
+        # Raised for a value that must be JSON (FEEDBACK_PIPELINE_COLUMNS) and is not.
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + (match[1] if match else "COLUMNS").upper()
+        raise ConfigError(
+            f"configuration error: {name}: not valid JSON; expected an object such as "
+            '{"score": "rating"}'
+        ) from None
+
+
+def _origin(name: str, layers: dict[str, dict[str, Any]], path: str | None) -> str:
+    """The layer that won for ``name``, named as a user would type it."""
     origin = {
         "flag": _FLAGS.get(name, f"--{name.replace('_', '-')}"),
         "env": ENV_PREFIX + name.upper(),
         "file": f"{name} in {path}",
     }
-    where = next((origin[k] for k in ("flag", "env", "file") if name in layers[k]), name)
+    return next((origin[k] for k in ("flag", "env", "file") if name in layers[k]), name)
+
+
+def _describe(exc: ValidationError, layers: dict[str, dict[str, Any]], path: str | None) -> str:
+    error = exc.errors(include_url=False)[0]
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    where = _origin(name, layers, path)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "is not a setting"

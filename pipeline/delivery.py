@@ -8,17 +8,17 @@ waits (its own Retry-After, or a round trip) and tries again without spending an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.circuit import Gate
 from pipeline.client import Created, FeedbackClient
+from pipeline.control import RunControl
 from pipeline.errors import (
     Ambiguous,
     ApiError,
     AuthError,
+    BaseUrlError,
     DeliveryError,
     NotSentError,
     OutageError,
@@ -53,7 +53,7 @@ def _is_backpressure(exc: BaseException) -> bool:
 class Delivery:
     """Sends records one request at a time each; many calls run concurrently.
 
-    ``stop`` is shared with the runner: once set (an interrupt, a 401/403 or a long outage seen
+    ``control`` is the runner's: once it stops (an interrupt, a 401/403 or a long outage seen
     here), no new request starts and backoff waits end early; records not sent come back as
     ``failed`` with 0 attempts so that ``replay`` or a rerun sends them.
     """
@@ -64,7 +64,7 @@ class Delivery:
         *,
         max_attempts: int,
         rate: float | None,
-        stop: asyncio.Event,
+        control: RunControl,
         concurrency: int = 16,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -72,16 +72,15 @@ class Delivery:
         notice: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._client = client
-        self.stop = stop
-        self.abort_reason: str | None = None
+        self._control = control
         self.retries = 0
         self._notice = notice
-        self.flow = FlowControl(concurrency, rate, sleep=self.pause)
+        self.flow = FlowControl(concurrency, rate, sleep=control.pause)
         # The names the runner and the stages read the converged limit and cap by.
         self.limit = self.rate = self.flow
         self.gate = Gate(
-            sleep=self.pause,
-            stopped=stop.is_set,
+            sleep=control.pause,
+            stopped=control.stop.is_set,
             notice=notice,
             max_outage=max_outage,
             cooldown=min(1.0, max_backoff),
@@ -89,13 +88,8 @@ class Delivery:
         )
         self._missing: set[str] = set()
         self._policy = retry_policy(
-            max_attempts, sleep=self.pause, initial_backoff=backoff, max_backoff=max_backoff
+            max_attempts, sleep=control.pause, initial_backoff=backoff, max_backoff=max_backoff
         )
-
-    async def pause(self, seconds: float) -> None:
-        # A wait that ends early when the run stops, instead of holding shutdown hostage.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _request(self, item: Accepted, sent: _Sent) -> Created:
         """One attempt, through the circuit breaker and flow control."""
@@ -103,8 +97,8 @@ class Delivery:
         ticket = await self.flow.acquire()
         result = Result(Kind.OTHER)
         try:
-            if self.stop.is_set():
-                raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
+            if self._control.stopped:
+                raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             sent.requests += 1
             if sent.requests > 1:
                 self.retries += 1
@@ -134,14 +128,14 @@ class Delivery:
         nor spending an attempt (up to a bound: an API that only says 429 still ends a
         record)."""
         for _ in range(MAX_THROTTLED):
-            if self.stop.is_set():
-                raise NotSentError("not sent: " + (self.abort_reason or "run stopped"))
+            if self._control.stopped:
+                raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             try:
                 return await self._request(item, sent)
             except RetryableApiError as exc:
                 if exc.status != 429:
                     raise
-                await self.pause(self.flow.retry_wait(exc.retry_after))
+                await self._control.pause(self.flow.retry_wait(exc.retry_after))
         return await self._request(item, sent)
 
     async def send(self, item: Accepted) -> Outcome:
@@ -154,11 +148,16 @@ class Delivery:
         except NotSentError as exc:
             return Outcome(item.key, Status.FAILED, sent.requests, error_message=str(exc))
         except OutageError as exc:
-            self.abort(str(exc))
+            self._control.abort(str(exc))
             return self.not_sent(item, str(exc))
         except AuthError as exc:
-            self.abort(f"authentication refused by the API ({exc})")
+            self._control.abort(f"authentication refused by the API ({exc})")
             return self._failed(item, sent.requests, exc, Status.FAILED)
+        except BaseUrlError as exc:
+            # A configuration error found by talking to the API: stop before sending more.
+            self._control.abort(str(exc))
+            status = Status.UNKNOWN if isinstance(exc, Ambiguous) else Status.FAILED
+            return self._failed(item, sent.requests, exc, status)
         except DeliveryError as exc:
             self._note_missing(assistant, exc)
             status = Status.UNKNOWN if isinstance(exc, Ambiguous) else Status.FAILED
@@ -182,12 +181,6 @@ class Delivery:
         if isinstance(exc, ApiError):
             return Outcome(item.key, status, attempts, exc.status, None, exc.code, exc.message)
         return Outcome(item.key, status, attempts, error_message=str(exc))
-
-    def abort(self, reason: str) -> None:
-        """Stop the run for good, keeping the first reason given."""
-        if self.abort_reason is None:
-            self.abort_reason = reason
-        self.stop.set()
 
     @staticmethod
     def not_sent(item: Accepted, reason: str) -> Outcome:

@@ -6,26 +6,34 @@ can catch the family; the CLI maps each branch to an exit code::
     PipelineError
     ├── ConfigError             bad settings or invocation               -> exit 2
     ├── SourceError             a source cannot be opened or read        -> exit 2
+    │                           (mid-run: a broker gone; ends the run    -> exit 3)
     ├── LedgerError             the ledger file is unusable              -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
     │   └── OutageError         the API failed everything for too long
     ├── ReconcileError          the List endpoint could not be read      -> records stay unknown
+    │   └── SettleInterruptedError  stopped before the settle wait ended -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
-        └── ApiError            the API answered with an error status
+        └── ApiError            the API answered, but not with a feedback
             ├── RetryableApiError   429, 408, 503, other 5xx (not sent)  -> retried
             ├── AmbiguousApiError   500, 502, 504 (may be stored)        -> unknown, reconciled
+            │   └── UnconfirmedError  a 2xx that is not a 201 feedback   -> unknown, reconciled
             ├── PermanentApiError   any other 4xx                        -> failed, not retried
-            └── AuthError           401, 403                             -> aborts the run
+            ├── AuthError           401, 403                             -> aborts the run
+            └── BaseUrlError        --base-url is not the Feedback API   -> aborts the run
+                ├── RedirectError   a 3xx (never followed)               -> failed, not stored
+                └── NotTheApiError  only 2xx without feedbacks so far    -> unknown, aborts
 
 ``Ambiguous`` marks the errors after which the API may hold the feedback: sending again could
 duplicate it (the endpoint has no idempotency header), so such a record is never resent
 blindly; reconciliation with the List endpoint settles it.
 
 Messages never contain credentials: the client never puts them anywhere but the
-Authorization header, and errors are built from status, Twilio code and message only.
+Authorization header, and errors are built from status, Twilio code and message only (plus,
+for a BaseUrlError, the base URL, which settings refuse to hold credentials, and a
+redirect's Location as the server sent it).
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ class LedgerError(PipelineError):
 
 
 class AbortedError(PipelineError):
-    """The run was stopped early: authentication refused or interrupted."""
+    """The run was stopped early: authentication refused, interrupted, or a background part
+    (heartbeat, ack, ledger writer) failed; :class:`pipeline.control.RunControl` raises it."""
 
 
 class OutageError(AbortedError):
@@ -57,6 +66,10 @@ class OutageError(AbortedError):
 
 class ReconcileError(PipelineError):
     """Uncertain records could not be checked against the API; they stay uncertain."""
+
+
+class SettleInterruptedError(ReconcileError):
+    """The run stopped during the settle wait: nothing was judged, records stay uncertain."""
 
 
 class DeliveryError(PipelineError):
@@ -114,3 +127,32 @@ class PermanentApiError(ApiError):
 
 class AuthError(ApiError):
     """401 or 403: every other request would fail the same way, so the run aborts."""
+
+
+class UnconfirmedError(AmbiguousApiError):
+    """A 2xx that is not a 201 holding a feedback with an ``aia_fdbk_`` id.
+
+    Ambiguous, not failed: whatever answered may have stored the feedback (a gateway that
+    rewrote the answer, a 200 instead of a 201, a body cut short or too large to read), and
+    the endpoint has no idempotency header, so a blind resend could duplicate it.
+    """
+
+
+class BaseUrlError(ApiError):
+    """The base URL does not behave as the Feedback API: a configuration error found by
+    talking to it, so the run aborts before sending more (exit 3, as for a 401)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.args = (message,)  # one line that names --base-url, without an "HTTP nnn:" prefix
+
+
+class RedirectError(BaseUrlError):
+    """A 3xx. Never followed: a POST redirected elsewhere is stored elsewhere (or, after a
+    301/302, turned into a GET), and credentials must not travel to another origin. The
+    server that answered did not store the request, so the record can be sent again."""
+
+
+class NotTheApiError(Ambiguous, BaseUrlError):
+    """Many 2xx answers without a feedback, and not one with a feedback yet: a captive
+    portal, a proxy or a mistyped host. Like any unconfirmed 2xx, this one may be stored."""

@@ -146,6 +146,13 @@ class FlowControl:
         self._rate.started(now)
         return Ticket(now, self._on_wire, paced)
 
+    async def pace(self) -> None:
+        """Wait for the rate cap and the fixed rate, without taking a slot: for requests that
+        count against ``--rate`` but are not flow-controlled (reconciliation's List calls)."""
+        await self._rate.pace()
+        if self._fixed is not None:
+            await self._fixed.acquire()
+
     def release(self, ticket: Ticket, result: Result) -> None:
         now = self._clock()
         if result.kind is Kind.OK and self._limit.slow_start and self._waiters:

@@ -28,6 +28,7 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     INVALID = "invalid"
+    RETIRED = "retired"  # a failed or invalid record a person closed (``retire``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +37,14 @@ class RawRecord:
 
     ``error`` is set when the source could not even split the record into fields
     (bad quoting, invalid JSON, undecodable bytes); such a record becomes a rejection.
+    ``handle`` is what the source needs to acknowledge the record (a stream entry id, a
+    delivery tag); None for sources that cannot acknowledge (files).
     """
 
     location: str
     fields: dict[str, Any]
     error: str | None = None
+    handle: object | None = None
 
 
 class FeedbackRecord(BaseModel):
@@ -127,15 +131,20 @@ def content_hash(
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid record with where it came from and its idempotency key (computed once)."""
+    """A valid record with where it came from and its idempotency key (computed once).
+
+    ``handle`` is the source's acknowledgement handle, carried from the :class:`RawRecord`."""
 
     location: str | None
     record: FeedbackRecord
     key: str
+    handle: object | None = None
 
     @classmethod
-    def of(cls, location: str | None, record: FeedbackRecord) -> Accepted:
-        return cls(location, record, record.idempotency_key())
+    def of(
+        cls, location: str | None, record: FeedbackRecord, handle: object | None = None
+    ) -> Accepted:
+        return cls(location, record, record.idempotency_key(), handle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,11 @@ class Rejection:
 
     location: str
     reason: str
+    handle: object | None = None  # the source's acknowledgement handle, as in RawRecord
+    #: The record's own fields as read (by record field name, after ``--map``), kept in the
+    #: ledger so that ``failures`` can export the row for a person to fix. Only the record
+    #: fields, never the whole source row: the ledger keeps what a fix needs, no more.
+    fields: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

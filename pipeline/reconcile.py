@@ -7,19 +7,32 @@ following ``meta.next_page_url``) and matched on (session_id, message_id, score,
 Found: ``sent`` with the API's id. Not found: ``failed`` as "not stored", which ``run`` and
 ``replay`` then send. Two records with the same content each need their own stored copy: ids
 the ledger already holds for another record are not handed out twice.
+
+The cursor walk is bounded: a hostile or broken API can send a ``next_page_url`` that repeats
+or never ends. A page URL seen twice, a page whose items repeat an earlier page's, or more
+than ``max_pages`` pages is a :class:`ReconcileError` (nothing is decided on a listing that
+cannot be trusted), and every List request waits on the run's rate limiter (``acquire``),
+like every POST, so even a bounded walk never outruns ``--rate``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.client import FeedbackClient, FeedbackPage
-from pipeline.errors import AuthError, DeliveryError, ReconcileError
+from pipeline.errors import (
+    AuthError,
+    BaseUrlError,
+    DeliveryError,
+    ReconcileError,
+    SettleInterruptedError,
+)
 from pipeline.ledger import Ledger
 from pipeline.models import Accepted, Outcome, Status, content_hash
 from pipeline.retry import Sleep, retry_policy
@@ -27,12 +40,22 @@ from pipeline.retry import Sleep, retry_policy
 #: How often a sending run records that it is alive.
 HEARTBEAT_S = 1.0
 NOT_STORED = "not stored by the API (checked by reconcile); run or replay sends it"
+#: Pages listed per assistant at most: 10 million feedbacks at 1000 a page. The API's pages
+#: carry no total to derive a bound from; this one only stops a cursor that never ends.
+MAX_LIST_PAGES = 10_000
+
+
+async def _no_limit() -> None:
+    return None
 
 
 @dataclass
 class Settled:
     found: int = 0
     missing: int = 0
+    # Which records: the stages ack a queue's entries once theirs are found.
+    found_keys: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -40,7 +63,15 @@ class Settled:
 
 
 class Reconciler:
-    """``settle`` seconds: how long a request that reached the API may take to be stored."""
+    """``settle`` seconds: how long a request that reached the API may take to be stored.
+
+    The settle wait is a safety wait, never a courtesy: judging a record "not stored" before
+    it is over can be wrong (the API may still be storing it), and the next run would send it
+    again. So the wait may end early (``sleep`` may be stop-aware, so that a stopping run does
+    not hang), but then nothing is judged: :meth:`_judge` refuses to run before the deadline,
+    whoever calls it, and raises :class:`SettleInterruptedError` instead; the records stay
+    ``in_flight``/``unknown`` for the next run.
+    """
 
     def __init__(
         self,
@@ -51,12 +82,20 @@ class Reconciler:
         max_attempts: int,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        acquire: Callable[[], Awaitable[None]] = _no_limit,
+        max_pages: int = MAX_LIST_PAGES,
+        stopped: Callable[[], bool] = lambda: False,
+        notice: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._client = client
+        self._acquire = acquire
+        self._max_pages = max_pages
         self._ledger = ledger
         self._settle = settle
         self._sleep = sleep
         self._clock = clock
+        self._stopped = stopped
+        self._notice = notice
         self._policy = retry_policy(max_attempts, sleep=sleep, idempotent=True)
 
     async def settle_leftovers(self) -> Settled:
@@ -66,21 +105,43 @@ class Reconciler:
             return Settled()
         last_seen = await self._ledger.last_seen(sorted({run for _, run in rows}))
         # A request the dead run sent went out before its next heartbeat was due.
-        await self._wait_until((last_seen or 0.0) + HEARTBEAT_S + self._settle)
-        return await self._settle_records([record for record, _ in rows])
+        deadline = (last_seen or 0.0) + HEARTBEAT_S + self._settle
+        return await self._judge([record for record, _ in rows], deadline, "an earlier run")
 
     async def settle_own(self) -> Settled:
         """Settle this run's ambiguous outcomes (all of them are at most now)."""
         rows = await self._ledger.uncertain(this_run=True)
         if not rows:
             return Settled()
-        await self._wait_until(self._clock() + self._settle)
-        return await self._settle_records([record for record, _ in rows])
+        deadline = self._clock() + self._settle
+        return await self._judge([record for record, _ in rows], deadline, "this run")
 
-    async def _wait_until(self, deadline: float) -> None:
+    async def _judge(self, records: Sequence[Accepted], deadline: float, whose: str) -> Settled:
+        """Look ``records`` up, but only once ``deadline`` (the end of the settle wait) is past."""
         delay = deadline - self._clock()
         if delay > 0:
+            self._notice(
+                f"reconcile: {len(records)} uncertain records of {whose}; waiting {delay:.1f} s "
+                "(--settle) for the API to finish storing them before checking"
+            )
+        if not await self._wait_until(deadline):
+            raise SettleInterruptedError(
+                f"stopped during the settle wait: {len(records)} uncertain records of {whose} "
+                "were not checked and stay uncertain; the next run settles them"
+            )
+        return await self._settle_records(records)
+
+    async def _wait_until(self, deadline: float) -> bool:
+        """Wait until ``deadline``; False if the run stopped first (the wait did not complete).
+
+        Loops because a sleep may end early (a stop-aware one does, by design) or a hair short
+        of a wall-clock deadline; only the clock says whether the wait is over.
+        """
+        while (delay := deadline - self._clock()) > 0:
+            if self._stopped():
+                return False
             await self._sleep(delay)
+        return True
 
     async def _settle_records(self, records: Sequence[Accepted]) -> Settled:
         by_assistant: dict[str, list[Accepted]] = defaultdict(list)
@@ -90,9 +151,11 @@ class Reconciler:
         for assistant_id, items in sorted(by_assistant.items()):
             outcomes = await self._match(assistant_id, items)
             await self._ledger.record(outcomes)
-            found = sum(1 for o in outcomes if o.status is Status.SENT)
-            settled.found += found
-            settled.missing += len(outcomes) - found
+            for outcome in outcomes:
+                found = outcome.status is Status.SENT
+                (settled.found_keys if found else settled.missing_keys).append(outcome.key)
+            settled.found = len(settled.found_keys)
+            settled.missing = len(settled.missing_keys)
         return settled
 
     async def _match(self, assistant_id: str, items: Sequence[Accepted]) -> list[Outcome]:
@@ -118,26 +181,53 @@ class Reconciler:
         """Ids of the assistant's stored feedbacks whose content is one of ``contents``."""
         ids: dict[str, list[str]] = defaultdict(list)
         url: str | None = None
-        while True:
+        seen: set[str] = set()
+        digests: set[bytes] = set()  # 16 bytes a page: at most 160 KB for MAX_LIST_PAGES
+        for _ in range(self._max_pages):
             page = await self._page(assistant_id, url)
             for feedback in page.feedbacks:
+                if not isinstance(feedback, dict):
+                    continue  # not a feedback; cannot match a record
                 content = _content(assistant_id, feedback)
                 if content in contents and isinstance(feedback.get("id"), str):
                     ids[content].append(feedback["id"])
             if not page.next_page_url:
                 return ids
             url = page.next_page_url
+            fingerprint = _fingerprint(page)
+            if url in seen or fingerprint in digests:
+                # A cursor going round in circles: its ids would be counted twice, and a
+                # rerun would loop the same way. Stop with what is known: nothing decided.
+                raise ReconcileError(
+                    f"cannot list the feedbacks of {assistant_id}: the API sent the same "
+                    f"page twice (next_page_url {url})"
+                )
+            seen.add(url)
+            digests.add(fingerprint)
+        raise ReconcileError(
+            f"cannot list the feedbacks of {assistant_id}: still more pages after "
+            f"{self._max_pages} pages (next_page_url {url})"
+        )
 
     async def _page(self, assistant_id: str, url: str | None) -> FeedbackPage:
+        async def one() -> FeedbackPage:
+            await self._acquire()  # the run's --rate covers List requests too, retries included
+            return await self._client.list_page(assistant_id, url=url)
+
         try:
-            page: FeedbackPage = await self._policy.copy()(
-                self._client.list_page, assistant_id, url=url
-            )
-        except AuthError:
-            raise
+            page: FeedbackPage = await self._policy.copy()(one)
+        except (AuthError, BaseUrlError):
+            raise  # the run cannot go on: the caller aborts it
         except DeliveryError as exc:
             raise ReconcileError(f"cannot list the feedbacks of {assistant_id}: {exc}") from exc
         return page
+
+
+def _fingerprint(page: FeedbackPage) -> bytes:
+    """A digest of a page's ids: two pages with the same items (or two empty pages that still
+    link on) are a cursor going round, whatever their URLs look like."""
+    ids = [str(f.get("id")) for f in page.feedbacks if isinstance(f, dict)]
+    return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).digest()
 
 
 def _content(assistant_id: str, feedback: dict[str, Any]) -> str | None:

@@ -1,27 +1,32 @@
-"""Progress while a run goes, and the summary (text and JSON) when it ends."""
+"""The run's summary (counts, top failure reasons, exit code; text and JSON), and the
+per-record problem lines and run notices while it goes (as log records)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from typing import Any
 
 from pipeline.ledger import Decision
+from pipeline.logs import event, log
 from pipeline.models import Outcome, Status
 
 #: Invalid or failed records are printed one line each up to this many; the ledger has all.
 MAX_PROBLEM_LINES = 50
+#: Failure reasons counted per run (the rest go to "other"), and shown in the summary.
+MAX_REASONS, TOP_REASONS = 1000, 5
+_REASON_CHARS = 160
 
 
 @dataclass
 class Summary:
-    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed`` at the end."""
+    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + released``
+    at the end."""
 
     command: str
     run_id: str
@@ -32,6 +37,10 @@ class Summary:
     invalid: int = 0
     failed: int = 0
     not_sent: int = 0  # part of ``failed``: claimed, but the run stopped before its request
+    #: Claimed, then not sent because a following run ended normally (a signal): not a failure.
+    #: The ledger holds them as failed "not sent" (a later run sends them), the queue still
+    #: holds them unacked (delivered again).
+    released: int = 0
     would_send: int = 0  # dry runs only: what a real run would have sent
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
@@ -39,16 +48,21 @@ class Summary:
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
+    stopped: str | None = None  # a following run's normal end (a signal)
     concurrency: int | None = None  # the adaptive concurrency limit it converged to
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times every request held back (only refusals came back for a while)
     rate_cap: float | None = None  # the request-rate cap it converged to, if any
     dry_run: bool = False
+    max_invalid: int = 0  # exit 0 with up to this many invalid records (--max-invalid)
+    max_failed: int = 0  # ... and up to this many failed ones (--max-failed)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
+    _reasons: Counter[str] = field(default_factory=Counter, repr=False)
 
-    def decided(self, decision: Decision) -> None:
+    def decided(self, decision: Decision, reason: str | None = None) -> None:
+        """One record read and claimed; ``reason``: why it is invalid, if it is."""
         self.read += 1
         if decision is Decision.SKIP:
             self.skipped += 1
@@ -56,6 +70,7 @@ class Summary:
             self.duplicate += 1
         elif decision is Decision.INVALID:
             self.invalid += 1
+            self.reason(f"invalid: {reason or 'unknown reason'}")
         elif decision is Decision.UNCERTAIN:
             self.unknown += 1
         elif self.dry_run:
@@ -69,13 +84,26 @@ class Summary:
             self.unknown += 1
         else:
             self.failed += 1
+            self.reason(failure_reason(outcome))
             if outcome.attempts == 0:
                 self.not_sent += 1
+
+    def reason(self, text: str) -> None:
+        """Count a reason for the top-reasons table (bounded: a run may last for days)."""
+        text = text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+        if text in self._reasons or len(self._reasons) < MAX_REASONS:
+            self._reasons[text] += 1
+        else:
+            self._reasons["other reasons"] += 1
+
+    def top_reasons(self, n: int = TOP_REASONS) -> list[tuple[str, int]]:
+        return self._reasons.most_common(n)
 
     @property
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
+        settled += self.released
         return self.read - settled - self.unknown - self.would_send
 
     def settled_own(self, found: int, missing: int) -> None:
@@ -91,7 +119,8 @@ class Summary:
     def exit_code(self) -> int:
         if self.aborted:
             return 3
-        return 1 if self.failed or self.invalid or self.unknown or self.in_flight else 0
+        over = self.failed > self.max_failed or self.invalid > self.max_invalid
+        return 1 if over or self.unknown or self.in_flight else 0
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -99,6 +128,9 @@ class Summary:
         data.update(in_flight=self.in_flight, records_per_second=round(rate, 1))
         data["next_time"] = self.next_time
         data["exit_code"] = self.exit_code
+        data["failure_reasons"] = [
+            {"reason": reason, "count": count} for reason, count in self.top_reasons(20)
+        ]
         return data
 
     @property
@@ -120,12 +152,43 @@ class Summary:
             fh.write("\n")
         os.replace(tmp, path)
 
-    def text(self) -> str:
+    def line(self) -> str:
+        """The counts so far, in one line (a following run logs it every --log-every)."""
         verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
-        lines = [
+        return (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
-            f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}",
-        ]
+            f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
+        )
+
+    def text(self) -> str:
+        return "\n".join([self.line(), *self.details()])
+
+    def _leftover_lines(self) -> list[str]:
+        """What is left open: unknown, not sent, in flight, released; and how the run ended."""
+        lines: list[str] = []
+        if self.unknown:
+            lines.append(
+                f"  {self.unknown} with an unknown outcome: the API may hold them; "
+                "`reconcile` or the next run settles them"
+            )
+        if self.not_sent:
+            lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
+        if self.in_flight:
+            lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
+        if self.released:
+            lines.append(
+                f"  {self.released} taken but not sent before the stop: left unacked on the "
+                "queue, delivered again"
+            )
+        if self.stopped and not self.aborted:
+            lines.append(f"  {self.stopped} (the normal end of a following run)")
+        if self.aborted:
+            lines.append(f"  aborted: {self.aborted}")
+        return lines
+
+    def details(self, *, reasons: bool = True) -> list[str]:
+        """The lines after the counts; ``reasons``: with the top failure reasons."""
+        lines = []
         if not self.dry_run:
             rate = self.sent / self.duration_s if self.duration_s else 0.0
             lines.append(
@@ -147,54 +210,42 @@ class Summary:
                 f" of earlier runs: {self.reconciled_found} were stored (now sent), "
                 f"{self.reconciled_missing} were not (sent if in the input, or by replay)"
             )
-        if self.unknown:
+        lines.extend(self._leftover_lines())
+        top = self.top_reasons() if reasons else []
+        if top:
+            lines.append("  top failure reasons:")
+            lines.extend(f"  {count:>8}  {reason}" for reason, count in top)
+        if self.max_invalid or self.max_failed:
             lines.append(
-                f"  {self.unknown} with an unknown outcome: the API may hold them; "
-                "`reconcile` or the next run settles them"
+                f"  accepted without going red: up to {self.max_invalid} invalid, "
+                f"{self.max_failed} failed (--max-invalid, --max-failed)"
             )
-        if self.not_sent:
-            lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
-        if self.in_flight:
-            lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
-        if self.aborted:
-            lines.append(f"  aborted: {self.aborted}")
-        return "\n".join(lines)
+        return lines
+
+
+def failure_reason(outcome: Outcome) -> str:
+    """A failed outcome's reason without what is particular to the record, so that equal
+    failures count together: HTTP status, Twilio code, message."""
+    status = f"HTTP {outcome.http_status} " if outcome.http_status else ""
+    code = f"(Twilio error {outcome.error_code}) " if outcome.error_code else ""
+    return f"failed: {status}{code}{outcome.error_message or 'no message'}"
 
 
 class Progress:
-    """A tqdm counter on stderr (only on a terminal) and capped per-record problem lines."""
+    """Per-record problem lines (capped) and run-level notices, as log records (see
+    :mod:`pipeline.logs`). What a run looks like while it goes (a live display on a terminal,
+    a periodic line off one) is :mod:`pipeline.monitor`'s."""
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
-        self._stream = stream or sys.stderr
-        self._bar = tqdm(
-            desc="records",
-            unit="rec",
-            file=self._stream,
-            dynamic_ncols=True,
-            disable=None if enabled else True,
-            leave=False,
-        )
+    def __init__(self) -> None:
         self._problems = 0
-
-    def advance(self, n: int = 1) -> None:
-        self._bar.update(n)
-
-    def set_postfix(self, **values: int | str) -> None:
-        self._bar.set_postfix(values, refresh=False)
 
     def problem(self, location: str | None, message: str) -> None:
         self._problems += 1
         if self._problems <= MAX_PROBLEM_LINES:
-            self._bar.write(f"{location or '-'}: {message}", file=self._stream)
+            event(logging.WARNING, f"{location or '-'}: {message}", "problem", location=location)
         elif self._problems == MAX_PROBLEM_LINES + 1:
-            self._bar.write(
-                "... more problems not shown; `status` and the ledger list them all",
-                file=self._stream,
-            )
+            log.warning("... more problems not shown; `feedback-pipeline failures` lists them all")
 
     def notice(self, message: str) -> None:
         """A run-level event (an outage, a missing assistant): always shown, once."""
-        self._bar.write(f"notice: {message}", file=self._stream)
-
-    def close(self) -> None:
-        self._bar.close()
+        event(logging.WARNING, f"notice: {message}", "notice")

@@ -1,5 +1,6 @@
-"""Wires the stages together and owns a run's start-up and shutdown: the ledger, the HTTP
-session, reconciliation before and after sending, signals, and the summary.
+"""Wires the stages together and owns a run's start-up and shutdown: the sources and the
+ledger (both chosen by URL), the HTTP session, reconciliation before and after sending, the
+run control (stop, heartbeat, signals), and the summary.
 The stages themselves are in :mod:`pipeline.stages`."""
 
 from __future__ import annotations
@@ -7,51 +8,88 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 
 from pipeline import __version__
 from pipeline.client import FeedbackClient
 from pipeline.config import Settings
+from pipeline.control import RunControl
 from pipeline.delivery import Delivery
-from pipeline.errors import AuthError, ReconcileError
-from pipeline.ledger import Ledger, SqliteLedger
+from pipeline.errors import (
+    AbortedError,
+    AuthError,
+    BaseUrlError,
+    ReconcileError,
+    SettleInterruptedError,
+)
+from pipeline.flow import FlowControl
+from pipeline.follow import settle_periodically
+from pipeline.ledger import Ledger, open_ledger
 from pipeline.models import Rejection
-from pipeline.reconcile import Reconciler, Settled
+from pipeline.monitor import ObservedClient
+from pipeline.observe import Observer
+from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
-from pipeline.sources import open_source
+from pipeline.sources import is_queue, open_source, source_options
 from pipeline.stages import Batches, Stages, source_batches
 from pipeline.validate import Validator
+
+#: Makes the batches of a run once its ledger is open (replay reads them from the ledger).
+BatchesOf = Callable[[Ledger, RunControl], Batches]
 
 
 async def run_sources(
     settings: Settings, paths: Sequence[str], *, auth: tuple[str, str] | None, dry_run: bool
 ) -> Summary:
-    """The ``run`` command: read, validate, claim and deliver every record of ``paths``."""
-    sources = [open_source(path, settings.format, settings.columns) for path in paths]
+    """The ``run`` command: read, validate, claim and deliver every record of ``paths``
+    (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
+    options = source_options(settings)
     validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
+    follow = not settings.drain and any(is_queue(path) for path in paths)
+    async with contextlib.AsyncExitStack() as stack:
+        sources = []
+        for path in paths:  # all opened (and checked) before the ledger is
+            source = await open_source(path, options)
+            stack.push_async_callback(source.close)
+            sources.append(source)
 
-    def batches(_: Ledger) -> Batches:
-        return source_batches(sources, validator, settings.batch_size)
+        def batches(_: Ledger, control: RunControl) -> Batches:
+            return source_batches(sources, validator, control)
 
-    return await _execute("run", settings, auth, batches, dry_run=dry_run)
+        return await _execute(
+            "run", settings, auth, batches, dry_run=dry_run, follow=follow, sources=sources
+        )
 
 
-async def replay_failed(settings: Settings, *, auth: tuple[str, str]) -> Summary:
-    """The ``replay`` command: send again every record the ledger holds as ``failed``."""
+async def replay_failed(
+    settings: Settings,
+    *,
+    auth: tuple[str, str],
+    retryable_only: bool = False,
+    limit: int | None = None,
+) -> Summary:
+    """The ``replay`` command: send again the records the ledger holds as ``failed`` (those
+    the API may still take when ``retryable_only``; at most ``limit``)."""
 
-    async def batches(ledger: Ledger) -> Batches:
-        async for batch in ledger.failed(settings.batch_size):
-            yield list(batch)
+    async def batches(ledger: Ledger, _: RunControl) -> Batches:
+        left = limit
+        async for batch in ledger.failed(settings.batch_size, retryable_only=retryable_only):
+            if left is not None:
+                batch, left = batch[:left], left - len(batch[:left])
+            if batch:
+                yield list(batch)
+            if left == 0:
+                return
 
     return await _execute("replay", settings, auth, batches, dry_run=False)
 
 
-async def ledger_counts(path: str) -> dict[str, int]:
-    ledger = await SqliteLedger.open(path, "status", command="status", read_only=True)
+async def ledger_counts(url: str) -> dict[str, int]:
+    ledger = await open_ledger(url, "status", command="status", read_only=True)
     try:
         return await ledger.counts()
     finally:
@@ -62,84 +100,195 @@ async def _execute(
     command: str,
     settings: Settings,
     auth: tuple[str, str] | None,
-    batches: Callable[[Ledger], Batches],
+    batches: BatchesOf,
     *,
     dry_run: bool,
+    follow: bool = False,
+    sources: Sequence[object] = (),
 ) -> Summary:
     run_id = uuid.uuid4().hex[:16]
-    summary = Summary(command, run_id, dry_run=dry_run)
-    ledger = await SqliteLedger.open(settings.ledger, run_id, command=command, read_only=dry_run)
-    progress = Progress(settings.progress)
+    summary = Summary(
+        command,
+        run_id,
+        dry_run=dry_run,
+        max_invalid=settings.max_invalid,
+        max_failed=settings.max_failed,
+    )
+    observer = Observer(settings, summary, sources)
+    error: BaseException | None = None
     try:
-        if dry_run or auth is None:
-            await _dry_run(ledger, batches(ledger), summary, progress)
-        else:
-            await _deliver(settings, auth, ledger, batches, summary, progress)
+        async with observer.watching():
+            ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
+            observer.started()
+            await _on_ledger(command, settings, ledger, observer, auth, batches, dry_run, follow)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        progress.close()
-        summary.finish()
-        await ledger.close(json.dumps(summary.as_dict()))
+        # The report and the metrics textfile, however the run ended (an abort, a signal, an
+        # unusable ledger, a bug): a scheduler reads them precisely when something went wrong.
+        observer.ended(error)
     return summary
 
 
-async def _deliver(
+async def _on_ledger(
+    command: str,
     settings: Settings,
-    auth: tuple[str, str],
     ledger: Ledger,
-    batches: Callable[[Ledger], Batches],
-    summary: Summary,
-    progress: Progress,
+    observer: Observer,
+    auth: tuple[str, str] | None,
+    batches: BatchesOf,
+    dry_run: bool,
+    follow: bool,
 ) -> None:
+    summary, progress = observer.summary, observer.progress
+    control = RunControl(grace=settings.grace, service=follow)
+    try:
+        if dry_run or auth is None:
+            await _dry_run(ledger, batches(ledger, control), summary, progress)
+            summary.aborted = control.reason  # a source that failed
+        else:
+            run = _Run(settings, ledger, control, summary, progress, observer)
+            await _deliver(run, auth, batches, follow=follow)
+    finally:
+        summary.finish()
+        await ledger.close(json.dumps(summary.as_dict()))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every part of one delivering run shares."""
+
+    settings: Settings
+    ledger: Ledger
+    control: RunControl
+    summary: Summary
+    progress: Progress
+    observer: Observer
+
+
+async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool) -> None:
+    settings, ledger, control, summary, progress = (
+        run.settings,
+        run.ledger,
+        run.control,
+        run.summary,
+        run.progress,
+    )
     async with _session(settings, auth) as session:
-        client = FeedbackClient(session, settings.base_url)
-        delivery = _delivery(settings, client, progress)
+        client = ObservedClient(session, settings.base_url, listeners=run.observer.listeners)
+        delivery = _delivery(settings, client, control, progress)
+        run.observer.monitor.attach(delivery)
         reconciler = Reconciler(
             client,
             ledger,
             settle=settings.settle,
             max_attempts=settings.max_attempts,
-            sleep=delivery.pause,
+            # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
+            # judges nothing (see Reconciler), and the run ends with the records uncertain.
+            sleep=control.pause,
+            stopped=lambda: control.stopped,
+            notice=progress.notice,
+            acquire=delivery.flow.pace,  # List requests count against --rate like POSTs
         )
+        pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
 
         async def body() -> None:
+            control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:
-                earlier = await _settle(reconciler.settle_leftovers, delivery, progress)
+                earlier = await _settle(reconciler.settle_leftovers, control, progress)
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
-            if not delivery.stop.is_set():
-                pipeline = Stages(ledger, delivery, summary, progress, settings.concurrency)
-                await pipeline.run(batches(ledger))
-            if settings.reconcile and summary.unknown and not delivery.stop.is_set():
-                own = await _settle(reconciler.settle_own, delivery, progress)
+            control.check()
+            async with _following(run, client, delivery, pipeline, enabled=follow):
+                await pipeline.run(batches(ledger, control))
+            if settings.reconcile and summary.unknown and not control.stopped:
+                own = await _settle(reconciler.settle_own, control, progress)
                 summary.settled_own(own.found, own.missing)
+                await pipeline.acks.settled(own.found_keys, own.missing_keys)
 
         task = asyncio.create_task(body())
-        with _signals(delivery, task, settings.grace):
+        with control.signals(task):
             try:
                 await task
+            except AbortedError:
+                pass  # the reason is the control's, and goes into the summary
             except asyncio.CancelledError:
-                if not delivery.stop.is_set():
+                if not control.stopped:
                     raise
-                delivery.abort_reason = (
-                    f"{delivery.abort_reason}; requests still unanswered were cut off and stay "
+                control.reason = (
+                    f"{control.reason}; requests still unanswered were cut off and stay "
                     "in flight until reconciled"
                 )
+            finally:
+                await control.cancel_background()
         summary.retries = delivery.retries
-        summary.aborted = delivery.abort_reason
+        summary.aborted = control.reason
+        summary.stopped = control.ended
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.flow.holds
         summary.rate_cap = delivery.rate.cap
 
 
-def _delivery(settings: Settings, client: FeedbackClient, progress: Progress) -> Delivery:
+@contextlib.asynccontextmanager
+async def _following(
+    run: _Run, client: FeedbackClient, delivery: Delivery, pipeline: Stages, *, enabled: bool
+) -> AsyncIterator[None]:
+    """While a queue is followed: settle this run's unknowns and log a summary periodically.
+
+    They end (after their current step) when the stages do, before the final reconcile."""
+    if not enabled:
+        yield
+        return
+    settings, control = run.settings, run.control
+
+    async def sleep(seconds: float) -> None:
+        # A stop during the settle wait must not reconcile early (that could call a record
+        # "not stored" that is still being stored): it ends this pass instead.
+        await control.pause(seconds)
+        control.check()
+
+    ended = asyncio.Event()
+    reconciler = Reconciler(
+        client,
+        run.ledger,
+        settle=settings.settle,
+        max_attempts=settings.max_attempts,
+        sleep=sleep,
+        stopped=lambda: control.stopped,
+        acquire=delivery.flow.pace,
+    )
+    tasks = [
+        control.background(
+            "periodic reconcile",
+            lambda: settle_periodically(
+                ended,
+                settings.reconcile_every,
+                reconciler.settle_own,
+                run.summary,
+                pipeline.acks,
+                lambda message: run.progress.problem(None, message),
+            ),
+        ),
+    ]
+    try:
+        yield
+    finally:
+        ended.set()
+        await asyncio.gather(*tasks)
+
+
+def _delivery(
+    settings: Settings, client: FeedbackClient, control: RunControl, progress: Progress
+) -> Delivery:
     return Delivery(
         client,
         max_attempts=settings.max_attempts,
         rate=settings.rate,
-        stop=asyncio.Event(),
+        control=control,
         concurrency=settings.concurrency,
         backoff=settings.backoff,
         max_backoff=settings.max_backoff,
@@ -149,12 +298,16 @@ def _delivery(settings: Settings, client: FeedbackClient, progress: Progress) ->
 
 
 async def _settle(
-    step: Callable[[], Awaitable[Settled]], delivery: Delivery, progress: Progress
+    step: Callable[[], Awaitable[Settled]], control: RunControl, progress: Progress
 ) -> Settled:
     try:
         return await step()
     except AuthError as exc:
-        delivery.abort(f"authentication refused by the API ({exc})")
+        control.abort(f"authentication refused by the API ({exc})")
+    except BaseUrlError as exc:
+        control.abort(str(exc))
+    except SettleInterruptedError as exc:
+        progress.notice(f"reconcile: {exc}")
     except ReconcileError as exc:
         progress.problem(None, f"reconcile: {exc}; uncertain records are not sent again")
     return Settled()
@@ -162,12 +315,16 @@ async def _settle(
 
 async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Settled:
     """The ``reconcile`` command: settle every uncertain record of the ledger."""
-    ledger = await SqliteLedger.open(settings.ledger, uuid.uuid4().hex[:16], command="reconcile")
+    ledger = await open_ledger(settings.ledger, uuid.uuid4().hex[:16], command="reconcile")
     try:
         async with _session(settings, auth) as session:
             client = FeedbackClient(session, settings.base_url)
             reconciler = Reconciler(
-                client, ledger, settle=settings.settle, max_attempts=settings.max_attempts
+                client,
+                ledger,
+                settle=settings.settle,
+                max_attempts=settings.max_attempts,
+                acquire=FlowControl(settings.concurrency, settings.rate).pace,
             )
             return await reconciler.settle_leftovers()
     finally:
@@ -177,10 +334,10 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:
     async for batch in batches:
         for item, decision in zip(batch, await ledger.claim(batch), strict=True):
-            summary.decided(decision)
-            if isinstance(item, Rejection):
-                progress.problem(item.location, f"invalid: {item.reason}")
-        progress.advance(len(batch))
+            reason = item.reason if isinstance(item, Rejection) else None
+            summary.decided(decision, reason)
+            if reason is not None:
+                progress.problem(item.location, f"invalid: {reason}")
 
 
 @contextlib.asynccontextmanager
@@ -199,33 +356,3 @@ async def _session(
         headers=headers,
     ) as session:
         yield session
-
-
-@contextlib.contextmanager
-def _signals(delivery: Delivery, task: asyncio.Task[None], grace: float) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop taking records, let requests on the wire finish for up to
-    ``grace`` seconds, then cut them off. A second signal cuts them off at once. Either way
-    the ledger stays truthful: what was cut off is still marked in flight."""
-    loop = asyncio.get_running_loop()
-
-    def cut_off() -> None:
-        if not task.done():
-            task.cancel()
-
-    def handle(name: str) -> None:
-        if delivery.stop.is_set():
-            cut_off()
-            return
-        delivery.abort(f"interrupted by {name}")
-        loop.call_later(grace, cut_off)
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, handle, sig.name)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

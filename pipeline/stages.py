@@ -1,24 +1,27 @@
-"""The stages between reading and the ledger: batches in, outcomes recorded.
+"""The stages between reading and the ledger: batches in, outcomes recorded, sources acked.
 
     batches of validated records -> Ledger.claim -> work queue -> N workers (Delivery)
-        -> outcome queue -> one writer (group commit into the ledger)
+        -> outcome queue -> one writer (group commit into the ledger) -> acks
 
 The work queue is bounded (backpressure: reading never runs far ahead of sending); the outcome
-queue is drained in whatever batch has built up while the previous commit ran.
+queue is drained in whatever batch has built up while the previous commit ran. A record is
+acked (:mod:`pipeline.acks`) only once the ledger durably holds its final state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TypeAlias
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeAlias, TypeVar
 
+from pipeline.acks import Acks, Ticket
+from pipeline.control import RunControl
 from pipeline.delivery import Delivery
 from pipeline.errors import LedgerError, PipelineError
 from pipeline.ledger import Decision, Ledger
 from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Status
-from pipeline.reconcile import HEARTBEAT_S
 from pipeline.report import Progress, Summary
 from pipeline.sources import Source
 from pipeline.validate import Validator
@@ -26,46 +29,52 @@ from pipeline.validate import Validator
 Item: TypeAlias = Accepted | Rejection
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
+T = TypeVar("T")
+#: Decisions that are final at the claim commit: their records are acked right after it.
+_FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
 
 
-def _take(
-    source: Source, records: Iterator[RawRecord], validator: Validator, size: int
-) -> tuple[list[Item], bool]:
-    """Up to ``size`` validated records, and whether the source can give more.
-
-    Sources report the errors they expect as records; anything else (a bug, an error nobody
-    foresaw) costs one record, or the rest of one source, never the run.
-    """
-    batch: list[Item] = []
+def _validate(validator: Validator, source: Source, raw: RawRecord) -> Item:
+    """Validation that costs one record, never the run, whatever goes wrong."""
+    if raw.handle is not None:
+        raw = dataclasses.replace(raw, handle=Ticket(source, raw.handle))
     try:
-        for raw in itertools.islice(records, size):
-            try:
-                batch.append(validator(raw))
-            except Exception as exc:  # noqa: BLE001
-                batch.append(Rejection(raw.location, f"cannot validate: {_what(exc)}"))
-    except Exception as exc:  # noqa: BLE001
-        batch.append(Rejection(source.name, f"unreadable from here on: {_what(exc)}"))
-        return batch, False
-    return batch, len(batch) == size
+        return validator(raw)
+    except Exception as exc:  # noqa: BLE001 - a bug must cost one record
+        return Rejection(raw.location, f"cannot validate: {_what(exc)}", raw.handle)
+
+
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator we stop reading early (a source may hold a file or a
+    connection); a plain async iterator has nothing to close."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _what(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def source_batches(sources: Sequence[Source], validator: Validator, size: int) -> Batches:
-    # Reading and validating run in a worker thread: a blocking read (a slow stdin, a large
-    # gzip block) must not stall the event loop that drives the requests.
+async def source_batches(
+    sources: Sequence[Source], validator: Validator, control: RunControl
+) -> Batches:
+    """The sources one after the other, validated; a source that fails ends the run."""
     for source in sources:
-        records = source.records()
-        try:
-            more = True
-            while more:
-                batch, more = await asyncio.to_thread(_take, source, records, validator, size)
-                if batch:
-                    yield batch
-        finally:
-            records.close()  # type: ignore[attr-defined]
+        if control.stopped:
+            return
+        async with _closing(source.batches(control.stop)) as batches:
+            try:
+                async for raw_batch in batches:
+                    yield [_validate(validator, source, raw) for raw in raw_batch]
+            except PipelineError as exc:
+                control.abort(f"source {source.name}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a broken source ends the run, cleanly
+                control.abort(f"source {source.name} failed: {_what(exc)}")
 
 
 class Stages:
@@ -73,15 +82,18 @@ class Stages:
         self,
         ledger: Ledger,
         delivery: Delivery,
+        control: RunControl,
         summary: Summary,
         progress: Progress,
         concurrency: int,
     ) -> None:
         self._ledger = ledger
         self._delivery = delivery
+        self._control = control
         self._summary = summary
         self._progress = progress
         self._concurrency = concurrency
+        self.acks = Acks(control)
         self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(maxsize=concurrency * 2)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
 
@@ -89,44 +101,45 @@ class Stages:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._worker()) for _ in range(self._concurrency)]
             writer = group.create_task(self._writer())
-            heartbeat = group.create_task(self._heartbeat())
             try:
                 await self._produce(batches)
             except PipelineError as exc:
-                self._delivery.abort(str(exc))
+                self._control.abort(str(exc))
             for _ in workers:
                 await self._work.put(None)
             await asyncio.gather(*workers)
             self._outcomes.put_nowait(None)
             await writer
-            heartbeat.cancel()
-
-    async def _heartbeat(self) -> None:
-        # Tells a later run how long this one was alive, should it die with records in flight.
-        while True:
-            await self._ledger.heartbeat()
-            await asyncio.sleep(HEARTBEAT_S)
 
     async def _produce(self, batches: Batches) -> None:
-        async for batch in batches:
-            if self._delivery.stop.is_set():
-                break
-            decisions = await self._ledger.claim(batch)
-            # Every claimed record goes to the queue, even after a stop: the workers turn it
-            # into a "not sent" outcome, so no claim is left without an outcome.
-            for item, decision in zip(batch, decisions, strict=True):
-                self._summary.decided(decision)
-                if isinstance(item, Rejection):
-                    self._progress.problem(item.location, f"invalid: {item.reason}")
-                elif decision is Decision.SEND:
-                    await self._work.put(item)
-            self._progress.advance(len(batch))
+        async with _closing(batches):
+            async for batch in batches:
+                if self._control.stopped:
+                    break  # read but not claimed: not acked, so a queue delivers it again
+                await self._claim(batch)
+
+    async def _claim(self, batch: list[Item]) -> None:
+        decisions = await self._ledger.claim(batch)
+        finished: list[tuple[object | None, str | None]] = []
+        for item, decision in zip(batch, decisions, strict=True):
+            self._summary.decided(decision, item.reason if isinstance(item, Rejection) else None)
+            if isinstance(item, Rejection):
+                self._progress.problem(item.location, f"invalid: {item.reason}")
+                finished.append((item.handle, f"invalid: {item.reason}"))
+            elif decision in _FINAL_AT_CLAIM:
+                finished.append((item.handle, None))
+        await self.acks.done(finished)
+        # Every claimed record goes to the queue, even after a stop: the workers turn it
+        # into a "not sent" outcome, so no claim is left without an outcome.
+        for item, decision in zip(batch, decisions, strict=True):
+            if decision is Decision.SEND:
+                await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
 
     async def _worker(self) -> None:
-        delivery = self._delivery
+        delivery, control = self._delivery, self._control
         while (item := await self._work.get()) is not None:
-            if delivery.stop.is_set():
-                outcome = delivery.not_sent(item, delivery.abort_reason or "run stopped")
+            if control.stopped:
+                outcome = delivery.not_sent(item, control.reason or "run stopped")
             else:
                 try:
                     outcome = await delivery.send(item)
@@ -156,17 +169,30 @@ class Stages:
             await self._ledger.record([outcome for _, outcome in batch])
         except LedgerError as exc:
             # Unrecorded outcomes stay in_flight in the ledger, which is the truth we can tell.
-            self._delivery.abort(str(exc))
+            self._control.abort(str(exc))
             return
+        finished: list[tuple[object | None, str | None]] = []
         for item, outcome in batch:
+            if self._control.ended_normally and self._stopped_before_sending(outcome):
+                # A service's normal end: left on the queue for later, not a failure.
+                self._summary.released += 1
+                continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
                 self._progress.problem(item.location, f"failed: {_describe(outcome)}")
-        self._progress.set_postfix(
-            sent=self._summary.sent,
-            failed=self._summary.failed,
-            limit=self._delivery.limit.limit,
-        )
+            if outcome.status is Status.UNKNOWN:
+                self.acks.hold(item.key, item.handle)
+            elif outcome.status is Status.SENT:
+                finished.append((item.handle, None))
+            elif not self._stopped_before_sending(outcome):
+                finished.append((item.handle, f"failed: {_describe(outcome)}"))
+        await self.acks.done(finished)
+
+    def _stopped_before_sending(self, outcome: Outcome) -> bool:
+        """A "not sent" because the run stopped is no final state: the entry is not acked, so
+        the queue delivers it again."""
+        message = outcome.error_message or ""
+        return self._control.stopped and message.startswith("not sent")
 
 
 def _describe(outcome: Outcome) -> str:

@@ -32,25 +32,36 @@ class Validator:
 
     def __call__(self, raw: RawRecord) -> Accepted | Rejection:
         if raw.error is not None:
-            return Rejection(raw.location, raw.error)
-        data: dict[str, Any] = {}
+            return Rejection(raw.location, raw.error, raw.handle)
+        given = self._given(raw)
+        if "assistant_id" not in given and self._default_assistant_id is not None:
+            given["assistant_id"] = self._default_assistant_id
+        for field, value in given.items():
+            if isinstance(value, str):
+                if _UNDECODABLE.search(value):
+                    return self._reject(raw, f"{field}: not valid UTF-8", given)
+                if "\x00" in value:
+                    return self._reject(raw, f"{field}: contains a NUL character", given)
+        try:
+            return Accepted.of(raw.location, FeedbackRecord.model_validate(given), raw.handle)
+        except ValidationError as exc:
+            return self._reject(raw, describe(exc), given)
+
+    def _given(self, raw: RawRecord) -> dict[str, Any]:
+        """The record fields the row has, by field name (``--map`` applied)."""
+        given: dict[str, Any] = {}
         for field, column in self._sources:
             value = raw.fields.get(column)
             # An empty CSV cell or a JSON null means "absent", as the issue's contract says.
-            if value is None or value == "":
-                continue
-            if isinstance(value, str):
-                if _UNDECODABLE.search(value):
-                    return Rejection(raw.location, f"{field}: not valid UTF-8")
-                if "\x00" in value:
-                    return Rejection(raw.location, f"{field}: contains a NUL character")
-            data[field] = value
-        if "assistant_id" not in data and self._default_assistant_id is not None:
-            data["assistant_id"] = self._default_assistant_id
-        try:
-            return Accepted.of(raw.location, FeedbackRecord.model_validate(data))
-        except ValidationError as exc:
-            return Rejection(raw.location, describe(exc))
+            if value is not None and value != "":
+                given[field] = value
+        return given
+
+    @staticmethod
+    def _reject(raw: RawRecord, reason: str, given: dict[str, Any]) -> Rejection:
+        # With the default assistant filled in (when it was used), so that an exported row
+        # is whole: `run` sends it as it is, without the flags of the first run.
+        return Rejection(raw.location, reason, raw.handle, given or None)
 
 
 def describe(exc: ValidationError) -> str:

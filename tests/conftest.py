@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,7 +143,8 @@ def assert_exactly_once(server: FakeServer, rows: Sequence[dict[str, Any]]) -> N
 
 
 def assert_counts_add_up(report: dict[str, Any]) -> None:
-    settled = sum(report[k] for k in ("sent", "skipped", "duplicate", "invalid", "failed"))
+    kinds = ("sent", "skipped", "duplicate", "invalid", "failed", "released")
+    settled = sum(report[k] for k in kinds)
     assert report["read"] == settled
     assert report["in_flight"] == 0
 
@@ -170,3 +172,17 @@ def wait_for(done: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -
     while not done() and proc.poll() is None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (Linux: SigCgt in /proc).
+
+    A run installs it right before reconciling and sending, so this says "a signal now is
+    handled by the run", in any version of the code, without a log line to wait for.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)

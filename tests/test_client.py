@@ -15,16 +15,25 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from pipeline.client import FeedbackClient, parse_retry_after
+from pipeline.client import (
+    NOT_THE_API_AFTER,
+    FeedbackClient,
+    parse_retry_after,
+    read_capped,
+)
 from pipeline.errors import (
     Ambiguous,
     AmbiguousApiError,
     AmbiguousTransportError,
     ApiError,
     AuthError,
+    BaseUrlError,
+    NotTheApiError,
     PermanentApiError,
+    RedirectError,
     RetryableApiError,
     TransportError,
+    UnconfirmedError,
 )
 from pipeline.retry import is_retryable
 
@@ -102,11 +111,142 @@ async def test_create_returns_the_feedback_id(mock: aioresponses, client: Feedba
     assert kwargs["headers"]["Content-Type"] == "application/json"
 
 
-async def test_create_success_without_an_id(mock: aioresponses, client: FeedbackClient) -> None:
-    reply(mock, 201, body="created", content_type="text/plain")
-    created = await client.create(ASSISTANT, {"session_id": "s"})
-    assert created.feedback_id is None
-    assert created.status == 201
+@pytest.mark.parametrize(
+    ("status", "kwargs", "why"),
+    [
+        (201, {"body": "created", "content_type": "text/plain"}, "no 'aia_fdbk_' id"),
+        (201, {"payload": {"ok": True}}, "no 'aia_fdbk_' id"),
+        (201, {"payload": {"id": "FB123"}}, "no 'aia_fdbk_' id"),
+        (201, {"payload": {"id": 7}}, "no 'aia_fdbk_' id"),
+        (201, {"payload": ["aia_fdbk_1"]}, "no 'aia_fdbk_' id"),
+        (201, {"body": "[" * 100_000}, "no 'aia_fdbk_' id"),
+        (200, {"body": "<html>Sign in</html>", "content_type": "text/html"}, "not 201"),
+        (200, {"payload": {"id": "aia_fdbk_1"}}, "not 201"),
+        (202, {"payload": {"id": "aia_fdbk_1"}}, "not 201"),
+        (204, {}, "not 201"),
+    ],
+)
+async def test_a_2xx_without_a_feedback_is_not_success(
+    mock: aioresponses, client: FeedbackClient, status: int, kwargs: dict[str, Any], why: str
+) -> None:
+    reply(mock, status, **kwargs)
+    with pytest.raises(UnconfirmedError, match=re.escape(why)) as caught:
+        await client.create(ASSISTANT, {"session_id": "s"})
+    error = caught.value
+    # May be stored: never resent blindly, settled by reconciliation.
+    assert isinstance(error, Ambiguous) and not is_retryable(error)
+    assert error.status == status
+
+
+async def test_an_oversized_201_is_not_read_whole(
+    mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aioresponses cannot serve a body over aiohttp's buffer; the cap is made small instead
+    # (the real one meets a 64 MiB body in test_integration_hostile).
+    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    padding = "x" * 1100
+    reply(mock, 201, payload={"id": "aia_fdbk_1", "padding": padding})
+    with pytest.raises(UnconfirmedError, match="a body too large"):
+        await client.create(ASSISTANT, {"session_id": "s"})
+
+
+async def test_a_201_echoing_a_long_text_is_read(
+    mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    text = "y" * 5000  # over MAX_BODY, but the feedback only echoes what was sent
+    reply(mock, 201, payload={"id": "aia_fdbk_1", "session_id": "s", "text": text})
+    created = await client.create(ASSISTANT, {"session_id": "s", "text": text})
+    assert created.feedback_id == "aia_fdbk_1"
+
+
+async def test_read_capped_stops_at_the_limit() -> None:
+    class Stream:
+        def __init__(self) -> None:
+            self.served = 0
+
+        async def read(self, n: int) -> bytes:
+            self.served += min(n, 1000)
+            return b"x" * min(n, 1000)  # an endless body, 1000 bytes at a time
+
+    resp = Mock(content_length=None, content=Stream())
+    assert await read_capped(resp, 10_000) is None
+    assert resp.content.served == 10_001
+    resp = Mock(content_length=10_001, content=Stream())
+    assert await read_capped(resp, 10_000) is None
+    assert resp.content.served == 0  # a declared length over the cap is not even started
+
+
+async def test_a_huge_error_body_is_not_read_whole(
+    mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    reply(mock, 400, payload={"code": 20001, "message": "x" * 1100}, reason="Bad")
+    with pytest.raises(PermanentApiError) as caught:
+        await client.create(ASSISTANT, {"session_id": "s"})
+    assert caught.value.code is None and caught.value.message == "Bad"
+
+
+async def test_many_2xx_without_a_feedback_and_none_with_one_is_not_the_api(
+    mock: aioresponses, client: FeedbackClient
+) -> None:
+    for _ in range(NOT_THE_API_AFTER):
+        reply(mock, 200, body="<html>portal</html>", content_type="text/html")
+    for _ in range(NOT_THE_API_AFTER - 1):
+        with pytest.raises(UnconfirmedError):
+            await client.create(ASSISTANT, {"session_id": "s"})
+    with pytest.raises(NotTheApiError) as caught:
+        await client.create(ASSISTANT, {"session_id": "s"})
+    message = str(caught.value)
+    assert message.startswith(f"--base-url {BASE} is not the Feedback API")
+    assert "\n" not in message
+    assert isinstance(caught.value, Ambiguous | BaseUrlError)
+
+
+async def test_after_one_real_feedback_a_bad_2xx_is_only_ambiguous(
+    mock: aioresponses, client: FeedbackClient
+) -> None:
+    reply(mock, 201, payload={"id": "aia_fdbk_1"})
+    for _ in range(NOT_THE_API_AFTER * 2):
+        reply(mock, 200, body="<html>portal</html>", content_type="text/html")
+    assert (await client.create(ASSISTANT, {"session_id": "s"})).feedback_id == "aia_fdbk_1"
+    for _ in range(NOT_THE_API_AFTER * 2):
+        with pytest.raises(UnconfirmedError) as caught:
+            await client.create(ASSISTANT, {"session_id": "s"})
+        assert not isinstance(caught.value, NotTheApiError)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_a_redirect_is_never_followed(
+    mock: aioresponses, client: FeedbackClient, status: int, method: str
+) -> None:
+    location = "https://elsewhere.test/v1/Assistants/x/Feedbacks"
+    reply(mock, status, method=method, headers={"Location": location})
+    reply(mock, 201, url=re.compile(r"https://elsewhere.*"), method=method)
+    reply(mock, 200, url=re.compile(r"https://elsewhere.*"), method="GET")
+
+    with pytest.raises(RedirectError) as caught:
+        if method == "POST":
+            await client.create(ASSISTANT, {"session_id": "s"})
+        else:
+            await client.list_page(ASSISTANT)
+
+    message = str(caught.value)
+    assert message.startswith(f"--base-url {BASE}: {method} ") and location in message
+    assert f"HTTP {status}" in message
+    assert [u.host for _, u, _ in sent_requests(mock)] == ["assistants.test"]
+    assert isinstance(caught.value, BaseUrlError) and not isinstance(caught.value, Ambiguous)
+
+
+async def test_a_redirect_location_is_printed_on_one_line(
+    mock: aioresponses, client: FeedbackClient
+) -> None:
+    reply(mock, 302, headers={"Location": "https://x.test/\x1b[31m" + "a" * 1000})
+    with pytest.raises(RedirectError) as caught:
+        await client.create(ASSISTANT, {"session_id": "s"})
+    message = str(caught.value)
+    assert "\x1b" not in message and "..." in message and len(message) < 600
 
 
 async def test_assistant_id_is_one_quoted_path_segment(
@@ -345,6 +485,35 @@ async def test_list_page_follows_next_page_url(mock: aioresponses, client: Feedb
         ("GET", path, {"PageSize": "2"}),
         ("GET", path, {"PageSize": "2", "Page": "1", "PageToken": "PT123"}),
     ]
+
+
+@pytest.mark.parametrize(
+    ("next_page_url", "resolved"),
+    [
+        (
+            "/v1/Assistants/a/Feedbacks?PageToken=PT1",
+            f"{BASE}/v1/Assistants/a/Feedbacks?PageToken=PT1",
+        ),
+        ("?PageToken=PT1", f"{FEEDBACKS}?PageToken=PT1"),
+        (f"{FEEDBACKS}?PageToken=PT1", f"{FEEDBACKS}?PageToken=PT1"),
+    ],
+)
+async def test_a_relative_next_page_url_is_resolved(
+    mock: aioresponses, client: FeedbackClient, next_page_url: str, resolved: str
+) -> None:
+    meta = {"next_page_url": next_page_url}
+    reply(mock, 200, method="GET", payload={"feedbacks": [], "meta": meta})
+    page = await client.list_page(ASSISTANT)
+    assert page.next_page_url == resolved
+    reply(mock, 200, method="GET", payload={"feedbacks": []})
+    await client.list_page(ASSISTANT, url=page.next_page_url)
+    assert str(sent_requests(mock)[-1][1]) == resolved
+
+
+async def test_a_next_page_on_another_origin_is_refused(client: FeedbackClient) -> None:
+    for url in ("https://evil.test/v1/x", "//evil.test/v1/x", "http://assistants.test/v1/x"):
+        with pytest.raises(PermanentApiError, match="another host"):
+            await client.list_page(ASSISTANT, url=url)
 
 
 async def test_list_page_default_page_size(mock: aioresponses, client: FeedbackClient) -> None:

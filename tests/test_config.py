@@ -305,3 +305,29 @@ def test_credentials_are_not_read_from_settings_sources(
     message = load_error(path)
     assert "auth_token" in message
     assert SECRET not in message
+
+
+# --- hardening: the sample file, origins ------------------------------------------------------
+
+
+def test_the_sample_config_file_loads_to_the_defaults() -> None:
+    sample = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
+    assert Settings.load(str(sample)).model_dump() == Settings.load().model_dump()
+
+
+def test_origin_names_the_layer_that_won(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = config_file(tmp_path, 'report = "r.json"\nrate = 3\ngrace = 1\n')
+    monkeypatch.setenv("FEEDBACK_PIPELINE_RATE", "4")
+
+    settings = Settings.load(path, grace=2)
+
+    assert settings.origin("report") == f"report in {path}"
+    assert settings.origin("rate") == "FEEDBACK_PIPELINE_RATE"
+    assert settings.origin("grace") == "--grace"
+
+
+def test_columns_env_that_is_not_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDBACK_PIPELINE_COLUMNS", "score=rating")
+    message = load_error()
+    assert message.startswith("configuration error: FEEDBACK_PIPELINE_COLUMNS: not valid JSON")
+    assert "\n" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.fake import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
@@ -19,6 +22,7 @@ from pipeline.fake import (
     Faults,
     serve,
 )
+from pipeline.fake.hostile import Hostile
 from pipeline.fake.state import TokenBucket
 
 ASSISTANT = "aia_asst_00000000-1111-2222-3333-444444444444"
@@ -426,3 +430,143 @@ async def test_serve_hides_a_real_token(capsys: pytest.CaptureFixture[str]) -> N
         with pytest.raises(asyncio.CancelledError):
             await task
     assert "listening on" in out and "real-looking-secret" not in out
+
+
+# --- hostile modes -----------------------------------------------------------------------------
+
+
+async def set_hostile(server: FakeServer, hostile: Any) -> Any:
+    async with (
+        aiohttp.ClientSession() as control,
+        control.post(server.url + "/_fake/faults", json={"hostile": hostile}) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_hostile_modes_are_set_and_checked_through_the_control_endpoint(
+    server: FakeServer,
+) -> None:
+    status, faults = await set_hostile(server, "portal")
+    assert status == 200 and faults["hostile"]["mode"] == "portal"
+    assert faults["hostile"]["status"] == 200
+    for bad in ("nope", {"mode": "redirect", "status": 200}, {"mode": "drip", "x": 1}, 5):
+        status, body = await set_hostile(server, bad)
+        assert status == 400 and "hostile" in body["error"]
+    assert server.state.faults.hostile == Hostile(mode="portal")
+    assert (await set_hostile(server, None))[1]["hostile"] is None
+
+
+async def test_portal_answers_html_before_checking_credentials(server: FakeServer) -> None:
+    server.state.update_faults({"hostile": {"mode": "portal", "status": 202}})
+    async with aiohttp.ClientSession() as anonymous:
+        for method in ("POST", "GET"):
+            async with anonymous.request(method, server.url + PATH, json={}) as resp:
+                assert resp.status == 202 and resp.content_type == "text/html"
+                assert b"<html>" in await resp.read()
+    assert server.state.stored_count == 0
+    assert server.state.stats()["hostile"] == {"portal": 2}
+
+
+async def test_redirect_names_its_location(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    hostile = {"mode": "redirect", "status": 308, "location": "https://elsewhere.test/x"}
+    server.state.update_faults({"hostile": hostile})
+    async with session.post(
+        server.url + PATH, json={"session_id": "s"}, allow_redirects=False
+    ) as r:
+        assert (r.status, r.headers["Location"]) == (308, "https://elsewhere.test/x")
+    assert server.state.stored_count == 0
+
+
+async def test_unconfirmed_stores_and_answers_without_a_feedback(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    server.state.update_faults({"hostile": "unconfirmed"})
+    status, data, _ = await post(session, server, {"session_id": "s"})
+    assert (status, data) == (200, {"ok": True})
+    assert server.state.stored_count == 1
+
+
+async def test_huge_streams_a_valid_feedback_of_the_given_size(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    server.state.update_faults({"hostile": {"mode": "huge", "size": 300_000}})
+    status, data, text = await post(session, server, {"session_id": "s"})
+    assert status == 201 and len(text) == 300_000
+    assert data["id"] == server.state.feedbacks()[0]["id"]
+    assert server.state.hostile_stats["bytes_streamed"] == 300_000
+
+
+async def test_drip_trickles_the_body(server: FakeServer, session: aiohttp.ClientSession) -> None:
+    server.state.update_faults({"hostile": {"mode": "drip", "delay_s": 0.001}})
+    async with session.post(server.url + PATH, json={"session_id": "s"}) as resp:
+        first = await resp.content.read(1000)
+        assert len(first) < 50  # one byte at a time, not the whole body at once
+        rest = await resp.read()
+    assert json.loads(first + rest)["id"] == server.state.feedbacks()[0]["id"]
+
+
+async def test_store_late_resets_then_stores(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    server.state.update_faults({"hostile": {"mode": "store_late", "delay_s": 0.2}})
+    with pytest.raises(aiohttp.ClientError):
+        await post(session, server, {"session_id": "s"})
+    assert server.state.stored_count == 0  # answered (with a reset) before storing
+    deadline = time.monotonic() + 10
+    while server.state.stored_count == 0:
+        assert time.monotonic() < deadline, "never stored"
+        await asyncio.sleep(0.01)
+    assert server.state.resets == 1
+
+
+async def test_store_late_can_answer_a_5xx_first(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    server.state.update_faults({"hostile": {"mode": "store_late", "delay_s": 0.2, "status": 504}})
+    status, data, _ = await post(session, server, {"session_id": "s"})
+    assert (status, data["status"]) == (504, 504)
+    assert server.state.stored_count == 0
+    deadline = time.monotonic() + 10
+    while server.state.stored_count == 0:
+        assert time.monotonic() < deadline, "never stored"
+        await asyncio.sleep(0.01)
+    with pytest.raises(ValueError, match="status"):
+        server.state.update_faults({"hostile": {"mode": "store_late", "status": 201}})
+
+
+async def list_meta(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        meta: dict[str, Any] = (await resp.json())["meta"]
+        return meta
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("repeat_cursor", "{url}"),
+        ("endless_cursor", "{url}&Page=1"),
+        ("relative_cursor", "{path}?PageSize=1&Page=1&PageToken="),
+    ],
+)
+async def test_cursor_modes_bend_next_page_url(
+    server: FakeServer, session: aiohttp.ClientSession, mode: str, expected: str
+) -> None:
+    for i in range(2):
+        await post(session, server, {"session_id": f"s{i}"})
+    server.state.update_faults({"hostile": mode})
+    url = f"{server.url}{PATH}?PageSize=1"
+    meta = await list_meta(session, url)
+    assert meta["next_page_url"].startswith(expected.format(url=url, path=PATH))
+    if mode == "endless_cursor":  # even the last page links on
+        last = await list_meta(session, f"{server.url}{PATH}?PageSize=5")
+        assert last["next_page_url"] is not None
+
+
+def test_fake_server_command_refuses_a_bad_hostile_mode_in_one_line() -> None:
+    result = CliRunner().invoke(cli, ["fake-server", "--port", "0", "--hostile", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("feedback-pipeline: fake-server: hostile mode must be")
+    assert result.output.count("\n") == 1

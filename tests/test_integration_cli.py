@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,8 @@ def test_the_token_never_leaks(
             str(tmp_path / "report.json"),
         )
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET + "-wrong")
-        refused = cli.replay("--report", str(tmp_path / "replay.json"))
+        # The failures are 404s: a default replay would not send them (nor meet the 401).
+        refused = cli.replay("--include-rejected", "--report", str(tmp_path / "replay.json"))
 
     assert good.exit_code == 1 and refused.exit_code == 3
     assert state.responses[201] > 0 and state.responses[503] > 0 and state.responses[401] > 0
@@ -119,25 +121,29 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
 
     assert result.exit_code == 0
     counts = json.loads(result.stdout)
+    runs = counts.pop("runs")
     assert counts == {
         "sent": 6,
         "failed": 0,
         "invalid": 1,
         "in_flight": 0,
         "unknown": 0,
+        "retired": 0,
         "total": 7,
     }
+    assert [(r["command"], r["state"], r["exit_code"]) for r in runs] == [("run", "finished", 1)]
 
 
 def test_a_ledger_in_use_aborts(run_cli: Cli, tmp_path: Path) -> None:
     import fcntl
 
     source = str(write_csv(tmp_path / "a.csv", make_rows(3)))
-    with open(str(run_cli.ledger) + ".lock", "w") as held:
+    # The lock is on the ledger file itself (see pipeline.ledger.lock).
+    with open(run_cli.ledger, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         result = run_cli.run(source)
     assert result.exit_code == 3
-    assert "in use by another run" in result.stderr
+    assert f"in use by another run (pid {os.getpid()})" in result.stderr
     assert run_cli.server.state.posts_received == 0
 
 

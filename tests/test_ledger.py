@@ -199,6 +199,9 @@ async def test_outcomes_are_stored(ledgers: Ledgers) -> None:
         "error_code": None,
         "error_message": None,
         "updated_at": None,
+        "fields": None,
+        "retired_from": None,
+        "retired_reason": None,
     }
     assert rows[bad.key]["state"] == "failed"
     assert rows[bad.key]["attempts"] == 1

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.aimd import make_limiter
 from pipeline.client import Created, FeedbackClient
+from pipeline.control import RunControl
 from pipeline.delivery import Delivery
 from pipeline.errors import (
     AuthError,
@@ -230,13 +231,13 @@ class ScriptedClient:
 
 
 def delivery(
-    client: ScriptedClient, *, max_attempts: int = 5, stop: asyncio.Event | None = None
+    client: ScriptedClient, *, max_attempts: int = 5, control: RunControl | None = None
 ) -> Delivery:
     return Delivery(
         cast(FeedbackClient, client),
         max_attempts=max_attempts,
         rate=None,
-        stop=stop or asyncio.Event(),
+        control=control or RunControl(),
         backoff=0.001,
         max_backoff=0.002,
     )
@@ -254,7 +255,8 @@ async def test_send_retries_until_created() -> None:
         RetryableApiError(429, "Too Many Requests", code=20429),
         Created("aia_fdbk_1", 201),
     )
-    sender = delivery(client)
+    control = RunControl()
+    sender = delivery(client, control=control)
 
     outcome = await sender.send(RECORD)
 
@@ -266,14 +268,15 @@ async def test_send_retries_until_created() -> None:
     assert outcome.error_message is None
     assert sender.retries == 2
     assert client.calls == [(ASSISTANT, RECORD.record.body())] * 3
-    assert not sender.stop.is_set()
+    assert not control.stopped
 
 
 async def test_send_permanent_error_fails_at_once() -> None:
     client = ScriptedClient(
         PermanentApiError(400, "Invalid score", code=20001, more_info="https://twilio.com/docs")
     )
-    sender = delivery(client)
+    control = RunControl()
+    sender = delivery(client, control=control)
 
     outcome = await sender.send(RECORD)
 
@@ -284,13 +287,14 @@ async def test_send_permanent_error_fails_at_once() -> None:
     assert outcome.error_message == "Invalid score"
     assert outcome.feedback_id is None
     assert len(client.calls) == 1
-    assert not sender.stop.is_set()
-    assert sender.abort_reason is None
+    assert not control.stopped
+    assert control.reason is None
 
 
 async def test_send_auth_error_fails_and_stops_the_run() -> None:
     client = ScriptedClient(AuthError(401, "Authenticate", code=20003))
-    sender = delivery(client)
+    control = RunControl()
+    sender = delivery(client, control=control)
 
     outcome = await sender.send(RECORD)
 
@@ -298,9 +302,9 @@ async def test_send_auth_error_fails_and_stops_the_run() -> None:
     assert outcome.attempts == 1
     assert outcome.http_status == 401
     assert outcome.error_code == 20003
-    assert sender.stop.is_set()
-    assert sender.abort_reason is not None
-    assert "authentication" in sender.abort_reason
+    assert control.stopped
+    assert control.reason is not None
+    assert "authentication" in control.reason
 
     after = await sender.send(RECORD)
     assert after.status is Status.FAILED
@@ -311,10 +315,10 @@ async def test_send_auth_error_fails_and_stops_the_run() -> None:
 
 
 async def test_send_after_stop_sends_nothing() -> None:
-    stop = asyncio.Event()
-    stop.set()
+    control = RunControl()
+    control.abort("interrupted")
     client = ScriptedClient(Created("aia_fdbk_1", 201))
-    sender = delivery(client, stop=stop)
+    sender = delivery(client, control=control)
 
     outcome = await sender.send(RECORD)
 
@@ -354,10 +358,10 @@ async def test_send_transport_errors_exhausted() -> None:
 
 
 async def test_stop_cuts_a_long_backoff_short() -> None:
-    stop = asyncio.Event()
+    control = RunControl()
     # The server asks for a minute's pause, and the run is interrupted meanwhile.
-    client = ScriptedClient(unavailable(retry_after=60), on_call=stop.set)
-    sender = delivery(client, stop=stop)
+    client = ScriptedClient(unavailable(retry_after=60), on_call=control.stop.set)
+    sender = delivery(client, control=control)
 
     # A deadline, not a speed check: without the stop the send would wait out the minute.
     outcome = await asyncio.wait_for(sender.send(RECORD), timeout=30)
@@ -370,11 +374,11 @@ async def test_stop_cuts_a_long_backoff_short() -> None:
 
 
 def test_abort_keeps_the_first_reason() -> None:
-    sender = delivery(ScriptedClient())
-    sender.abort("first")
-    sender.abort("second")
-    assert sender.abort_reason == "first"
-    assert sender.stop.is_set()
+    control = RunControl()
+    control.abort("first")
+    control.abort("second")
+    assert control.reason == "first"
+    assert control.stopped
 
 
 def test_not_sent_outcome() -> None:

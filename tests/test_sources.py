@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import ConfigError, SourceError
 from pipeline.models import Accepted, RawRecord, Rejection
-from pipeline.sources import CsvSource, JsonlSource, open_source
+from pipeline.sources import CsvSource, JsonlSource, open_reader
 from pipeline.validate import Validator
 
 ASSISTANT = "aia_asst_test"
@@ -138,7 +138,7 @@ def test_csv_invalid_utf8_costs_one_record(tmp_path: Path) -> None:
 def test_csv_gzip_is_detected_by_magic_bytes(tmp_path: Path, name: str) -> None:
     path = write(tmp_path / name, gzip.compress(b"session_id,score\ns1,0.5\ns2,1\n"))
 
-    source = open_source(path, None)
+    source = open_reader(path, None)
 
     assert isinstance(source, CsvSource)
     assert [r.fields for r in source.records()] == [
@@ -298,52 +298,52 @@ def test_jsonl_empty_file_has_no_records(tmp_path: Path) -> None:
     assert jsonl_records(write(tmp_path / "in.jsonl", b"")) == []
 
 
-# --- open_source -------------------------------------------------------------------------------
+# --- open_reader -------------------------------------------------------------------------------
 
 
-def test_open_source_missing_file(tmp_path: Path) -> None:
+def test_open_reader_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such file"):
-        open_source(str(tmp_path / "absent.csv"), None)
+        open_reader(str(tmp_path / "absent.csv"), None)
 
 
-def test_open_source_directory(tmp_path: Path) -> None:
+def test_open_reader_directory(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is a directory"):
-        open_source(str(tmp_path), "csv")
+        open_reader(str(tmp_path), "csv")
 
 
-def test_open_source_unreadable_file(tmp_path: Path) -> None:
+def test_open_reader_unreadable_file(tmp_path: Path) -> None:
     path = write(tmp_path / "secret.csv", b"session_id\ns1\n")
     os.chmod(path, 0)
     try:
         if os.access(path, os.R_OK):
             # root reads whatever the mode bits say; the source must then work normally.
-            assert [r.fields for r in open_source(path, None).records()] == [{"session_id": "s1"}]
+            assert [r.fields for r in open_reader(path, None).records()] == [{"session_id": "s1"}]
         else:
             with pytest.raises(SourceError, match="permission denied"):
-                open_source(path, None)
+                open_reader(path, None)
     finally:
         os.chmod(path, 0o600)
 
 
-def test_open_source_refuses_when_access_is_denied(
+def test_open_reader_refuses_when_access_is_denied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path / "in.csv", b"session_id\ns1\n")
     monkeypatch.setattr("pipeline.sources.base.os.access", lambda p, mode: False)
 
     with pytest.raises(SourceError, match="permission denied") as info:
-        open_source(path, None)
+        open_reader(path, None)
     assert path in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["in.txt", "in", "in.tsv.gz"])
-def test_open_source_unknown_extension_needs_format(tmp_path: Path, name: str) -> None:
+def test_open_reader_unknown_extension_needs_format(tmp_path: Path, name: str) -> None:
     path = write(tmp_path / name, b"session_id\ns1\n")
 
     with pytest.raises(ConfigError, match="--format"):
-        open_source(path, None)
-    assert isinstance(open_source(path, "csv"), CsvSource)
-    assert isinstance(open_source(path, "jsonl"), JsonlSource)
+        open_reader(path, None)
+    assert isinstance(open_reader(path, "csv"), CsvSource)
+    assert isinstance(open_reader(path, "jsonl"), JsonlSource)
 
 
 @pytest.mark.parametrize(
@@ -358,15 +358,15 @@ def test_open_source_unknown_extension_needs_format(tmp_path: Path, name: str) -
         ("a.jsonl.gz", JsonlSource),
     ],
 )
-def test_open_source_detects_format_from_name(
+def test_open_reader_detects_format_from_name(
     tmp_path: Path, name: str, kind: type[CsvSource | JsonlSource]
 ) -> None:
-    assert isinstance(open_source(write(tmp_path / name, b""), None), kind)
+    assert isinstance(open_reader(write(tmp_path / name, b""), None), kind)
 
 
 def test_explicit_format_wins_over_the_name(tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv", b'{"session_id": "s1"}\n')
-    source = open_source(path, "jsonl")
+    source = open_reader(path, "jsonl")
     assert [r.fields for r in source.records()] == [{"session_id": "s1"}]
 
 
@@ -377,7 +377,7 @@ def fake_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
 def test_stdin_csv(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_stdin(monkeypatch, b"session_id,score\ns1,0.5\n")
 
-    source = open_source("-", "csv")
+    source = open_reader("-", "csv")
 
     assert source.name == "<stdin>"
     assert list(source.records()) == [RawRecord("<stdin>:2", {"session_id": "s1", "score": "0.5"})]
@@ -386,7 +386,7 @@ def test_stdin_csv(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stdin_jsonl_gzip(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_stdin(monkeypatch, gzip.compress(b'{"session_id": "s1"}\n{"session_id": "s2"}\n'))
 
-    records = list(open_source("-", "jsonl").records())
+    records = list(open_reader("-", "jsonl").records())
 
     assert records == [
         RawRecord("<stdin>:1", {"session_id": "s1"}),
@@ -397,4 +397,4 @@ def test_stdin_jsonl_gzip(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stdin_needs_a_format(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_stdin(monkeypatch, b"session_id\ns1\n")
     with pytest.raises(ConfigError, match="stdin"):
-        open_source("-", None)
+        open_reader("-", None)

@@ -339,3 +339,18 @@ def test_fields_do_not_bleed_into_each_other_in_the_key() -> None:
     one = accept({"session_id": "ab", "text": "c"}).key
     two = accept({"session_id": "a", "text": "bc"}).key
     assert one != two
+
+
+def test_rejection_keeps_the_record_fields_by_field_name_and_nothing_else() -> None:
+    validator = Validator(default_assistant_id="aia_asst_x", columns={"score": "rating"})
+    raw = RawRecord("f.csv:4", {"session_id": "s", "rating": "7", "other": "x", "text": ""})
+    result = validator(raw)
+    assert isinstance(result, Rejection)
+    # By field name (--map applied), absent cells left out, extra columns not kept, and the
+    # default assistant filled in: an exported row is whole.
+    assert result.fields == {"session_id": "s", "score": "7", "assistant_id": "aia_asst_x"}
+    nul = validator(RawRecord("f.csv:5", {"session_id": "a\x00b"}))
+    assert isinstance(nul, Rejection)
+    assert nul.fields == {"session_id": "a\x00b", "assistant_id": "aia_asst_x"}
+    unreadable = validator(RawRecord("f.csv:6", {}, error="malformed CSV"))
+    assert isinstance(unreadable, Rejection) and unreadable.fields is None

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from aiohttp import hdrs, web
 
+from pipeline.fake import hostile
 from pipeline.fake.state import FakeState
 
 STATE_KEY = web.AppKey("fake_state", FakeState)
@@ -186,7 +187,16 @@ def _abort_connection(request: web.Request) -> None:
 
 async def create_feedback(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].note_post()
+    # Received is received: the body is read before the latency, so a request whose client
+    # dies while the API works on it is still stored, late, as by a real API (the case that
+    # reconcile's --settle wait is for). A client gone mid-body is handled below.
+    with contextlib.suppress(ConnectionResetError):
+        await request.read()
     state, account_sid = await _prelude(request)
+    # A portal or a redirecting proxy answers before the API could check credentials.
+    odd = hostile.intercept(request, state)
+    if odd is not None:
+        return odd
     if account_sid is None:
         return _unauthorized()
     fault = _post_fault(state)
@@ -203,6 +213,14 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         # The client went away mid-body (killed): nothing arrived, nothing to store or answer.
         return web.Response(status=400)
+    odd = await hostile.answer_create(
+        request,
+        state,
+        lambda: state.store(assistant_id, body, account_sid=account_sid),
+        _abort_connection,
+    )
+    if odd is not None:
+        return odd
     resource = state.store(assistant_id, body, account_sid=account_sid)
     if state.roll(state.faults.reset_rate):
         state.note_reset()
@@ -275,6 +293,9 @@ def _list_meta(
 
 async def list_feedbacks(request: web.Request) -> web.StreamResponse:
     state, account_sid = await _prelude(request)
+    odd = hostile.intercept(request, state)
+    if odd is not None:
+        return odd
     if account_sid is None:
         return _unauthorized()
     assistant_id = request.match_info["id"]
@@ -291,4 +312,5 @@ async def list_feedbacks(request: web.Request) -> web.StreamResponse:
         return _bad_request(str(exc))
     items, total = state.page(assistant_id, offset, size)
     meta = _list_meta(request, size, page, offset, total)
+    hostile.rewrite_meta(request, state, meta)
     return web.json_response({"feedbacks": items, "meta": meta})

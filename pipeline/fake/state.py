@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.fake.hostile import Hostile
 from pipeline.fake.limiters import Limiter, Limits
 
 DEFAULT_ACCOUNT_SID = "ACfa4e" + "0" * 28
@@ -35,8 +36,11 @@ class Faults:
     reset_rate: float = 0.0
     error_status: int | None = None
     seed: int | None = None
+    #: A misbehaviour from pipeline.fake.hostile; a mode name or an object on the wire.
+    hostile: Hostile | None = None
 
     def __post_init__(self) -> None:
+        self.hostile = Hostile.parse(self.hostile)
         self.validate()
 
     def validate(self) -> None:
@@ -134,6 +138,7 @@ class FakeState:
         self.posts_received = 0
         self.resets = 0
         self.responses: Counter[int] = Counter()
+        self.hostile_stats: Counter[str] = Counter()  # kept by pipeline.fake.hostile
         self._lock = threading.Lock()
         self._stored: list[dict[str, Any]] = []
         self._by_assistant: dict[str, list[dict[str, Any]]] = {}
@@ -267,6 +272,7 @@ class FakeState:
                 "duplicates": sum(n - 1 for n in counts.values()),
                 "resets": self.resets,
                 "responses": {str(k): v for k, v in sorted(self.responses.items())},
+                "hostile": dict(self.hostile_stats),
             }
 
     def reset(self) -> None:
@@ -277,5 +283,6 @@ class FakeState:
             self.posts_received = 0
             self.resets = 0
             self.responses.clear()
+            self.hostile_stats.clear()
             self._bucket = None
             self.limiter.reset()

@@ -1,8 +1,37 @@
-"""Ledgers: the durable record of every input record's state."""
+"""Ledgers: the durable record of every input record's state, chosen by URL.
+
+A path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's form), is a
+SQLite file. Adding a backend is one module exporting ``open_ledger(url, run_id, *, command,
+read_only) -> Ledger`` plus one line in ``_BACKENDS``; it is imported only when used.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Awaitable, Callable
+
+from pipeline.errors import ConfigError
 from pipeline.ledger.base import Decision, Ledger
 from pipeline.ledger.sqlite import SqliteLedger
+from pipeline.urls import local_path, mask_url, scheme
 
-__all__ = ["Decision", "Ledger", "SqliteLedger"]
+__all__ = ["Decision", "Ledger", "SqliteLedger", "local_path", "open_ledger"]
+
+#: URL scheme -> module exporting ``open_ledger``. A plain path is "sqlite".
+_BACKENDS: dict[str, str] = {
+    "sqlite": "pipeline.ledger.sqlite",
+}
+
+
+async def open_ledger(url: str, run_id: str, *, command: str, read_only: bool = False) -> Ledger:
+    """Open the ledger ``url`` names for run ``run_id`` of ``command``."""
+    name = scheme(url) or "sqlite"
+    module = _BACKENDS.get(name)
+    if module is None:
+        known = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+        raise ConfigError(
+            f"ledger: {mask_url(url)}: no ledger backend for {name}:// (known: {known}, "
+            "or a file path)"
+        )
+    opener: Callable[..., Awaitable[Ledger]] = importlib.import_module(module).open_ledger
+    return await opener(url, run_id, command=command, read_only=read_only)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.models import Accepted, Outcome, Rejection
 
@@ -17,6 +18,74 @@ class Decision(StrEnum):
     DUPLICATE = "duplicate"  # the same key came earlier in this run
     INVALID = "invalid"  # a rejection, recorded
     UNCERTAIN = "unknown"  # an earlier run may have sent it and reconciliation did not settle it
+
+
+#: The record's own columns, in the order ``failures`` writes them (``run`` reads them back).
+RECORD_COLUMNS = ("assistant_id", "session_id", "message_id", "score", "text", "key")
+#: States a person can act on: export them, replay them, retire them.
+OPEN_PROBLEMS = ("failed", "invalid", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which ledger records a listing or a retire is about; all given conditions hold.
+
+    ``retryable_only``: leave out ``failed`` records the API rejected for good (a 4xx other
+    than 408 and 429): sending them again fails again until they are fixed.
+    """
+
+    states: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    location_prefix: str | None = None
+    retryable_only: bool = False
+    locations: tuple[str, ...] = ()  # exact locations (``file.csv:12``); at most 500
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """One ledger row as ``failures`` shows it: where it came from, what went wrong, and the
+    record itself (the request ``body`` of a valid record, the source ``fields`` of an
+    invalid one)."""
+
+    key: str
+    state: str
+    location: str | None
+    http_status: int | None
+    error_code: int | None
+    reason: str | None
+    attempts: int
+    assistant_id: str | None
+    body: dict[str, Any] | None
+    fields: dict[str, Any] | None
+    updated_at: str
+    retired_from: str | None = None
+    retired_reason: str | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The record's own columns, as ``run`` reads them back (absent ones empty).
+
+        A valid record keeps its idempotency key, so the fixed row replaces this one in the
+        ledger; an invalid record's ledger key names its location, not the record, so only a
+        ``key`` of its own source row is given."""
+        if self.body is not None:
+            values: dict[str, Any] = {**self.body, "assistant_id": self.assistant_id}
+            values["key"] = self.key
+        else:
+            values = dict(self.fields or {})
+        return {name: values.get(name) for name in RECORD_COLUMNS}
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run of the ledger's history; ``summary`` is the run's JSON summary (with its
+    counts and exit code) once it ended, None while it runs or if it was killed."""
+
+    run_id: str
+    command: str
+    started_at: str
+    finished_at: str | None
+    last_seen: float | None
+    summary: dict[str, Any] | None
 
 
 class Ledger(Protocol):
@@ -32,8 +101,30 @@ class Ledger(Protocol):
         """Store delivery outcomes, in one commit."""
         ...
 
-    def failed(self, batch_size: int = 500) -> AsyncIterator[list[Accepted]]:
-        """Records in ``failed``, in batches, for ``replay``."""
+    def failed(
+        self, batch_size: int = 500, *, retryable_only: bool = False
+    ) -> AsyncIterator[list[Accepted]]:
+        """Records in ``failed``, in batches, for ``replay`` (see :class:`RecordFilter`)."""
+        ...
+
+    def records(
+        self, which: RecordFilter, batch_size: int = 500
+    ) -> AsyncIterator[list[LedgerRecord]]:
+        """The records ``which`` selects, in batches, in key order (``failures``)."""
+        ...
+
+    async def retire(self, which: RecordFilter, reason: str) -> int:
+        """Close the ``failed``/``invalid`` records ``which`` selects: state ``retired``,
+        with ``reason`` and the state they had; returns how many. A retired record that
+        comes in again is handled as a new one (validated, and sent if valid)."""
+        ...
+
+    async def runs(self, limit: int) -> list[RunInfo]:
+        """The latest ``limit`` runs, newest first."""
+        ...
+
+    async def holder(self) -> str | None:
+        """Which process holds the ledger for a run now (e.g. ``pid 123``), None if none."""
         ...
 
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:

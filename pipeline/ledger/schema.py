@@ -7,7 +7,7 @@ from typing import Literal
 
 from pipeline.errors import LedgerError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE records (
@@ -40,7 +40,18 @@ MIGRATIONS: dict[int, str] = {
     # 2: runs record when they were last alive, so that the records a dead run left
     # in flight are reconciled only once any request it sent must have been answered.
     2: "ALTER TABLE runs ADD COLUMN last_seen REAL;",
+    # 3: what a person needs to fix a record (``failures``): an invalid record's source
+    # fields (JSON); and ``retire``: the state a retired record had, and why it was retired.
+    3: (
+        "ALTER TABLE records ADD COLUMN fields TEXT; "
+        "ALTER TABLE records ADD COLUMN retired_from TEXT; "
+        "ALTER TABLE records ADD COLUMN retired_reason TEXT;"
+    ),
 }
+
+#: Columns added after version 1, by table: an older ledger opened read-only (``status``,
+#: ``failures``, dry runs never migrate) reads them as NULL.
+LATER_COLUMNS = ("fields", "retired_from", "retired_reason")
 
 
 def migrate(db: sqlite3.Connection, *, read_only: bool) -> Literal["ok", "empty-read-only"]:

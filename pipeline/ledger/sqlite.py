@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
-from pipeline.errors import LedgerError
-from pipeline.ledger.base import Decision
+from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.lock import LedgerLock, check_ledger_path, lock_holder
 from pipeline.ledger.sqlite_store import SqliteStore
 from pipeline.models import Accepted, Outcome, Rejection
 
 T = TypeVar("T")
-
-
-def _lock(path: str) -> IO[str]:
-    """Hold an exclusive lock beside the ledger for the whole run.
-
-    Two runs on one ledger could both claim and send the same record; the second fails fast
-    instead. The kernel drops the lock when the process dies, even on ``kill -9``.
-    """
-    lock_path = Path(path + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held until close()
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise LedgerError(f"ledger {path} is in use by another run (pid {owner})") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 class SqliteLedger:
@@ -50,28 +25,37 @@ class SqliteLedger:
     batch, so the event loop never blocks on it.
     """
 
-    def __init__(self, store: SqliteStore, executor: ThreadPoolExecutor, lock: IO[str] | None):
+    def __init__(
+        self, store: SqliteStore, executor: ThreadPoolExecutor, lock: LedgerLock | None
+    ) -> None:
         self._store = store
         self._executor = executor
         self._lock = lock
+        self._path = store.path
 
     @classmethod
     async def open(
         cls, path: str, run_id: str, *, command: str, read_only: bool = False
     ) -> SqliteLedger:
+        check_ledger_path(path)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        lock = None
+        loop = asyncio.get_running_loop()
+        lock: LedgerLock | None = None
+        store: SqliteStore | None = None
         try:
-            lock = None if read_only else _lock(path)
-            loop = asyncio.get_running_loop()
+            # Readers (status, dry runs) take no lock: they never write, and they must work
+            # on a ledger they cannot write (a read-only mount, another user's file).
+            lock = None if read_only else LedgerLock.acquire(path)
             store = await loop.run_in_executor(
                 executor, lambda: SqliteStore(path, run_id, dry_run=read_only)
             )
             await loop.run_in_executor(executor, store.begin_run, command)
         except BaseException:
+            if store is not None:
+                await loop.run_in_executor(executor, store.close)
+            executor.shutdown(wait=True)
             if lock is not None:
-                lock.close()
-            executor.shutdown(wait=False)
+                lock.release()  # after SQLite closed the file: see pipeline.ledger.lock
             raise
         return cls(store, executor, lock)
 
@@ -84,14 +68,42 @@ class SqliteLedger:
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         await self._call(lambda: self._store.record(outcomes))
 
-    async def failed(self, batch_size: int = 500) -> AsyncIterator[list[Accepted]]:
+    async def failed(
+        self, batch_size: int = 500, *, retryable_only: bool = False
+    ) -> AsyncIterator[list[Accepted]]:
         after = ""
         while True:
-            batch = await self._call(functools.partial(self._store.failed_after, after, batch_size))
+            batch = await self._call(
+                functools.partial(self._store.failed_after, after, batch_size, retryable_only)
+            )
             if not batch:
                 return
             after = batch[-1].key
             yield batch
+
+    async def records(
+        self, which: RecordFilter, batch_size: int = 500
+    ) -> AsyncIterator[list[LedgerRecord]]:
+        after = ""
+        while True:
+            batch = await self._call(
+                functools.partial(self._store.records_after, which, after, batch_size)
+            )
+            if not batch:
+                return
+            after = batch[-1].key
+            yield batch
+
+    async def retire(self, which: RecordFilter, reason: str) -> int:
+        return await self._call(lambda: self._store.retire(which, reason))
+
+    async def runs(self, limit: int) -> list[RunInfo]:
+        return await self._call(lambda: self._store.runs(limit))
+
+    async def holder(self) -> str | None:
+        if self._lock is not None:
+            return f"pid {os.getpid()}"  # this process holds it
+        return lock_holder(self._path)
 
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         return await self._call(lambda: self._store.uncertain(this_run))
@@ -114,5 +126,19 @@ class SqliteLedger:
             await self._call(self._store.close)
         finally:
             self._executor.shutdown(wait=True)
+            # Only now: closing our descriptor of the file while SQLite still had the database
+            # open would drop SQLite's own (POSIX) locks on it. See pipeline.ledger.lock.
             if self._lock is not None:
-                self._lock.close()
+                self._lock.release()
+
+
+async def open_ledger(
+    url: str, run_id: str, *, command: str, read_only: bool = False
+) -> SqliteLedger:
+    """The registry's entry point: ``url`` is a path or ``sqlite:///path``."""
+    # Imported here to keep this edit to the end of the module (the URL rules live in urls.py).
+    from pipeline.urls import local_path
+
+    path = local_path(url)
+    assert path is not None, url
+    return await SqliteLedger.open(path, run_id, command=command, read_only=read_only)

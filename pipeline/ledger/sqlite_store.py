@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pipeline.errors import LedgerError
-from pipeline.ledger.base import Decision
+from pipeline.ledger import sqlite_queries
+from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.connect import connect, ledger_error
 from pipeline.ledger.schema import migrate
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
 
@@ -22,15 +22,16 @@ ON CONFLICT (key) DO UPDATE SET
     state = 'in_flight', assistant_id = excluded.assistant_id, body = excluded.body,
     location = excluded.location, run_id = excluded.run_id, attempts = 0,
     http_status = NULL, feedback_id = NULL, error_code = NULL, error_message = NULL,
-    updated_at = excluded.updated_at
+    fields = NULL, retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
 """
 
 _INVALID = """
-INSERT INTO records (key, state, location, run_id, error_message, updated_at)
-VALUES (?, 'invalid', ?, ?, ?, ?)
+INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
+VALUES (?, 'invalid', ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     state = 'invalid', location = excluded.location, run_id = excluded.run_id,
-    error_message = excluded.error_message, updated_at = excluded.updated_at
+    error_message = excluded.error_message, fields = excluded.fields,
+    retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
 """
 
 # The body is dropped once the API holds the record: it is only needed to send it again.
@@ -41,25 +42,25 @@ WHERE key = ?
 """
 
 
+def _fields_json(fields: dict[str, object]) -> str:
+    # ASCII escapes: a lone surrogate (an undecodable byte) cannot be stored as UTF-8 text.
+    return json.dumps(fields, ensure_ascii=True, default=str)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _create_private(path: Path) -> None:
-    # Created 0600 before SQLite opens it: the ledger holds feedback text. SQLite gives its
-    # -wal and -shm files the database file's permissions.
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 class SqliteStore:
     def __init__(self, path: str, run_id: str, *, dry_run: bool = False) -> None:
         self.run_id = run_id
         self._dry_run = dry_run
+        self._path = path
+        self.path = path
+        self._db = connect(path, read_only=dry_run)
         try:
-            self._db = self._connect(path, dry_run)
             self._migrate()
+            self._present = sqlite_queries.present_columns(self._db)
             self._had_invalid = self._has_invalid()
             if dry_run:
                 # What a dry run would claim, so that a repeat in a later batch is still a
@@ -67,25 +68,11 @@ class SqliteStore:
                 self._db.execute(
                     "CREATE TEMP TABLE dry_claims (key TEXT PRIMARY KEY) WITHOUT ROWID"
                 )
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {path}: {exc}") from exc
-
-    @staticmethod
-    def _connect(path: str, dry_run: bool) -> sqlite3.Connection:
-        target = Path(path)
-        if dry_run:
-            # A dry run (and ``status``) reads an existing ledger and never writes; with no
-            # ledger it works on an empty in-memory one so that nothing is created on disk.
-            if not target.exists():
-                return sqlite3.connect(":memory:", isolation_level=None)
-            uri = f"{target.resolve().as_uri()}?mode=ro"
-            return sqlite3.connect(uri, uri=True, isolation_level=None)
-        _create_private(target)
-        db = sqlite3.connect(target, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a claim is on disk before its request leaves, even across a power cut.
-        db.execute("PRAGMA synchronous = FULL")
-        return db
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ledger_error(path, exc) from exc
+            raise
 
     def _migrate(self) -> None:
         if migrate(self._db, read_only=self._dry_run) == "empty-read-only":
@@ -95,7 +82,10 @@ class SqliteStore:
             migrate(self._db, read_only=False)
 
     def _has_invalid(self) -> bool:
-        row = self._db.execute("SELECT 1 FROM records WHERE state = 'invalid' LIMIT 1")
+        # Retired rows count: a retired invalid row replaced by a fixed record must go too.
+        row = self._db.execute(
+            "SELECT 1 FROM records WHERE state IN ('invalid', 'retired') LIMIT 1"
+        )
         return row.fetchone() is not None
 
     def begin_run(self, command: str) -> None:
@@ -112,7 +102,10 @@ class SqliteStore:
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         if not self._dry_run:
-            self._db.execute(sql, params)
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise ledger_error(self._path, exc) from exc
 
     def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
@@ -138,7 +131,8 @@ class SqliteStore:
         now = _now()
         for item in batch:
             if isinstance(item, Rejection):
-                invalid.append((item.key, item.location, self.run_id, item.reason, now))
+                fields = None if item.fields is None else _fields_json(item.fields)
+                invalid.append((item.key, item.location, self.run_id, item.reason, fields, now))
                 decisions.append(Decision.INVALID)
                 continue
             key = item.key
@@ -172,7 +166,8 @@ class SqliteStore:
             return Decision.DUPLICATE
         if state == Status.SENT:
             return Decision.SKIP
-        if state == Status.FAILED:
+        if state in (Status.FAILED, Status.RETIRED):
+            # A retired record that comes in again was put there by a person: send it.
             return Decision.SEND
         # in_flight or unknown from an earlier run: the API may hold it. Reconciliation settles
         # it first; if it could not, sending again might duplicate it.
@@ -210,11 +205,13 @@ class SqliteStore:
         ]
         self._commit_many((_OUTCOME, rows))
 
-    def failed_after(self, after: str, limit: int) -> list[Accepted]:
+    def failed_after(self, after: str, limit: int, retryable_only: bool = False) -> list[Accepted]:
+        retryable = f"AND {sqlite_queries.RETRYABLE} " if retryable_only else ""
         rows = self._db.execute(
             "SELECT key, assistant_id, body, location FROM records "
             # Rows this run already handled are not read again (they may have failed again).
-            "WHERE state = 'failed' AND key > ? AND run_id != ? ORDER BY key LIMIT ?",
+            f"WHERE state = 'failed' AND key > ? AND run_id != ? {retryable}"
+            "ORDER BY key LIMIT ?",
             (after, self.run_id, limit),
         ).fetchall()
         return [
@@ -266,6 +263,20 @@ class SqliteStore:
             seen = row[0] if row[0] is not None else datetime.fromisoformat(row[1]).timestamp()
             latest = seen if latest is None else max(latest, seen)
         return latest
+
+    def records_after(self, which: RecordFilter, after: str, limit: int) -> list[LedgerRecord]:
+        return sqlite_queries.select_records(self._db, which, after, limit, self._present)
+
+    def retire(self, which: RecordFilter, reason: str) -> int:
+        if self._dry_run:
+            return 0
+        try:
+            return sqlite_queries.retire(self._db, which, reason, self.run_id, _now())
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger write failed: {exc}") from exc
+
+    def runs(self, limit: int) -> list[RunInfo]:
+        return sqlite_queries.runs(self._db, limit)
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) FROM records GROUP BY state")

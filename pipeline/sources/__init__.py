@@ -1,39 +1,106 @@
-"""Sources: where raw records come from."""
+"""Sources: where raw records come from, chosen by URL.
+
+A path or ``-`` (stdin) is a file; a URL's scheme picks a broker module from ``_BROKERS``.
+Adding a broker is one module exporting ``open_source`` and ``open_publisher`` (see
+:mod:`pipeline.sources.base` for the protocols) plus one line here. Broker modules are
+imported only when used, so their client library is only needed by those who use them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.models import RECORD_FIELDS
-from pipeline.sources.base import STDIN, Source, check_readable
+from pipeline.sources.base import (
+    STDIN,
+    Done,
+    Publisher,
+    Reader,
+    Source,
+    SourceOptions,
+    check_readable,
+)
 from pipeline.sources.csv import CsvSource
+from pipeline.sources.files import FileSource, Format, detect_format, open_reader
+from pipeline.sources.files import open_source as _open_file
 from pipeline.sources.jsonl import JsonlSource
+from pipeline.sources.offloop import read_off_loop
+from pipeline.urls import mask_url, scheme
 
-Format = Literal["csv", "jsonl"]
+__all__ = [
+    "STDIN",
+    "CsvSource",
+    "Done",
+    "FileSource",
+    "Format",
+    "JsonlSource",
+    "Publisher",
+    "Reader",
+    "Source",
+    "SourceOptions",
+    "check_readable",
+    "detect_format",
+    "is_queue",
+    "open_publisher",
+    "open_reader",
+    "open_source",
+    "read_off_loop",
+    "source_options",
+]
 
-__all__ = ["CsvSource", "Format", "JsonlSource", "Source", "check_readable", "open_source"]
+#: URL scheme -> module exporting ``open_source(url, options)`` and ``open_publisher(...)``.
+_BROKERS: dict[str, str] = {
+    "amqp": "pipeline.sources.amqp",
+    "amqps": "pipeline.sources.amqp",
+    "redis": "pipeline.sources.redis_stream",
+}
 
 
-def detect_format(path: str, fmt: Format | None) -> Format:
-    if fmt is not None:
-        return fmt
-    name = path.lower().removesuffix(".gz")
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    what = "stdin" if path == STDIN else path
-    raise ConfigError(f"format: cannot tell the format of {what}; pass --format csv|jsonl")
+def source_options(settings: Settings) -> SourceOptions:
+    return SourceOptions(
+        format=settings.format,
+        columns=dict(settings.columns),
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+        drain=settings.drain,
+        claim_idle=settings.claim_idle,
+    )
 
 
-def open_source(path: str, fmt: Format | None, columns: Mapping[str, str] | None = None) -> Source:
-    """A source for a path (``-`` is stdin), after checking it can be read.
+def is_queue(spec: str) -> bool:
+    """Whether ``spec`` names a queue (a URL) rather than a file or stdin."""
+    return scheme(spec) is not None
 
-    ``columns`` is the ``--map`` of record fields to source columns."""
-    check_readable(path)
-    if detect_format(path, fmt) == "csv":
-        mapping = columns or {}
-        return CsvSource(path, [mapping.get(field, field) for field in RECORD_FIELDS])
-    return JsonlSource(path)
+
+async def open_source(spec: str, options: SourceOptions) -> Source:
+    """The source a path, ``-`` or broker URL names; fails with one line if it cannot be."""
+    if not is_queue(spec):
+        return await _open_file(spec, options)
+    source: Source = await _broker(spec, "open_source", "source")(spec, options)
+    return source
+
+
+async def open_publisher(spec: str, options: SourceOptions) -> Publisher:
+    """Where ``enqueue --to`` publishes: a broker URL (a file is not a queue)."""
+    if not is_queue(spec):
+        raise ConfigError(f"--to: {spec} is not a queue URL (redis://... or amqp://...)")
+    publisher: Publisher = await _broker(spec, "open_publisher", "--to")(spec, options)
+    return publisher
+
+
+def _broker(spec: str, entry: str, what: str) -> Callable[[str, SourceOptions], Awaitable[Any]]:
+    name = scheme(spec)
+    module = _BROKERS.get(name or "")
+    if module is None:
+        known = ", ".join(f"{s}://" for s in sorted(_BROKERS)) or "none yet"
+        raise ConfigError(
+            f"{what} {mask_url(spec)}: no source for {name}:// (known: {known}; "
+            "anything else is a file path or -)"
+        )
+    opener: Callable[[str, SourceOptions], Awaitable[Any]] = getattr(
+        importlib.import_module(module), entry
+    )
+    return opener

@@ -1,27 +1,85 @@
-"""The Source protocol and the file opening shared by file sources."""
+"""The Source protocol (async, acknowledging), and the file opening shared by file readers."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import os
+import stat
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 from pipeline.errors import SourceError
-from pipeline.models import RawRecord
+from pipeline.models import Accepted, RawRecord
 
 STDIN = "-"
 #: What reading a file can raise mid-way: I/O errors, a truncated or corrupt gzip stream.
 READ_ERRORS = (OSError, EOFError, zlib.error)
 _GZIP_MAGIC = b"\x1f\x8b"
+_BUFFER = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Told to a source once the ledger durably holds a record's final state.
+
+    ``dead_letter`` None: a plain ack. A reason (invalid or permanently failed records): copy
+    the entry, with this reason, to the dead letters first, then ack."""
+
+    handle: object
+    dead_letter: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceOptions:
+    """Everything a source may need, built once from the settings (defaults live there)."""
+
+    format: Literal["csv", "jsonl"] | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    batch_size: int
+    concurrency: int
+    drain: bool  # queues: end once no new and no pending entries are left
+    claim_idle: float  # queues: seconds before another consumer's pending entry is taken over
 
 
 class Source(Protocol):
-    """Yields raw records lazily, each with the location it came from."""
+    """Yields raw records lazily in batches, each with its location and ack handle.
+
+    ``name`` and locations are printed and stored: build them with ``mask_url`` (no password).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        """Files end at their end. Queues end when drained (``drain``), or soon (within about
+        a second) after ``stop`` is set; otherwise they wait for new entries."""
+        ...
+
+    async def ack(self, done: Sequence[Done]) -> None:
+        """Acknowledge records whose final state the ledger holds (file sources: nothing)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Where ``enqueue`` puts validated records (broker modules implement it)."""
+
+    async def publish(self, batch: Sequence[Accepted]) -> None:
+        """Publish each record's fields and its idempotency key as ``key``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    """A synchronous, finite reader of one file (CSV, JSONL); :class:`FileSource` wraps it."""
 
     @property
     def name(self) -> str: ...
@@ -44,24 +102,185 @@ def check_readable(path: str) -> None:
 
 def open_binary(path: str) -> BinaryIO:
     """Open a file or stdin for reading, decompressing gzip whatever the file's name."""
+    return open_input(path).stream
+
+
+class _Tail(io.RawIOBase):
+    """A raw file that remembers the last byte read: did the data end with a newline?"""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self.last = b""
+        self.consumed = 0  # bytes read from the file so far (compressed, for a gzip file)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self.last = bytes(memoryview(buffer)[count - 1 : count])
+            self.consumed += count
+        return count
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _Available:
+    """``read(n)`` gives what a buffered stream has (``read1``), not a full ``n`` bytes: gzip
+    reads 128 KiB blocks, and over a slow pipe it must decode what has arrived so far instead
+    of waiting for a whole block."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read1(size)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _OwningGzip(gzip.GzipFile):
+    """A gzip reader over a stream it was handed, which it closes with itself."""
+
+    def __init__(self, stream: BinaryIO, owns: bool) -> None:
+        available = _Available(stream)
+        super().__init__(fileobj=cast(Any, available), mode="rb")
+        self._owned = available if owns else None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+
+
+class Input:
+    """An open source file: the (decompressed) stream, and what is needed to tell at its end
+    whether the file changed while it was read (regular files only; a pipe has no size)."""
+
+    def __init__(self, stream: BinaryIO, tail: _Tail | None, compressed: bool) -> None:
+        self.stream = stream
+        self._tail = tail
+        self._compressed = compressed
+        self._opened = _stamp(tail.fileno()) if tail is not None else None
+
+    @property
+    def consumed(self) -> int | None:
+        """Bytes of the file read so far (None for stdin replaced by a stream)."""
+        return self._tail.consumed if self._tail is not None else None
+
+    @property
+    def watched(self) -> bool:
+        return self._opened is not None
+
+    def change(self) -> str | None:
+        """How the file changed since it was opened (call at its end), or None."""
+        if self._tail is None or self._opened is None:
+            return None
+        now = _stamp(self._tail.fileno())
+        if now is None or now == self._opened:
+            return None
+        (before, _), (after, _) = self._opened, now
+        if after > before:
+            return f"grew from {before} to {after} bytes"
+        if after < before:
+            return f"shrank from {before} to {after} bytes"
+        return f"was rewritten ({after} bytes)"
+
+    def ends_mid_line(self) -> bool:
+        """Whether the bytes read end without a line break (a line still being written)."""
+        return self._tail is not None and not self._compressed and self._tail.last not in NEWLINES
+
+
+NEWLINES = (b"", b"\n", b"\r")
+
+
+def _stamp(fd: int) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a regular file, None for a pipe, a FIFO or a terminal."""
+    info = os.fstat(fd)
+    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+
+
+def open_input(path: str) -> Input:
+    """Open a file, a FIFO, ``/dev/fd/N`` or stdin (``-``) once, and sniff gzip by peeking at
+    the open stream: reopening by name would lose what a pipe already gave (a FIFO or a
+    process substitution cannot be read twice), or block for a writer that never comes."""
+    tail: _Tail | None = None
     try:
-        raw: BinaryIO = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        file = _stdin_file() if path == STDIN else open(path, "rb", buffering=0)  # noqa: SIM115
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+    if file is None:  # a stdin replaced by a stream without a file descriptor
+        raw: BinaryIO = sys.stdin.buffer
+    else:
+        tail = _Tail(file)
+        raw = cast(BinaryIO, io.BufferedReader(tail, buffer_size=_BUFFER))
     if not hasattr(raw, "peek"):  # a stdin replaced by an in-memory stream
         raw = cast(BinaryIO, io.BufferedReader(raw))
     # Sniffing the magic bytes (not the suffix) also handles gzip piped into stdin.
     if _peek(raw, 2) == _GZIP_MAGIC:
-        if path == STDIN:
-            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-        raw.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value] # owns and closes the file
-    return raw
+        stream = cast(BinaryIO, _OwningGzip(raw, owns=True))
+        return Input(stream, tail, compressed=True)
+    return Input(raw, tail, compressed=False)
+
+
+def _stdin_file() -> BinaryIO | None:
+    """Standard input as a file of our own (a duplicate of its descriptor), not
+    ``sys.stdin.buffer``: a read blocked in a reader thread would hold that object's lock,
+    and the interpreter takes the lock at exit: "could not acquire lock for <stdin> at
+    interpreter shutdown", and an abort instead of the summary."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return open(os.dup(fd), "rb", buffering=0)
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:
-    # Files and a real stdin are buffered readers, whose peek consumes nothing.
+    # Buffered readers' peek consumes nothing; it returns fewer bytes only at the end.
     return bytes(stream.peek(size)[:size])  # type: ignore[attr-defined]
+
+
+def watch_tail(
+    records: Iterator[RawRecord], opened: Input, name: str, next_line: Callable[[], int]
+) -> Iterator[RawRecord]:
+    """Pass records on, and at the end say so if the file changed while it was read.
+
+    A regular file that changed (a writer still appending, a file rewritten in place) may
+    end in a line that is being written: that line is not sent cut off but reported as
+    incomplete, and the change is reported at the line where the unread rest begins. Both
+    are invalid records (so the run exits 1 and the summary counts them); a rerun picks up
+    the rest, since nothing of it was recorded as sent, and its records replace these rows.
+    """
+    if not opened.watched:
+        yield from records
+        return
+    last: RawRecord | None = None
+    for record in records:  # one behind: the last record is only known at the end
+        if last is not None:
+            yield last
+        last = record
+    change = opened.change()
+    if change is None:
+        if last is not None:
+            yield last
+        return
+    note = f"{name}: changed while it was read ({change}); rerun to pick up the rest"
+    if last is not None and opened.ends_mid_line():
+        yield RawRecord(last.location, {}, f"incomplete last line, not sent: {note}")
+        return
+    if last is not None:
+        yield last
+    yield RawRecord(f"{name}:{next_line()}", {}, note)
 
 
 def display_name(path: str) -> str:

@@ -1,0 +1,67 @@
+"""Acknowledging sources: only once the ledger durably holds a record's final state.
+
+The stages tell :class:`Acks` when that is: skipped, duplicate and invalid records right
+after the claim commit; sent and permanently failed ones after the outcome commit. An
+``unknown`` record is held until reconciliation settles it: stored -> acked; not stored -> not
+acked (the entry is delivered again, and the ledger lets it through since it is ``failed``).
+Whatever is not acked (records cut off in flight, "not sent" because the run stopped) is
+delivered again by the queue, and the ledger decides what to do with it then.
+
+Handles are wrapped with their source (:class:`Ticket`) as records are read, so that several
+sources can be acked each with its own handles. A failing ack ends the run through
+:class:`RunControl`; the entries it did not ack are redelivered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pipeline.control import RunControl
+from pipeline.sources import Done, Source
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A record's ack handle together with the source it came from."""
+
+    source: Source
+    handle: object
+
+
+class Acks:
+    def __init__(self, control: RunControl) -> None:
+        self._control = control
+        self._held: dict[str, list[Ticket]] = defaultdict(list)  # unknown, by ledger key
+        self._broken = False
+
+    async def done(self, finished: Iterable[tuple[object | None, str | None]]) -> None:
+        """Ack ``(handle, dead_letter)`` pairs; handles that are not tickets are ignored."""
+        if self._broken:
+            return
+        # By identity: a source need not be hashable.
+        by_source: dict[int, tuple[Source, list[Done]]] = {}
+        for handle, dead_letter in finished:
+            if isinstance(handle, Ticket):
+                entry = by_source.setdefault(id(handle.source), (handle.source, []))
+                entry[1].append(Done(handle.handle, dead_letter))
+        for source, dones in by_source.values():
+            try:
+                await source.ack(dones)
+            except Exception as exc:  # noqa: BLE001 - any failure ends the run, cleanly
+                self._broken = True  # later acks would fail alike; their entries are redelivered
+                self._control.abort(f"ack to {source.name} failed: {type(exc).__name__}: {exc}")
+                return
+
+    def hold(self, key: str, handle: object | None) -> None:
+        """Keep an ``unknown`` record's handle until reconciliation settles it."""
+        if isinstance(handle, Ticket):
+            self._held[key].append(handle)
+
+    async def settled(self, found: Iterable[str], missing: Iterable[str]) -> None:
+        """Reconciliation settled these keys: ack what was stored, let the rest be redelivered."""
+        for key in missing:
+            self._held.pop(key, None)
+        tickets = [t for key in found for t in self._held.pop(key, [])]
+        await self.done((ticket, None) for ticket in tickets)

@@ -1,0 +1,50 @@
+"""Housekeeping of a run that follows a queue (no ``--drain``): it may go on for days.
+
+- Every ``reconcile_every`` seconds, this run's own ``unknown`` outcomes are settled (their
+  queue entries are acked once found stored), instead of only at the end of the run.
+
+(The progress line every ``log_every`` seconds is every run's, see :mod:`pipeline.monitor`.)
+
+It ends once ``ended`` is set (after its current step), and runs as a
+:meth:`RunControl.background` task: a failure ends the run with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from pipeline.acks import Acks
+from pipeline.errors import AbortedError, ReconcileError
+from pipeline.reconcile import Settled
+from pipeline.report import Summary
+
+
+async def _wait(ended: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``; True once ``ended`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ended.wait(), seconds)
+    return ended.is_set()
+
+
+async def settle_periodically(
+    ended: asyncio.Event,
+    every: float,
+    settle_own: Callable[[], Awaitable[Settled]],
+    summary: Summary,
+    acks: Acks,
+    problem: Callable[[str], None],
+) -> None:
+    while not await _wait(ended, every):
+        if not summary.unknown:
+            continue
+        try:
+            settled = await settle_own()
+        except AbortedError:  # the run stopped during the settle wait: nothing was settled
+            return
+        except ReconcileError as exc:  # the API's list failed: try again next time
+            problem(f"reconcile: {exc}; uncertain records are not sent again")
+            continue
+        summary.settled_own(settled.found, settled.missing)
+        await acks.settled(settled.found_keys, settled.missing_keys)

@@ -1,0 +1,109 @@
+"""The live display on a terminal (rich), and the final summary as a table.
+
+The display is redrawn four times a second on standard error from :meth:`Monitor.snapshot`:
+records read / sent / failed / invalid / skipped, the current rate, the concurrency limit and
+rate cap, retries, and a bar with the percentage and ETA when the input's size is known. Log
+records written meanwhile appear above it (rich redirects standard error while it is live).
+Off a terminal it is never started: :func:`pipeline.monitor.log_progress` runs instead, so no
+control codes reach a log file.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.monitor import Monitor, RateMeter, Snapshot, duration
+from pipeline.report import Summary
+
+REFRESH_PER_SECOND = 4
+
+
+def stderr_is_terminal() -> bool:
+    """A terminal that can redraw in place (TERM=dumb cannot: it gets the log lines)."""
+    console = Console(stderr=True)
+    return console.is_terminal and not console.is_dumb_terminal
+
+
+class LiveDisplay:
+    def __init__(self, monitor: Monitor, console: Console | None = None) -> None:
+        self._monitor = monitor
+        self._meter = RateMeter()
+        self._live = Live(
+            console=console or Console(stderr=True),
+            get_renderable=self._render,
+            refresh_per_second=REFRESH_PER_SECOND,
+            redirect_stdout=False,
+            redirect_stderr=True,
+        )
+
+    def start(self) -> None:
+        self._live.start()
+
+    def stop(self) -> None:
+        """Draw the final state once more (100% at the end of the files) and stop."""
+        self._live.refresh()
+        self._live.stop()
+
+    def _render(self) -> RenderableType:
+        snap = self._monitor.snapshot()
+        return render(snap, self._meter(snap))
+
+
+def render(snap: Snapshot, rate: float) -> RenderableType:
+    counts = Table.grid(padding=(0, 2))
+    for _ in range(6):
+        counts.add_column(justify="right")
+    counts.add_row("read", "sent", "failed", "invalid", "skipped", "rate")
+    counts.add_row(
+        str(snap.read),
+        Text(str(snap.sent), style="green"),
+        Text(str(snap.failed), style="red" if snap.failed else ""),
+        Text(str(snap.invalid), style="yellow" if snap.invalid else ""),
+        str(snap.skipped),
+        f"{rate:.0f}/s",
+    )
+    limit = "-" if snap.limit is None else str(snap.limit)
+    cap = f"{snap.rate_cap:.0f}/s" if snap.rate_cap else "none"
+    flow = Text(
+        f"concurrency limit {limit}   rate cap {cap}   retries {snap.retries}   "
+        f"elapsed {duration(snap.elapsed)}"
+    )
+    fraction = snap.fraction
+    if fraction is None:
+        return Group(counts, flow)
+    bar = Table.grid(padding=(0, 1))
+    bar.add_column(width=40)
+    bar.add_column()
+    eta = snap.eta
+    bar.add_row(
+        ProgressBar(total=100, completed=fraction * 100, width=40),
+        f"{fraction:.0%} of input" + (f"  ETA {duration(eta)}" if eta else ""),
+    )
+    return Group(bar, counts, flow)
+
+
+def summary_table(summary: Summary) -> RenderableType:
+    """The summary for a terminal: the counts, then the top failure reasons with counts."""
+    counts = Table(title=f"{summary.command} {summary.run_id}", show_header=True)
+    for name in ("read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown"):
+        counts.add_column(name, justify="right")
+    counts.add_row(
+        *(
+            str(getattr(summary, name))
+            for name in ("read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown")
+        )
+    )
+    parts: list[RenderableType] = [counts, Text("\n".join(summary.details(reasons=False)))]
+    top = summary.top_reasons()
+    if top:
+        reasons = Table(title="top failure reasons")
+        reasons.add_column("count", justify="right")
+        reasons.add_column("reason")
+        for reason, count in top:
+            reasons.add_row(str(count), reason)
+        parts.append(reasons)
+    return Group(*parts)

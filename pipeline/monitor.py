@@ -1,0 +1,208 @@
+"""What a run looks like while it goes, for the people and programs watching it.
+
+- :class:`Monitor` takes a :class:`Snapshot` of the run on demand: the summary's counts, the
+  delivery's retries, concurrency limit and rate cap, and how much of the input was read (the
+  bytes of the files, when every source knows its size). Views pull; nothing is pushed to
+  them, so the stages only count, as they did.
+- :func:`log_progress` writes one timestamped progress line every ``log_every`` seconds: the
+  view off a terminal (cron, CI), with ``--quiet``, and for a run that follows a queue.
+- :class:`ObservedClient` is the Feedback API client with a listener on every POST attempt
+  (HTTP status or None for a transport error, seconds): metrics and latency hang off it, and
+  delivery needs no hook of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.client import Created, FeedbackClient
+from pipeline.errors import ApiError
+from pipeline.logs import event
+from pipeline.report import Summary
+
+#: Seconds of history behind the "current rate".
+RATE_WINDOW = 10.0
+#: Listens to each POST attempt: HTTP status (None: no answer), seconds it took.
+ResponseListener = Callable[[int | None, float], None]
+
+
+class _Limits(Protocol):
+    """The parts of :class:`pipeline.delivery.Delivery` a view shows."""
+
+    retries: int
+
+    @property
+    def limit(self) -> Any: ...
+
+    @property
+    def rate(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    elapsed: float
+    read: int
+    sent: int
+    failed: int
+    invalid: int
+    skipped: int
+    duplicate: int
+    unknown: int
+    settled: int  # records read whose outcome is known (all but those in flight)
+    retries: int
+    limit: int | None
+    rate_cap: float | None
+    input: tuple[int, int] | None  # (bytes read, bytes in all) when every size is known
+
+    @property
+    def fraction(self) -> float | None:
+        """The share of the input done: bytes read, times the share of the records read so
+        far that are settled (reading runs ahead of sending by up to a batch or two)."""
+        if self.input is None or self.input[1] <= 0:
+            return None
+        settled = self.settled / self.read if self.read else 0.0
+        return min(1.0, self.input[0] / self.input[1]) * settled
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far; None without a known size or any progress yet."""
+        fraction = self.fraction
+        if fraction is None or fraction <= 0:
+            return None
+        return self.elapsed * (1 - fraction) / fraction
+
+
+class Monitor:
+    def __init__(
+        self,
+        summary: Summary,
+        sources: Sequence[object] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.summary = summary
+        self._sources = sources
+        self._clock = clock
+        self._started = clock()
+        self._delivery: _Limits | None = None
+
+    def attach(self, delivery: _Limits) -> None:
+        """The delivery of a sending run (a dry run has none)."""
+        self._delivery = delivery
+
+    def snapshot(self) -> Snapshot:
+        s, d = self.summary, self._delivery
+        return Snapshot(
+            elapsed=self._clock() - self._started,
+            read=s.read,
+            sent=s.would_send if s.dry_run else s.sent,
+            failed=s.failed,
+            invalid=s.invalid,
+            skipped=s.skipped,
+            duplicate=s.duplicate,
+            unknown=s.unknown,
+            settled=s.read - s.in_flight,
+            retries=d.retries if d is not None else 0,
+            limit=d.limit.limit if d is not None else None,
+            rate_cap=d.rate.cap if d is not None else None,
+            input=self._input(),
+        )
+
+    def _input(self) -> tuple[int, int] | None:
+        done = total = 0
+        for source in self._sources:
+            progress = getattr(source, "progress", None)
+            measured = progress() if progress is not None else None
+            if measured is None:
+                return None  # a queue or a pipe: no end to measure against
+            done, total = done + measured[0], total + measured[1]
+        return (done, total) if self._sources else None
+
+
+class RateMeter:
+    """Records settled per second over the last ``window`` seconds of samples."""
+
+    def __init__(self, window: float = RATE_WINDOW) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def __call__(self, snap: Snapshot) -> float:
+        settled = snap.sent + snap.failed
+        self._samples.append((snap.elapsed, settled))
+        while len(self._samples) > 2 and snap.elapsed - self._samples[1][0] >= self._window:
+            self._samples.popleft()
+        first_t, first = self._samples[0]
+        span = snap.elapsed - first_t
+        return (settled - first) / span if span > 0 else 0.0
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_line(snap: Snapshot, rate: float) -> str:
+    parts = [
+        f"read {snap.read}",
+        f"sent {snap.sent} ({rate:.0f}/s)",
+        f"failed {snap.failed}",
+        f"invalid {snap.invalid}",
+        f"skipped {snap.skipped}",
+    ]
+    if snap.limit is not None:
+        parts.append(f"limit {snap.limit}")
+    parts.append(f"retries {snap.retries}")
+    if snap.fraction is not None:
+        eta = snap.eta
+        parts.append(f"{snap.fraction:.0%} of input" + (f", ETA {duration(eta)}" if eta else ""))
+    return f"progress: {', '.join(parts)} ({duration(snap.elapsed)} elapsed)"
+
+
+def log_snapshot(snap: Snapshot, rate: float) -> None:
+    fields = {k: v for k, v in snap.__dict__.items() if k != "input"}
+    if snap.input is not None:
+        fields.update(bytes_read=snap.input[0], bytes_total=snap.input[1])
+    event(logging.INFO, progress_line(snap, rate), "progress", rate=round(rate, 1), **fields)
+
+
+async def log_progress(monitor: Monitor, every: float, ended: asyncio.Event) -> None:
+    """One progress line every ``every`` seconds until ``ended`` is set."""
+    meter = RateMeter(window=every)
+    meter(monitor.snapshot())
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), every)
+        if ended.is_set():
+            return
+        snap = monitor.snapshot()
+        log_snapshot(snap, meter(snap))
+
+
+class ObservedClient(FeedbackClient):
+    """The client, telling ``listeners`` how each POST attempt ended and how long it took."""
+
+    def __init__(self, *args: Any, listeners: Sequence[ResponseListener], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listeners = listeners
+
+    async def create(self, assistant_id: str, body: dict[str, Any]) -> Created:
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            created = await super().create(assistant_id, body)
+            status = created.status
+            return created
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            for listener in self._listeners:
+                listener(status, elapsed)

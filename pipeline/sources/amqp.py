@@ -1,0 +1,277 @@
+"""RabbitMQ queues (aio-pika): a source for ``run`` and a destination for ``enqueue --to``.
+
+``amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME[&dead=NAME]`` (or ``amqps://``); any other query
+parameter (``heartbeat``, ``name``...) is aio-pika's. One JSON object per message, keyed like the
+CSV columns. Choices, and why:
+
+- **A plain connection, not** ``connect_robust``: a robust connection reconnects silently and
+  redeclares its consumer, so the run would go on while every delivery tag it holds has become
+  invalid (acks on the new channel fail or ack the wrong message). A lost connection instead
+  ends the run (exit 3) after every outcome is recorded; RabbitMQ requeues whatever was not
+  acked, and the rerun's ledger skips what was sent.
+- **Prefetch** = one batch + 3 × concurrency: the stages hold up to 2 × concurrency records in
+  their work queue and concurrency on the wire, all unacked, while the next batch fills. If the
+  window fills with records held for reconciliation (``unknown``) and the queue still has ready
+  messages, a draining run widens it by a batch, else it would wait for acks that only come
+  after it ends.
+- **The queue** is declared passively, and created durable only if it does not exist: an
+  existing queue is used as it is (quorum, TTL, length limits), and a consumer may start before
+  its producers, as a Redis group is created when missing. ``NAME.dead`` likewise.
+- **Location** ``amqp:QUEUE/MESSAGE-ID`` when the publisher set a ``message_id`` (``enqueue``
+  sets the idempotency key): stable across redeliveries, so a rerun updates the same invalid
+  row. Otherwise ``amqp:QUEUE/tag-N`` (the delivery tag: unique within one connection only).
+- **Drain**: done once no delivery is buffered and a passive declare (on the consuming channel,
+  so deliveries sent before its answer arrive before it) reports no ready message. Messages
+  this run still holds unacked are finished by this run; messages unacked by other consumers
+  are theirs (RabbitMQ requeues them as soon as such a consumer's connection goes).
+  ``claim_idle`` does not apply: the broker does that takeover itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aio_pika.exceptions import AMQPConnectionError
+
+from pipeline.errors import SourceError
+from pipeline.models import Accepted, RawRecord
+from pipeline.sources.amqp_acks import AckPlan
+from pipeline.sources.amqp_link import Target, open_channel, parse_url
+from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.jsonl import parse_line
+
+#: The largest message body read as a record; a larger one is dead-lettered unparsed.
+MESSAGE_LIMIT = 1024 * 1024
+_MAX_PREFETCH = 65535  # AMQP's prefetch-count is 16 bits
+_IDLE = 0.2  # seconds without a delivery before a drain run asks the broker what is left
+_REASON_LIMIT = 4000  # a header must fit in one frame (128 KiB) with the others
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    message: AbstractIncomingMessage
+    location: str
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None  # consumed with manual acks: every delivery has its tag
+    return tag
+
+
+def _ident(message: AbstractIncomingMessage) -> str:
+    mid = message.message_id
+    if mid and len(mid) <= 256 and mid.isprintable():
+        return mid
+    return f"tag-{message.delivery_tag}"
+
+
+def to_record(queue: str, message: AbstractIncomingMessage) -> RawRecord:
+    """A message as a raw record: parse errors (and a huge body) become the record's error."""
+    location = f"amqp:{queue}/{_ident(message)}"
+    handle = _Handle(message, location)
+    size = len(message.body)
+    if size > MESSAGE_LIMIT:
+        reason = f"message of {size} bytes, more than {MESSAGE_LIMIT} (the limit)"
+        return RawRecord(location, {}, reason, handle)
+    return replace(parse_line(location, message.body), handle=handle)
+
+
+class AmqpSource:
+    """Consumes one queue with manual acks; see the module's docstring for the choices."""
+
+    def __init__(
+        self,
+        target: Target,
+        connection: AbstractConnection,
+        channel: AbstractChannel,
+        options: SourceOptions,
+    ) -> None:
+        self.name = target.shown
+        self._target = target
+        self._connection = connection
+        self._channel = channel
+        self._options = options
+        self._window = min(options.batch_size + 3 * options.concurrency, _MAX_PREFETCH)
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._unacked = 0  # delivered to this consumer and not acked yet
+        self._plan = AckPlan()
+        self._lost: str | None = None
+        self._tag: str | None = None
+        self._closing = False
+        connection.close_callbacks.add(self._on_close)
+        channel.close_callbacks.add(self._on_close)
+
+    def _on_close(self, _: object, exc: BaseException | None = None) -> None:
+        if not self._closing and self._lost is None:
+            self._lost = self._target.failure(exc) if exc is not None else "closed"
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        self._unacked += 1
+        self._plan.delivered(_tag(message))
+        self._buffer.put_nowait(message)
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise SourceError(f"connection to the broker lost ({self._lost})")
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        queue = await self._channel.get_queue(self._target.queue, ensure=False)
+        await self._consume(queue)
+        try:
+            while not stop.is_set():
+                self._check()
+                batch = await self._take()
+                if batch:
+                    yield [to_record(self._target.queue, m) for m in batch]
+                elif self._options.drain and await self._drained(queue):
+                    return
+        finally:
+            # What is still buffered stays unacked: the broker requeues it when we close.
+            if self._lost is None and self._tag is not None:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(self._tag)
+
+    async def _consume(self, queue: AbstractQueue) -> None:
+        # RabbitMQ applies a (per-consumer) prefetch to consumers started after it is set.
+        await self._channel.set_qos(prefetch_count=self._window)
+        self._tag = await queue.consume(self._deliver, no_ack=False)
+
+    async def _widen(self, queue: AbstractQueue) -> None:
+        """A bigger window: a new consumer (deliveries of the old one stay ours to ack)."""
+        self._window = min(self._window + self._options.batch_size, _MAX_PREFETCH)
+        if self._tag is not None:
+            await queue.cancel(self._tag)
+        await self._consume(queue)
+
+    async def _take(self) -> list[AbstractIncomingMessage]:
+        try:
+            first = await asyncio.wait_for(self._buffer.get(), _IDLE)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < self._options.batch_size and not self._buffer.empty():
+            batch.append(self._buffer.get_nowait())
+        return batch
+
+    async def _drained(self, queue: AbstractQueue) -> bool:
+        underlay = await self._channel.get_underlay_channel()
+        declared = await underlay.queue_declare(self._target.queue, passive=True)
+        # Deliveries that reached us before that answer are handed on in tasks: let them run.
+        for _ in range(4):
+            await asyncio.sleep(0)
+        ready = declared.message_count or 0
+        if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
+            await self._widen(queue)
+        return ready == 0 and self._buffer.empty()
+
+    async def ack(self, done: Sequence[Done]) -> None:
+        """Plain acks at once; a dead letter's original only once its copy is confirmed."""
+        self._check()
+        plain = [d.handle for d in done if d.dead_letter is None]
+        dead = [d for d in done if d.dead_letter is not None]
+        copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
+        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if r is None]
+        try:
+            await self._ack([h for h in [*plain, *confirmed] if isinstance(h, _Handle)])
+        except Exception as exc:  # noqa: BLE001 - say what happened, without secrets
+            if self._connection.is_closed or isinstance(exc, AMQPConnectionError | OSError):
+                self._on_close(self._connection, exc)  # may come before the close callback
+                self._check()
+            raise SourceError(f"ack failed: {self._target.failure(exc)}") from None
+        failed = next((r for r in copies if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise SourceError(f"dead letter to {self._target.dead}: {self._target.failure(failed)}")
+
+    async def _ack(self, handles: list[_Handle]) -> None:
+        by_tag = {_tag(h.message): h.message for h in handles}
+        upto, singles = self._plan.plan(by_tag)
+        if upto is not None:
+            await by_tag[upto].ack(multiple=True)
+        for tag in singles:
+            await by_tag[tag].ack()
+        self._unacked -= len(by_tag)
+
+    async def _dead_letter(self, done: Done) -> None:
+        handle = done.handle
+        assert isinstance(handle, _Handle) and done.dead_letter is not None
+        original = handle.message
+        headers: dict[str, Any] = dict(original.headers or {})
+        headers.update(
+            reason=done.dead_letter[:_REASON_LIMIT],
+            location=handle.location,
+            queue=self._target.queue,
+        )
+        copy = aio_pika.Message(
+            original.body,
+            headers=headers,
+            content_type=original.content_type,
+            message_id=original.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._channel.default_exchange.publish(copy, routing_key=self._target.dead)
+
+    async def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
+async def open_source(url: str, options: SourceOptions) -> AmqpSource:
+    target = parse_url(url)
+    connection, channel = await open_channel(target, target.queue, target.dead)
+    return AmqpSource(target, connection, channel, options)
+
+
+class AmqpPublisher:
+    """Publishes records, persistent, each confirmed by the broker; a batch's publishes are in
+    flight together (pipelined), not one confirm after the other."""
+
+    def __init__(
+        self, target: Target, connection: AbstractConnection, channel: AbstractChannel
+    ) -> None:
+        self._target = target
+        self._connection = connection
+        self._channel = channel
+
+    async def publish(self, batch: Sequence[Accepted]) -> None:
+        exchange = self._channel.default_exchange
+        messages = [
+            aio_pika.Message(
+                json.dumps(
+                    {**item.record.model_dump(exclude_none=True), "key": item.key},
+                    ensure_ascii=False,
+                ).encode("utf-8"),
+                content_type="application/json",
+                message_id=item.key,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            for item in batch
+        ]
+        # mandatory: a message the broker cannot route (the queue deleted meanwhile) fails
+        # the publish instead of vanishing.
+        await asyncio.gather(
+            *(exchange.publish(m, routing_key=self._target.queue, mandatory=True) for m in messages)
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
+async def open_publisher(url: str, options: SourceOptions) -> AmqpPublisher:
+    target = parse_url(url)
+    connection, channel = await open_channel(target, target.queue)
+    return AmqpPublisher(target, connection, channel)

@@ -1,0 +1,315 @@
+"""Redis Streams: a consumer-group source and an ``enqueue`` publisher (redis-py, asyncio).
+
+``redis://[:PASS@]HOST:PORT/DB?stream=NAME&group=GROUP[&consumer=NAME][&dead=NAME]``
+
+Reading order, each time the source looks for work:
+
+1. once, at the start: this consumer's own pending entries (ID ``0``): a restarted worker
+   with the same consumer name gets back what it had taken and not acked;
+2. entries pending on any consumer for longer than ``claim_idle`` (XAUTOCLAIM): a dead
+   worker's entries are taken over; our own entries still being worked on are never handed
+   out twice (they are in ``_out`` until acked);
+3. new entries (``>``), blocking at most ``_BLOCK_MS`` so that a stop is seen quickly.
+
+``drain`` ends once nothing new is left and no entry is pending on another consumer. Entries
+pending on a live consumer are waited for (it acks them) and a dead one's become claimable
+after ``claim_idle``, so the wait is bounded by ``claim_idle``. Entries pending on this
+consumer (handed out, not final) do not hold the drain up: their outcome decides.
+
+An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object.
+Entries that cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an
+entry over ``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
+A dead letter is ``XADD dead * reason .. location .. field value ...`` then ``XACK``, in one
+MULTI/EXEC: nothing is acked without its copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from pipeline.errors import AbortedError, ConfigError, SourceError
+from pipeline.models import Accepted, RawRecord
+from pipeline.sources.base import Done, SourceOptions
+from pipeline.urls import mask_url
+
+#: An entry larger than this (all its fields) is refused as invalid rather than parsed.
+MAX_ENTRY_BYTES = 1024 * 1024
+_BLOCK_MS = 1000  # the longest a read waits for new entries: a stop is seen within this
+_OWN = ("stream", "group", "consumer", "dead")
+Fields = dict[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A record's ack handle: its entry id and the fields as stored (for the dead letter)."""
+
+    id: bytes
+    fields: Fields
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a ``redis://`` URL names: the server (without our parameters) and the stream."""
+
+    server: str
+    stream: str
+    group: str  # "" for a publisher
+    consumer: str
+    dead: str
+    shown: str  # the URL with its password masked: for messages and the ledger
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str, *, need_group: bool) -> Target:
+        shown = mask_url(url)
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError as exc:
+            raise ConfigError(f"{shown}: not a valid URL ({exc})") from None
+        query = dict(parse_qsl(parts.query))
+        stream = query.get("stream")
+        group = query.get("group")
+        if not stream:
+            raise ConfigError(f"{shown}: stream= is required (redis://HOST:PORT/DB?stream=NAME)")
+        if need_group and not group:
+            raise ConfigError(f"{shown}: group= is required to read a stream (&group=NAME)")
+        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OWN])
+        return cls(
+            server=urlunsplit(parts._replace(query=rest)),
+            stream=stream,
+            group=group or "",
+            consumer=query.get("consumer") or f"{socket.gethostname()}-{os.getpid()}",
+            dead=query.get("dead") or f"{stream}:dead",
+            shown=shown,
+            password=password,
+        )
+
+    def gone(self, exc: BaseException) -> str:
+        """Mid-run (the caller names the source): the run ends, exit 3."""
+        return self._scrub(f"redis went away: {type(exc).__name__}: {exc}")
+
+    def _scrub(self, message: str) -> str:
+        return message.replace(self.password, "***") if self.password else message
+
+    def error(self, what: str, exc: BaseException) -> str:
+        """One line naming the server (masked), with no password whatever the library says."""
+        return self._scrub(f"redis {self.shown}: {what}: {type(exc).__name__}: {exc}")
+
+
+async def _connect(target: Target) -> aioredis.Redis:
+    try:
+        client = aioredis.Redis.from_url(target.server, socket_connect_timeout=5, socket_timeout=30)
+        await client.ping()
+    except ValueError as exc:
+        raise ConfigError(target.error("bad URL", exc)) from None
+    except RedisError as exc:
+        raise SourceError(target.error("cannot connect", exc)) from None
+    return client
+
+
+def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
+    """An entry as a raw record; what cannot be read is an ``error``, never an exception."""
+    handle = Entry(entry_id, fields)
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > MAX_ENTRY_BYTES:
+        return RawRecord(location, {}, f"entry of {size} bytes, over {MAX_ENTRY_BYTES}", handle)
+    try:
+        text = {k.decode(): v.decode() for k, v in fields.items()}
+    except UnicodeDecodeError:
+        return RawRecord(location, {}, "entry is not valid UTF-8", handle)
+    if "body" not in text:
+        return RawRecord(location, text, None, handle)
+    try:
+        body = json.loads(text["body"])
+    except ValueError as exc:
+        return RawRecord(location, {}, f"body is not JSON ({exc})", handle)
+    if not isinstance(body, dict):
+        return RawRecord(
+            location, {}, f"body is a JSON {type(body).__name__}, not an object", handle
+        )
+    return RawRecord(location, body, None, handle)
+
+
+class RedisStreamSource:
+    def __init__(self, client: aioredis.Redis, target: Target, options: SourceOptions) -> None:
+        self._redis = client
+        self._t = target
+        self._count = options.batch_size
+        self._drain = options.drain
+        self._idle_ms = max(1, int(options.claim_idle * 1000))
+        self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
+
+    @property
+    def name(self) -> str:
+        return self._t.shown
+
+    async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        try:
+            async for batch in self._own_pending(stop):
+                yield batch
+            while not stop.is_set():
+                found = False
+                async for batch in self._claimable(stop):
+                    found = True
+                    yield batch
+                batch = await self._new(block=not self._drain)
+                if batch:
+                    yield batch
+                elif not found and self._drain:
+                    if not await self._others_pending():
+                        return
+                    await _pause(stop, min(1.0, self._idle_ms / 1000))
+        except RedisError as exc:
+            raise SourceError(self._t.gone(exc)) from None
+
+    async def _own_pending(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        after = b"0"
+        while not stop.is_set():
+            entries = await self._read(after, block=None)
+            if not entries:
+                return
+            after = entries[-1][0]
+            # Deleted from the stream while pending (nil fields, which redis-py gives as {}:
+            # a real entry has at least one field): nothing left to deliver.
+            gone = [eid for eid, fields in entries if not fields]
+            if gone:
+                await self._redis.xack(self._t.stream, self._t.group, *gone)
+            kept = [(eid, f) for eid, f in entries if f]
+            if kept:
+                yield self._records(kept)
+
+    async def _claimable(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        start: bytes = b"0-0"
+        while not stop.is_set():
+            reply = await self._redis.xautoclaim(
+                self._t.stream,
+                self._t.group,
+                self._t.consumer,
+                self._idle_ms,
+                start_id=start,
+                count=self._count,
+            )
+            start, entries = reply[0], [(e, f) for e, f in reply[1] if e not in self._out]
+            if entries:
+                yield self._records(entries)
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _new(self, *, block: bool) -> list[RawRecord]:
+        entries = await self._read(b">", block=_BLOCK_MS if block else None)
+        return self._records(entries) if entries else []
+
+    async def _read(self, after: bytes, *, block: int | None) -> list[tuple[bytes, Any]]:
+        reply: Any = await self._redis.xreadgroup(
+            self._t.group,
+            self._t.consumer,
+            {self._t.stream: after},
+            count=self._count,
+            block=block,
+        )
+        if not reply:
+            return []
+        entries: list[tuple[bytes, Any]] = reply[0][1]  # RESP2: [[stream, entries]]
+        return entries
+
+    async def _others_pending(self) -> bool:
+        summary = await self._redis.xpending(self._t.stream, self._t.group)
+        mine = self._t.consumer.encode()
+        return any(c["name"] != mine and c["pending"] for c in summary["consumers"] or [])
+
+    def _records(self, entries: Sequence[tuple[bytes, Fields]]) -> list[RawRecord]:
+        prefix = f"redis:{self._t.stream}/"
+        self._out.update(eid for eid, _ in entries)
+        return [decode(prefix + eid.decode(), eid, fields) for eid, fields in entries]
+
+    async def ack(self, done: Sequence[Done]) -> None:
+        stream, group = self._t.stream, self._t.group
+        plain = [d.handle.id for d in done if isinstance(d.handle, Entry) and not d.dead_letter]
+        dead = [(d.handle, d.dead_letter) for d in done if isinstance(d.handle, Entry)]
+        dead = [(entry, reason) for entry, reason in dead if reason]
+        try:
+            if plain:
+                await self._redis.xack(stream, group, *plain)
+            if dead:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for entry, reason in dead:
+                        pipe.xadd(self._t.dead, self._dead_letter(entry, reason or ""))
+                    pipe.xack(stream, group, *(entry.id for entry, _ in dead))
+                    await pipe.execute()
+        except RedisError as exc:
+            raise SourceError(self._t.gone(exc)) from None
+        self._out.difference_update(plain)
+        self._out.difference_update(entry.id for entry, _ in dead)
+
+    def _dead_letter(self, entry: Entry, reason: str) -> dict[Any, Any]:
+        location = f"redis:{self._t.stream}/{entry.id.decode()}"
+        copy: dict[Any, Any] = {b"reason": reason.encode(), b"location": location.encode()}
+        for key, value in entry.fields.items():
+            # The original fields as they were; names that clash with ours keep a prefix.
+            copy[b"field:" + key if key in (b"reason", b"location") else key] = value
+        return copy
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def open_source(url: str, options: SourceOptions) -> RedisStreamSource:
+    """Connect, and create the group (from the stream's start, MKSTREAM) if it is missing."""
+    target = Target.parse(url, need_group=True)
+    client = await _connect(target)
+    try:
+        await client.xgroup_create(target.stream, target.group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            await client.aclose()
+            raise SourceError(target.error("cannot create the group", exc)) from None
+    except RedisError as exc:
+        await client.aclose()
+        raise SourceError(target.error("cannot connect", exc)) from None
+    return RedisStreamSource(client, target, options)
+
+
+class RedisPublisher:
+    """``enqueue --to redis://...``: XADD per record, one pipelined round trip per batch."""
+
+    def __init__(self, client: aioredis.Redis, target: Target) -> None:
+        self._redis = client
+        self._t = target
+        self.published = 0
+
+    async def publish(self, batch: Sequence[Accepted]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item in batch:
+                    fields = item.record.model_dump(exclude_none=True)
+                    fields["key"] = item.key
+                    pipe.xadd(self._t.stream, {k: str(v) for k, v in fields.items()})
+                await pipe.execute()
+        except RedisError as exc:  # mid-run: exit 3, one line
+            raise AbortedError(self._t.error("publish failed", exc)) from None
+        self.published += len(batch)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+async def open_publisher(url: str, options: SourceOptions) -> RedisPublisher:
+    target = Target.parse(url, need_group=False)
+    return RedisPublisher(await _connect(target), target)

@@ -1,0 +1,150 @@
+"""--report run.html: one self-contained page, checked in a real headless Chromium (the
+system's package): the browser's DOM holds the four charts, and a screenshot shows them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import Cli, make_rows, write_csv
+from PIL import Image
+
+from pipeline.charts import PALETTE
+from pipeline.fake import DEFAULT_AUTH_TOKEN
+from pipeline.monitor import Monitor
+from pipeline.report import Summary
+from pipeline.timeline import MAX_POINTS, Timeline
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="Chromium is not installed (apt-get install chromium); CI installs it",
+)
+
+
+def _report(run_cli: Cli, tmp_path: Path) -> Path:
+    state = run_cli.server.state
+    state.known_assistants = {"aia_asst_test"}
+    state.update_faults({"fail_rate": 0.1, "latency_ms": 5})
+    rows = make_rows(300) + make_rows(3, assistant="aia_asst_gone", prefix="g")
+    rows.append({**make_rows(1, prefix="bad")[0], "score": "3"})
+    page = tmp_path / "run.html"
+    result = run_cli.run(str(write_csv(tmp_path / "in.csv", rows)), "--report", str(page))
+    assert result.exit_code == 1, result.output
+    return page
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_the_page_is_self_contained_and_embeds_the_summary(run_cli: Cli, tmp_path: Path) -> None:
+    html = _report(run_cli, tmp_path).read_text(encoding="utf-8")
+
+    parser = _Tags()
+    parser.feed(html)
+    for tag, attrs in parser.tags:  # nothing is loaded from anywhere
+        assert tag not in ("img", "link", "iframe", "object", "embed"), tag
+        assert "src" not in attrs and "href" not in attrs, (tag, attrs)
+    assert "url(" not in html and "@import" not in html
+    assert set(re.findall(r"https?://[^\s\"'<]+", html)) == {"http://www.w3.org/2000/svg"}
+    assert [a["id"] for t, a in parser.tags if t == "svg"] == [
+        "chart-rate",
+        "chart-limit",
+        "chart-status",
+        "chart-latency",
+    ]
+    summary = json.loads(re.findall(r'id="summary">(.*?)</script>', html, re.S)[0])
+    assert summary["sent"] == 300 and summary["failed"] == 3 and summary["invalid"] == 1
+    assert "invalid: score" in html and "HTTP 404" in html  # the failure reasons table
+    assert DEFAULT_AUTH_TOKEN not in html
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    assert CHROMIUM is not None, "Chromium is needed in CI (apt-get install chromium)"
+    profile = tmp_path / "profile"
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@needs_chromium
+def test_chromium_renders_the_charts(run_cli: Cli, tmp_path: Path) -> None:
+    page = _report(run_cli, tmp_path)
+    shot = tmp_path / "shot.png"
+
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode()
+    _chromium(tmp_path, "--window-size=840,1500", f"--screenshot={shot}", page.as_uri())
+
+    # The browser's own DOM: every chart with its lines (200, 201, 503 and 404 answers).
+    assert dom.count("<svg") == 4
+    rate = re.search(r'<svg id="chart-rate".*?</svg>', dom, re.S)
+    assert rate and 'class="series"' in rate[0]
+    status = re.search(r'<svg id="chart-status".*?</svg>', dom, re.S)
+    assert status and {"HTTP 201", "HTTP 503", "HTTP 404"} <= set(
+        re.findall(r'data-name="([^"]+)"', status[0])
+    )
+    assert dom.count('class="bar"') == 5  # p50, p90, p95, p99, max
+    # The screenshot: the charts' colours are painted, in the places the charts take.
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (840, 1500)
+    painted = {colour: count for count, colour in image.getcolors(1 << 24) or []}
+    # The first three series' colours (rate, limit and 201s; 404s; 503s) are painted.
+    for colour in PALETTE[:3]:
+        assert painted.get(_rgb(colour), 0) > 50, (colour, painted.get(_rgb(colour)))
+    data, stride = image.tobytes(), image.width * 3
+    blue = bytes(_rgb(PALETTE[0]))
+    blue_rows = [y for y in range(image.height) if _has(data[y * stride : (y + 1) * stride], blue)]
+    assert len(blue_rows) > 120  # several charts' worth of height, not a legend swatch (~10)
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
+
+
+def _has(row: bytes, pixel: bytes) -> bool:
+    return any(row[i : i + 3] == pixel for i in range(0, len(row), 3))
+
+
+def test_the_timeline_stays_bounded_and_keeps_the_counts() -> None:
+    now = [0.0]
+    summary = Summary("run", "r")
+    timeline = Timeline(Monitor(summary, clock=lambda: now[0]), interval=1.0)
+    for step in range(MAX_POINTS * 3):
+        now[0] = float(step)
+        summary.sent = step
+        timeline.on_response(201, 0.01 * (step % 100 + 1))
+        timeline.sample()
+
+    assert len(timeline.points) <= MAX_POINTS
+    assert timeline.interval > 1.0
+    assert timeline.points[-1].sent == MAX_POINTS * 3 - 1  # the last point is never dropped
+    assert sum(p.statuses["201"] for p in timeline.points) == MAX_POINTS * 3
+    percentiles = dict(timeline.percentiles())
+    assert percentiles["p50"] == pytest.approx(505, rel=0.05)
+    assert percentiles["max"] == pytest.approx(1000)
