@@ -26,6 +26,7 @@ from pipeline.errors import (
     TransportError,
 )
 from pipeline.models import Accepted, Outcome, Status
+from pipeline.ratescope import RateBudget
 from pipeline.retry import call, retry_policy
 
 #: 429s with Retry-After one attempt may wait through before it counts as a failed attempt.
@@ -68,9 +69,12 @@ class Delivery:
         max_backoff: float = 30.0,
         max_outage: float = 600.0,
         notice: Callable[[str], None] = lambda _: None,
+        shared: RateBudget | None = None,
     ) -> None:
         self._client = client
         self.rate = AdaptiveRate(rate)
+        # --rate-scope: the budget of all workers of the scope, on top of this one's limits.
+        self.shared = shared
         self._control = control
         self.retries = 0
         self._notice = notice
@@ -95,6 +99,8 @@ class Delivery:
         pressure = throttled = False
         try:
             await self.rate.acquire()
+            if self.shared is not None:
+                await self.shared.acquire()
             if self._control.stopped:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             sent.requests += 1
@@ -116,6 +122,8 @@ class Delivery:
         if isinstance(exc, ApiError) and exc.status == 429:
             # The limit is the account's: everyone waits, not only this worker. Without a
             # Retry-After, this worker's backoff and the adaptive limit slow things down.
+            if exc.retry_after is not None and self.shared is not None:
+                self.shared.throttled(exc.retry_after)  # every worker of the scope waits
             if exc.retry_after is not None and self.gate.pause(exc.retry_after):
                 self.rate.throttled()
         elif _is_backpressure(exc):

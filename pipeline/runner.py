@@ -32,6 +32,7 @@ from pipeline.ledger import Ledger, open_ledger
 from pipeline.models import Rejection
 from pipeline.monitor import ObservedClient
 from pipeline.observe import Observer
+from pipeline.ratescope import SharedRate
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import is_queue, open_source, source_options
@@ -175,9 +176,13 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         run.summary,
         run.progress,
     )
-    async with _session(settings, auth) as session:
+    async with (
+        _session(settings, auth) as session,
+        _shared_rate(settings, auth, control, progress.notice) as shared,
+    ):
         client = ObservedClient(session, settings.base_url, listeners=run.observer.listeners)
         delivery = _delivery(settings, client, control, progress)
+        delivery.shared = shared
         run.observer.monitor.attach(delivery)
         reconciler = Reconciler(
             client,
@@ -189,7 +194,7 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
             sleep=control.pause,
             stopped=lambda: control.stopped,
             notice=progress.notice,
-            acquire=delivery.rate.acquire,  # List requests count against --rate like POSTs
+            acquire=_both(delivery),  # List requests count against --rate like POSTs
         )
         pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
 
@@ -259,7 +264,7 @@ async def _following(
         max_attempts=settings.max_attempts,
         sleep=sleep,
         stopped=lambda: control.stopped,
-        acquire=delivery.rate.acquire,
+        acquire=_both(delivery),
     )
     tasks = [
         control.background(
@@ -279,6 +284,44 @@ async def _following(
     finally:
         ended.set()
         await asyncio.gather(*tasks)
+
+
+@contextlib.asynccontextmanager
+async def _shared_rate(
+    settings: Settings,
+    auth: tuple[str, str],
+    control: RunControl,
+    notice: Callable[[str], None],
+) -> AsyncIterator[SharedRate | None]:
+    """The budget shared through Redis by every worker of ``--rate-scope``, if given; keyed
+    by the account SID (or API key SID) that authenticates, never its secret."""
+    if settings.rate_scope is None:
+        yield None
+        return
+    shared = SharedRate(
+        settings.rate_scope,
+        auth[0],
+        rate=settings.rate,
+        max_outage=settings.max_outage,
+        sleep=control.pause,
+        stopped=lambda: control.stopped,
+        notice=notice,
+    )
+    try:
+        yield shared
+    finally:
+        await shared.close()
+
+
+def _both(delivery: Delivery) -> Callable[[], Awaitable[None]]:
+    """This worker's rate limit, then the scope's shared budget (if any)."""
+
+    async def acquire() -> None:
+        await delivery.rate.acquire()
+        if delivery.shared is not None:
+            await delivery.shared.acquire()
+
+    return acquire
 
 
 def _delivery(
@@ -317,14 +360,25 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
     """The ``reconcile`` command: settle every uncertain record of the ledger."""
     ledger = await open_ledger(settings.ledger, uuid.uuid4().hex[:16], command="reconcile")
     try:
-        async with _session(settings, auth) as session:
+        control = RunControl()
+        async with (
+            _session(settings, auth) as session,
+            _shared_rate(settings, auth, control, lambda _: None) as shared,
+        ):
             client = FeedbackClient(session, settings.base_url)
+            rate = AdaptiveRate(settings.rate)
+
+            async def acquire() -> None:
+                await rate.acquire()
+                if shared is not None:
+                    await shared.acquire()
+
             reconciler = Reconciler(
                 client,
                 ledger,
                 settle=settings.settle,
                 max_attempts=settings.max_attempts,
-                acquire=AdaptiveRate(settings.rate).acquire,
+                acquire=acquire,
             )
             return await reconciler.settle_leftovers()
     finally:
