@@ -21,14 +21,16 @@ is back, and after ``max_outage`` the run aborts (:class:`OutageError`, exit 3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from pipeline.control import RunControl
 from pipeline.errors import ConfigError, OutageError
 from pipeline.urls import mask_url
 
@@ -227,3 +229,47 @@ class SharedRate:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def shared_rate(
+    url: str | None,
+    account: str,
+    *,
+    rate: float,
+    max_outage: float,
+    control: RunControl,
+    notice: Callable[[str], None],
+) -> AsyncIterator[SharedRate | None]:
+    """The budget of the scope ``url`` names (None without one), for one run; its waits end
+    when ``control`` stops the run."""
+    if url is None:
+        yield None
+        return
+    shared = SharedRate(
+        url,
+        account,
+        rate=rate,
+        max_outage=max_outage,
+        sleep=control.pause,
+        stopped=lambda: control.stopped,
+        notice=notice,
+    )
+    try:
+        yield shared
+    finally:
+        await shared.close()
+
+
+def both(
+    own: Callable[[], Awaitable[None]], shared: RateBudget | None
+) -> Callable[[], Awaitable[None]]:
+    """Wait for this worker's own limit, then for the scope's budget (if any)."""
+    if shared is None:
+        return own
+
+    async def acquire() -> None:
+        await own()
+        await shared.acquire()
+
+    return acquire

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ from pipeline.errors import (
 )
 from pipeline.follow import settle_periodically
 from pipeline.ledger import Ledger, open_ledger
+from pipeline.logs import event
 from pipeline.models import Rejection
 from pipeline.monitor import ObservedClient
 from pipeline.observe import Observer
-from pipeline.ratescope import SharedRate
+from pipeline.ratescope import SharedRate, both, shared_rate
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import is_queue, open_source, source_options
@@ -286,42 +288,23 @@ async def _following(
         await asyncio.gather(*tasks)
 
 
-@contextlib.asynccontextmanager
-async def _shared_rate(
-    settings: Settings,
-    auth: tuple[str, str],
-    control: RunControl,
-    notice: Callable[[str], None],
-) -> AsyncIterator[SharedRate | None]:
-    """The budget shared through Redis by every worker of ``--rate-scope``, if given; keyed
-    by the account SID (or API key SID) that authenticates, never its secret."""
-    if settings.rate_scope is None:
-        yield None
-        return
-    shared = SharedRate(
+def _shared_rate(
+    settings: Settings, auth: tuple[str, str], control: RunControl, notice: Callable[[str], None]
+) -> contextlib.AbstractAsyncContextManager[SharedRate | None]:
+    """``--rate-scope``'s budget (None without it), keyed by the SID that authenticates."""
+    return shared_rate(
         settings.rate_scope,
         auth[0],
         rate=settings.rate,
         max_outage=settings.max_outage,
-        sleep=control.pause,
-        stopped=lambda: control.stopped,
+        control=control,
         notice=notice,
     )
-    try:
-        yield shared
-    finally:
-        await shared.close()
 
 
 def _both(delivery: Delivery) -> Callable[[], Awaitable[None]]:
     """This worker's rate limit, then the scope's shared budget (if any)."""
-
-    async def acquire() -> None:
-        await delivery.rate.acquire()
-        if delivery.shared is not None:
-            await delivery.shared.acquire()
-
-    return acquire
+    return both(delivery.rate.acquire, delivery.shared)
 
 
 def _delivery(
@@ -363,26 +346,23 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
         control = RunControl()
         async with (
             _session(settings, auth) as session,
-            _shared_rate(settings, auth, control, lambda _: None) as shared,
+            _shared_rate(settings, auth, control, _notice) as shared,
         ):
             client = FeedbackClient(session, settings.base_url)
-            rate = AdaptiveRate(settings.rate)
-
-            async def acquire() -> None:
-                await rate.acquire()
-                if shared is not None:
-                    await shared.acquire()
-
             reconciler = Reconciler(
                 client,
                 ledger,
                 settle=settings.settle,
                 max_attempts=settings.max_attempts,
-                acquire=acquire,
+                acquire=both(AdaptiveRate(settings.rate).acquire, shared),
             )
             return await reconciler.settle_leftovers()
     finally:
         await ledger.close()
+
+
+def _notice(message: str) -> None:
+    event(logging.WARNING, f"notice: {message}", "notice")
 
 
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:
