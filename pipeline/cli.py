@@ -76,6 +76,12 @@ def _delivery_options(fn: F) -> F:
             help=f"Requests per second at most, 0: no limit [{_default('rate')}].",
         ),
         click.option(
+            "--rate-scope",
+            metavar="URL",
+            help="redis://HOST:PORT/DB[?key=NAME]: --rate is the total of every worker with "
+            "this scope (default key: the account SID); no sending while it is unreachable.",
+        ),
+        click.option(
             "--max-attempts",
             type=int,
             help=f"Attempts per record, retries included [{_default('max_attempts')}].",
@@ -358,6 +364,8 @@ def replay(
     "--max-attempts", type=int, help=f"Attempts per list page [{_default('max_attempts')}]."
 )
 @click.option("--timeout", type=float, help=f"Seconds per request [{_default('timeout')}].")
+@click.option("--rate", type=float, help=f"List requests per second [{_default('rate')}].")
+@click.option("--rate-scope", metavar="URL", help="Share --rate through this Redis (see run).")
 @_guarded
 def reconcile(config_file: str | None, **flags: Any) -> None:
     """Settle records left in flight or unknown, using the API's List endpoint."""

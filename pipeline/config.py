@@ -28,6 +28,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -35,6 +36,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from pipeline.errors import ConfigError
 from pipeline.models import RECORD_FIELDS
+from pipeline.ratescope import check_scope_url
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     base_url: str = "https://assistants.twilio.com"
     concurrency: Count = Field(16, ge=1, le=1000)
     rate: Number = Field(50.0, ge=0, le=1_000_000)  # 0: no limit
+    # redis://HOST:PORT/DB[?key=NAME]: --rate is then the total of every worker of the scope.
+    rate_scope: str | None = None
     max_attempts: Count = Field(5, ge=1, le=100)
     timeout: Number = Field(30.0, ge=0.1, le=3600)
     grace: Number = Field(10.0, ge=0, le=3600)
@@ -133,6 +137,16 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
         return value.rstrip("/")
+
+    @field_validator("rate_scope")
+    @classmethod
+    def _check_rate_scope(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        check_scope_url(value)
+        if info.data.get("rate") == 0:
+            raise ValueError("needs a --rate above 0 (0 is no limit, and a budget needs one)")
+        return value
 
     @field_validator("columns")
     @classmethod

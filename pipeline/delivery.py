@@ -28,6 +28,7 @@ from pipeline.errors import (
 )
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.models import Accepted, Outcome, Status
+from pipeline.ratescope import RateBudget
 from pipeline.retry import call, retry_policy
 
 #: 429s one attempt may wait through before it counts as a failed attempt.
@@ -70,8 +71,11 @@ class Delivery:
         max_backoff: float = 30.0,
         max_outage: float = 600.0,
         notice: Callable[[str], None] = lambda _: None,
+        shared: RateBudget | None = None,
     ) -> None:
         self._client = client
+        # --rate-scope: the budget of all workers of the scope, on top of this one's limits.
+        self.shared = shared
         self._control = control
         self.retries = 0
         self._notice = notice
@@ -97,6 +101,8 @@ class Delivery:
         ticket = await self.flow.acquire()
         result = Result(Kind.OTHER)
         try:
+            if self.shared is not None:
+                await self.shared.acquire()
             if self._control.stopped:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             sent.requests += 1
@@ -115,6 +121,8 @@ class Delivery:
     def _observe(self, exc: DeliveryError) -> Result:
         """What a failure says about load, for flow control (and the circuit breaker)."""
         if isinstance(exc, ApiError) and exc.status == 429:
+            if exc.retry_after is not None and self.shared is not None:
+                self.shared.throttled(exc.retry_after)  # every worker of the scope waits
             return Result(Kind.THROTTLED, exc.retry_after)
         if _is_backpressure(exc):
             self.gate.failed(str(exc))

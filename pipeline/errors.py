@@ -9,7 +9,8 @@ can catch the family; the CLI maps each branch to an exit code::
     │                           (mid-run: a broker gone; ends the run    -> exit 3)
     ├── LedgerError             the ledger file is unusable              -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
-    │   └── OutageError         the API failed everything for too long
+    │   └── OutageError         the API failed everything (or the --rate-scope
+    │                           Redis was unreachable) for too long
     ├── ReconcileError          the List endpoint could not be read      -> records stay unknown
     │   └── SettleInterruptedError  stopped before the settle wait ended -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
@@ -61,7 +62,8 @@ class AbortedError(PipelineError):
 
 
 class OutageError(AbortedError):
-    """The API failed every request for longer than the configured limit."""
+    """The API failed every request (or the ``--rate-scope`` Redis could not be reached) for
+    longer than the configured limit."""
 
 
 class ReconcileError(PipelineError):

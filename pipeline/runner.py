@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from pipeline.errors import (
 from pipeline.flow import FlowControl
 from pipeline.follow import settle_periodically
 from pipeline.ledger import Ledger, open_ledger
+from pipeline.logs import event
 from pipeline.models import Rejection
 from pipeline.monitor import ObservedClient
 from pipeline.observe import Observer
+from pipeline.ratescope import SharedRate, both, shared_rate
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.sources import is_queue, open_source, source_options
@@ -175,9 +178,13 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         run.summary,
         run.progress,
     )
-    async with _session(settings, auth) as session:
+    async with (
+        _session(settings, auth) as session,
+        _shared_rate(settings, auth, control, progress.notice) as shared,
+    ):
         client = ObservedClient(session, settings.base_url, listeners=run.observer.listeners)
         delivery = _delivery(settings, client, control, progress)
+        delivery.shared = shared
         run.observer.monitor.attach(delivery)
         reconciler = Reconciler(
             client,
@@ -189,7 +196,7 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
             sleep=control.pause,
             stopped=lambda: control.stopped,
             notice=progress.notice,
-            acquire=delivery.flow.pace,  # List requests count against --rate like POSTs
+            acquire=_both(delivery),  # List requests count against --rate like POSTs
         )
         pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
 
@@ -259,7 +266,7 @@ async def _following(
         max_attempts=settings.max_attempts,
         sleep=sleep,
         stopped=lambda: control.stopped,
-        acquire=delivery.flow.pace,
+        acquire=_both(delivery),
     )
     tasks = [
         control.background(
@@ -279,6 +286,25 @@ async def _following(
     finally:
         ended.set()
         await asyncio.gather(*tasks)
+
+
+def _shared_rate(
+    settings: Settings, auth: tuple[str, str], control: RunControl, notice: Callable[[str], None]
+) -> contextlib.AbstractAsyncContextManager[SharedRate | None]:
+    """``--rate-scope``'s budget (None without it), keyed by the SID that authenticates."""
+    return shared_rate(
+        settings.rate_scope,
+        auth[0],
+        rate=settings.rate,
+        max_outage=settings.max_outage,
+        control=control,
+        notice=notice,
+    )
+
+
+def _both(delivery: Delivery) -> Callable[[], Awaitable[None]]:
+    """This worker's rate limit, then the scope's shared budget (if any)."""
+    return both(delivery.flow.pace, delivery.shared)
 
 
 def _delivery(
@@ -317,18 +343,26 @@ async def reconcile_ledger(settings: Settings, *, auth: tuple[str, str]) -> Sett
     """The ``reconcile`` command: settle every uncertain record of the ledger."""
     ledger = await open_ledger(settings.ledger, uuid.uuid4().hex[:16], command="reconcile")
     try:
-        async with _session(settings, auth) as session:
+        control = RunControl()
+        async with (
+            _session(settings, auth) as session,
+            _shared_rate(settings, auth, control, _notice) as shared,
+        ):
             client = FeedbackClient(session, settings.base_url)
             reconciler = Reconciler(
                 client,
                 ledger,
                 settle=settings.settle,
                 max_attempts=settings.max_attempts,
-                acquire=FlowControl(settings.concurrency, settings.rate).pace,
+                acquire=both(FlowControl(settings.concurrency, settings.rate).pace, shared),
             )
             return await reconciler.settle_leftovers()
     finally:
         await ledger.close()
+
+
+def _notice(message: str) -> None:
+    event(logging.WARNING, f"notice: {message}", "notice")
 
 
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:

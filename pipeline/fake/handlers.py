@@ -122,6 +122,9 @@ def _post_fault(state: FakeState) -> web.Response | None:
     faults = state.faults
     if faults.error_status is not None:
         return _status_error(faults.error_status)
+    once = state.take_retry_after_once()
+    if once is not None:
+        return twilio_error(429, 20429, "Too Many Requests", headers={hdrs.RETRY_AFTER: str(once)})
     wait = state.throttle_wait()
     if wait is not None:
         retry_after = str(max(1, math.ceil(wait)))

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -22,6 +22,8 @@ from pipeline.fake.limiters import Limiter, Limits
 
 DEFAULT_ACCOUNT_SID = "ACfa4e" + "0" * 28
 DEFAULT_AUTH_TOKEN = "fake-auth-token"
+
+POST_TIMES_KEPT = 100_000
 
 ContentKey = tuple[str, str, str | None, float | None, str | None]
 
@@ -136,6 +138,10 @@ class FakeState:
         self._faults = Faults()
         self.faults = faults if faults is not None else Faults()
         self.posts_received = 0
+        # When the latest POSTs arrived (monotonic), for tests of rates and pauses.
+        self.post_times: deque[float] = deque(maxlen=POST_TIMES_KEPT)
+        # Answer the next POST with 429 and this Retry-After (seconds), once; then None again.
+        self.retry_after_once: int | None = None
         self.resets = 0
         self.responses: Counter[int] = Counter()
         self.hostile_stats: Counter[str] = Counter()  # kept by pipeline.fake.hostile
@@ -197,6 +203,21 @@ class FakeState:
     def note_post(self) -> None:
         with self._lock:
             self.posts_received += 1
+            self.post_times.append(time.monotonic())
+
+    def take_retry_after_once(self) -> int | None:
+        with self._lock:
+            wait, self.retry_after_once = self.retry_after_once, None
+            return wait
+
+    def posts_per_second(self) -> list[int]:
+        """POSTs received in each whole second since the first one kept."""
+        with self._lock:
+            times = list(self.post_times)
+        if not times:
+            return []
+        counts = Counter(int(t - times[0]) for t in times)
+        return [counts[second] for second in range(max(counts) + 1)]
 
     def note_response(self, status: int) -> None:
         with self._lock:
@@ -281,6 +302,7 @@ class FakeState:
             self._stored.clear()
             self._by_assistant.clear()
             self.posts_received = 0
+            self.post_times.clear()
             self.resets = 0
             self.responses.clear()
             self.hostile_stats.clear()
