@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import limits, local, network, queues
+from bench import limits, local, network, queues, scale_out
 from bench.data import Files
 from bench.procs import BenchError
 from bench.sizes import Context, add_arguments, from_arguments
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "throttle": ("4 unknown server limit", limits.unknown_limit),
     "local": ("5, 6 memory, rerun skip", local.memory_and_rerun),
     "queue": ("9 Redis --drain vs file", queues.redis_vs_file),
+    "scale": ("10 scale-out: 1 vs 3 workers, Redis + PostgreSQL", scale_out.one_vs_three),
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
