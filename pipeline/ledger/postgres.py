@@ -30,6 +30,7 @@ import asyncpg
 from pipeline.errors import LedgerError
 from pipeline.ledger import postgres_queries as queries
 from pipeline.ledger import postgres_schema as schema_
+from pipeline.ledger import postgres_sql as sql
 from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
 from pipeline.ledger.sqlite_queries import RETRYABLE
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
@@ -130,7 +131,7 @@ class PostgresLedger:
         now = _now()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                self._CLAIM.format(s=self._s),
+                sql.CLAIM.format(s=self._s),
                 [i.key for i in items],
                 [i.record.assistant_id for i in items],
                 [json.dumps(i.record.body(), ensure_ascii=False) for i in items],
@@ -141,7 +142,7 @@ class PostgresLedger:
             )
             if rejections:
                 await conn.execute(
-                    self._INVALID.format(s=self._s),
+                    sql.INVALID.format(s=self._s),
                     [r.key for r in rejections],
                     [r.location for r in rejections],
                     [r.reason for r in rejections],
@@ -163,31 +164,6 @@ class PostgresLedger:
         taken = {r["key"] for r in rows}
         self._taken -= taken
         return taken
-
-    _CLAIM = """
-INSERT INTO {s}.records AS r (key, state, assistant_id, body, location, run_id, attempts,
-    updated_at)
-SELECT k, 'in_flight', a, b, l, $5, 0, $6
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(k, a, b, l) ORDER BY k
-ON CONFLICT (key) DO UPDATE SET
-    state = 'in_flight', assistant_id = excluded.assistant_id, body = excluded.body,
-    location = excluded.location, run_id = excluded.run_id, attempts = 0,
-    http_status = NULL, feedback_id = NULL, error_code = NULL, error_message = NULL,
-    fields = NULL, retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
-WHERE (r.state IN ('failed', 'retired') AND r.run_id <> excluded.run_id)
-   OR (r.key = ANY($7::text[]) AND r.run_id = excluded.run_id AND r.state = 'in_flight')
-RETURNING r.key
-"""
-
-    _INVALID = """
-INSERT INTO {s}.records AS r (key, state, location, run_id, error_message, fields, updated_at)
-SELECT k, 'invalid', l, $5, e, f, $6
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(k, l, e, f)
-ON CONFLICT (key) DO UPDATE SET
-    state = 'invalid', location = excluded.location, run_id = excluded.run_id,
-    error_message = excluded.error_message, fields = excluded.fields,
-    retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
-"""
 
     async def _dry_claim(self, keys: list[str]) -> set[str]:
         known = await self._states(keys)
@@ -244,26 +220,19 @@ ON CONFLICT (key) DO UPDATE SET
         outcomes = sorted(outcomes, key=lambda o: o.key)  # lock order, as in claim
         # Only the owner writes an outcome, or anyone once the owner's lease expired
         # (reconciliation): a worker that lost its lease never overwrites a new owner's row.
-        await self._pool.execute(
-            f"""
-UPDATE {self._s}.records AS r SET state = u.state, attempts = u.attempts,
-    http_status = u.http, feedback_id = u.fid, error_code = u.code, error_message = u.msg,
-    body = CASE WHEN u.state = 'sent' THEN NULL ELSE r.body END, updated_at = $8
-FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::int[], $7::text[])
-    AS u(key, state, attempts, http, fid, code, msg)
-WHERE r.key = u.key AND (r.run_id = $9 OR NOT EXISTS (
-    SELECT 1 FROM {self._s}.runs o WHERE o.run_id = r.run_id AND o.lease_until >= {_NOW}))
-""",
-            [o.key for o in outcomes],
-            [o.status.value for o in outcomes],
-            [o.attempts for o in outcomes],
-            [o.http_status for o in outcomes],
-            [o.feedback_id for o in outcomes],
-            [o.error_code for o in outcomes],
-            [o.error_message for o in outcomes],
-            _now(),
-            self.run_id,
-        )
+        with _guard(self._t.shown, "writing outcomes"):
+            await self._pool.execute(
+                sql.OUTCOMES.format(s=self._s, now=_NOW),
+                [o.key for o in outcomes],
+                [o.status.value for o in outcomes],
+                [o.attempts for o in outcomes],
+                [o.http_status for o in outcomes],
+                [o.feedback_id for o in outcomes],
+                [o.error_code for o in outcomes],
+                [o.error_message for o in outcomes],
+                _now(),
+                self.run_id,
+            )
 
     # --- replay --------------------------------------------------------------------------------
 
@@ -276,13 +245,7 @@ WHERE r.key = u.key AND (r.run_id = $9 OR NOT EXISTS (
         retryable = f"AND {RETRYABLE}" if retryable_only else ""
         while not self._empty:
             rows = await self._pool.fetch(
-                f"""
-UPDATE {self._s}.records AS r SET state = 'in_flight', run_id = $1
-FROM (SELECT key FROM {self._s}.records WHERE state = 'failed' AND run_id <> $1 {retryable}
-      ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED) AS f
-WHERE r.key = f.key
-RETURNING r.key, r.assistant_id, r.body, r.location
-"""
+                sql.TAKE_FAILED.format(s=self._s, retryable=retryable)
                 if not self._read_only
                 else f"SELECT key, assistant_id, body, location FROM {self._s}.records "
                 f"WHERE state = 'failed' AND run_id <> $1 {retryable} "
@@ -316,17 +279,13 @@ RETURNING r.key, r.assistant_id, r.body, r.location
         if self._empty:
             return []
         if this_run:
-            sql = (
+            query = (
                 f"SELECT key, assistant_id, body, location, run_id FROM {self._s}.records "
                 "WHERE state = 'unknown' AND run_id = $1"
             )
         else:
-            sql = f"""
-SELECT r.key, r.assistant_id, r.body, r.location, r.run_id FROM {self._s}.records r
-LEFT JOIN {self._s}.runs o ON o.run_id = r.run_id
-WHERE r.state IN ('in_flight', 'unknown') AND r.run_id <> $1
-  AND coalesce(o.lease_until, 0) < {_NOW}"""
-        rows = await self._pool.fetch(sql, self.run_id)
+            query = sql.LEFTOVERS.format(s=self._s, now=_NOW)
+        rows = await self._pool.fetch(query, self.run_id)
         return [
             (
                 Accepted(
@@ -390,11 +349,11 @@ WHERE r.state IN ('in_flight', 'unknown') AND r.run_id <> $1
         return [] if self._empty else await queries.runs(self._pool, self._s, limit)
 
     async def holder(self) -> str | None:
-        """The workers whose lease is live, e.g. ``run-1 (host-a), run-2 (host-b)``."""
+        """The workers whose lease is live, e.g. ``workers alive: run-1@host-a, run-2@host-b``."""
         if self._empty:
             return None
         alive = await queries.alive(self._pool, self._s)
-        return ", ".join(alive) or None
+        return f"workers alive: {', '.join(alive)}" if alive else None
 
     async def counts(self) -> dict[str, int]:
         if self._empty:

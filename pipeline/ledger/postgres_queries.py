@@ -121,7 +121,7 @@ async def alive(pool: asyncpg.Pool, schema: str) -> list[str]:
         f"SELECT run_id, host FROM {schema}.runs WHERE lease_until >= "
         "extract(epoch FROM clock_timestamp()) ORDER BY seq"
     )
-    return [f"{r['run_id']} ({r['host']})" for r in rows]
+    return [f"{r['run_id']}@{r['host']}" for r in rows]
 
 
 def _summary(text: str | None) -> dict[str, Any] | None:
