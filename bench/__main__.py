@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import limits, local, matrix, network, queues, shared_rate
+from bench import limits, local, matrix, network, queues, scale_out, shared_rate
 from bench.data import Files
 from bench.procs import BenchError
 from bench.sizes import Context, add_arguments, from_arguments
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "matrix": ("9 flow-control matrix", matrix.flow_matrix),
     "queue": ("10 Redis --drain vs file", queues.redis_vs_file),
     "shared-rate": ("11 shared rate accuracy", shared_rate.shared_rate_accuracy),
+    "scale": ("12 scale-out: 1 vs 3 workers, Redis + PostgreSQL", scale_out.one_vs_three),
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -171,7 +171,9 @@ def test_a_second_process_through_another_path_is_refused_and_nothing_is_duplica
             )
             assert second.returncode == 3, second.stderr
             assert second.stderr.strip() == (
-                f"feedback-pipeline: ledger {other} is in use by another run (pid {first.pid})"
+                f"feedback-pipeline: ledger {other} is in use by another run (pid {first.pid}); "
+                "an SQLite ledger takes one process at a time: for many workers use a "
+                "postgresql:// ledger"
             )
             state.update_faults({"latency_ms": 0.0})
             assert first.wait(timeout=60) == 0

@@ -91,7 +91,7 @@ async def test_a_sqlite_url_and_a_path_open_the_same_ledger(
         await by_abs_url.close()
 
 
-@pytest.mark.parametrize("url", ["foo://x", "postgresql://u:secret@db/ledger"])
+@pytest.mark.parametrize("url", ["foo://x", "mysql://u:secret@db/ledger"])
 async def test_an_unknown_ledger_scheme_is_a_one_line_error(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         await open_ledger(url, "run-1", command="run")

@@ -1,8 +1,10 @@
 """Ledgers: the durable record of every input record's state, chosen by URL.
 
 A path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's form), is a
-SQLite file. Adding a backend is one module exporting ``open_ledger(url, run_id, *, command,
-read_only) -> Ledger`` plus one line in ``_BACKENDS``; it is imported only when used.
+SQLite file; ``postgresql://USER@HOST:PORT/DB[?schema=NAME]`` is the ledger many workers
+share (pipeline.ledger.postgres). Adding a backend is one module exporting
+``open_ledger(url, run_id, *, command, read_only) -> Ledger`` plus one line in ``_BACKENDS``;
+it is imported only when used.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = ["Decision", "Ledger", "SqliteLedger", "local_path", "open_ledger"]
 #: URL scheme -> module exporting ``open_ledger``. A plain path is "sqlite".
 _BACKENDS: dict[str, str] = {
     "sqlite": "pipeline.ledger.sqlite",
+    "postgresql": "pipeline.ledger.postgres",
+    "postgres": "pipeline.ledger.postgres",
 }
 
 

@@ -64,7 +64,10 @@ class LedgerLock:
         except BlockingIOError:
             holder = _holder(os.fstat(fd))
             os.close(fd)
-            raise LedgerError(f"ledger {path} is in use by another run ({holder})") from None
+            raise LedgerError(
+                f"ledger {path} is in use by another run ({holder}); an SQLite ledger takes "
+                "one process at a time: for many workers use a postgresql:// ledger"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
