@@ -155,6 +155,8 @@ class Summary:
     def line(self) -> str:
         """The counts so far, in one line (a following run logs it every --log-every)."""
         verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
+        if self.command == "enqueue":
+            verb = "published"  # to a queue: nothing reaches the API here
         return (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
             f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
@@ -189,8 +191,10 @@ class Summary:
     def details(self, *, reasons: bool = True) -> list[str]:
         """The lines after the counts; ``reasons``: with the top failure reasons."""
         lines = []
-        if not self.dry_run:
-            rate = self.sent / self.duration_s if self.duration_s else 0.0
+        rate = self.sent / self.duration_s if self.duration_s else 0.0
+        if self.command == "enqueue":
+            lines.append(f"  in {self.duration_s:.2f}s, {rate:.0f} records/s")
+        elif not self.dry_run:
             lines.append(
                 f"  {self.attempts} requests ({self.retries} retries) in {self.duration_s:.2f}s, "
                 f"{rate:.0f} records/s"

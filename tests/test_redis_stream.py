@@ -90,7 +90,7 @@ def test_enqueuing_a_file_twice_delivers_each_record_once(
             cli_main, ["enqueue", str(path), "--to", stream.publish_url()]
         )
         assert enqueued.exit_code == 0, enqueued.output
-        assert "read 25, sent 25" in enqueued.output
+        assert "read 25, published 25" in enqueued.output
     assert stream.redis.xlen(stream.name) == 50
     # The same key travels with both copies.
     keys = [fields[b"key"] for _, fields in stream.entries()]
