@@ -225,7 +225,7 @@ class FlowControl:
             if ticket.started >= self._limit.pressured_at:
                 self._limit.pressure(now, max(1.0, ticket.level - 1.0))
                 self._inflight_limit = self._limit.value
-        elif self._rate.refused(ticket.paced, now, self.rtt):
+        elif self._rate.refused(ticket.paced, now, self.rtt, ticket.started):
             self._room()
         self._storm(retry_after, now)
 

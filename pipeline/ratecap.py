@@ -26,6 +26,8 @@ RATE_MARGIN = 0.03
 #: Fewer rate refusals than this share of the last second's requests are noise (requests that
 #: arrived together at a limiter with almost no burst), not a pace above the limit.
 NOISE = 0.02
+#: The longest a paced start sleeps before it looks whether the cap moved.
+_NAP = 0.1
 #: The most starts remembered (the attempt rate and the refused share need the last second).
 _MAX_STARTS = 4096
 
@@ -42,7 +44,8 @@ class RateCap:
         self._ceiling = ceiling or math.inf
         self._clock, self._sleep = clock, sleep
         self._next_start = -math.inf  # the pacing: next free start time
-        self._generation = 0  # the cap's drops: starts reserved before one are redone
+        self._generation = 0  # the cap's moves: starts reserved before one are redone
+        self._waiting = 0  # starts reserved and not yet reached
         self._last_start = -math.inf
         self._starts: deque[float] = deque()
         self._successes: deque[float] = deque()
@@ -67,16 +70,23 @@ class RateCap:
         return min(self.seeker.value, self.seeker.good * (1.0 - RATE_MARGIN))
 
     async def pace(self) -> None:
-        """Wait for this request's start time. A start reserved under a cap that has dropped
-        since is reserved again, so a drop takes effect at once."""
+        """Wait for this request's start time. A start reserved under a cap that has moved
+        since (down or up) is reserved again, so a new cap takes effect at once."""
         while self.seeker is not None:
             generation, now = self._generation, self._clock()
             start = max(now, self._next_start)
             self._next_start = start + 1.0 / self.seeker.value
-            if start > now:
-                await self._sleep(start - now)
-                if generation != self._generation:
-                    continue
+            self._waiting += 1
+            try:
+                # In short naps: a cap that rose must not leave us asleep on a start that a
+                # low cap reserved seconds ahead.
+                while start > now and generation == self._generation:
+                    await self._sleep(min(start - now, _NAP))
+                    now = self._clock()
+            finally:
+                self._waiting -= 1
+            if generation != self._generation:
+                continue
             # A start that woke late must not go out right behind the next one: a limiter
             # with almost no burst refuses two requests that arrive together.
             early = self._last_start + 0.5 / self.seeker.value - self._clock()
@@ -104,15 +114,16 @@ class RateCap:
         self._since_drop += 1
         self._ok_total += 1
 
-    def refused(self, paced: float, now: float, rtt: float | None) -> bool:
-        """A rate refusal of a request paced at ``paced``; True when the cap moved."""
+    def refused(self, paced: float, now: float, rtt: float | None, sent: float) -> bool:
+        """A rate refusal of a request paced at ``paced`` and sent at ``sent``; True when the
+        cap moved."""
         self._refusals.append(now)
         while self._refusals[0] < now - RATE_WINDOW:
             self._refusals.popleft()
         cap = self.seeker
         if cap is not None and (paced < cap.pressured_at or self._since_drop < 1):
             return False  # paced before the last drop, or nothing got through since
-        pace = cap.value if cap is not None else self._attempt_rate(now, rtt)
+        pace = cap.value if cap is not None else self._attempt_rate(sent, rtt)
         measured, settled = self._measured(now, rtt)
         started, share = self._lately(now)
         margin = 1.0 - RATE_MARGIN
@@ -148,6 +159,12 @@ class RateCap:
         """An epoch without refusal: grows only while the cap is what holds the rate back."""
         if self.seeker is not None and achieved >= 0.9 * self.seeker.value:
             self.seeker.clean(now, achieved)
+            # Starts reserved far further ahead than the new cap would (under a cap much
+            # lower than this one): reserve them again.
+            backlog = self._next_start - now
+            if backlog > max(RATE_WINDOW / 2, 2 * (self._waiting + 1) / self.seeker.value):
+                self._generation += 1
+                self._next_start = now
 
     def set(self, now: float, value: float) -> None:
         if self.seeker is None:
@@ -171,10 +188,13 @@ class RateCap:
     def _window(self, rtt: float | None) -> float:
         return max(MIN_MEASURE, 4 * (rtt or 0.0))
 
-    def _attempt_rate(self, now: float, rtt: float | None) -> float:
-        """Requests started per second lately (what the pace was, before there was a cap)."""
+    def _attempt_rate(self, sent: float, rtt: float | None) -> float:
+        """Requests started per second up to ``sent`` (what the pace was when the refused
+        request left, before there was a cap). Not up to the refusal: a loaded server may
+        answer later than the window, after nothing else started, and a pace measured then
+        is next to none (a cap of 1/s, the run collapsed)."""
         window = self._window(rtt)
-        recent = sum(1 for t in reversed(self._starts) if t >= now - window)
+        recent = sum(1 for t in reversed(self._starts) if sent - window <= t <= sent)
         return max(1.0, recent / window)
 
     def _measured(self, now: float, rtt: float | None) -> tuple[float, bool]:

@@ -69,17 +69,27 @@ def simulate(
     latency: float,
     rate: float | None = None,
     seed: int = 7,
+    refusal_rtt: float = REFUSAL_RTT,
 ) -> Outcome:
-    """Send ``records`` through ``concurrency`` workers; latency is ``latency`` + jitter."""
+    """Send ``records`` through ``concurrency`` workers; latency is ``latency`` + jitter, and
+    a refusal comes back after ``refusal_rtt`` (as late as a success, on a loaded server)."""
     loop = VirtualLoop()
     try:
-        return loop.run_until_complete(_run(limits, records, concurrency, latency, rate, seed))
+        return loop.run_until_complete(
+            _run(limits, records, concurrency, latency, rate, seed, refusal_rtt)
+        )
     finally:
         loop.close()
 
 
 async def _run(
-    limits: Limits, records: int, concurrency: int, latency: float, rate: float | None, seed: int
+    limits: Limits,
+    records: int,
+    concurrency: int,
+    latency: float,
+    rate: float | None,
+    seed: int,
+    refusal_rtt: float,
 ) -> Outcome:
     loop = asyncio.get_running_loop()
     flow = FlowControl(concurrency, rate, clock=loop.time)
@@ -105,7 +115,7 @@ async def _run(
                     break
                 refused += 1
                 retry_after = None if refusal.retry_after is None else float(refusal.retry_after)
-                await asyncio.sleep(REFUSAL_RTT)
+                await asyncio.sleep(refusal_rtt)
                 flow.release(ticket, Result(Kind.THROTTLED, retry_after))
                 await asyncio.sleep(flow.retry_wait(retry_after))
 

@@ -106,3 +106,13 @@ def test_no_limit_no_cap_no_refusal() -> None:
     outcome = simulate(Limits(), records=500, concurrency=16, latency=0.01)
     assert (outcome.refused, outcome.rate_cap, outcome.concurrency) == (0, None, 16)
     assert outcome.rate == pytest.approx(16 / 0.01, rel=0.1)
+
+
+def test_a_slow_server_that_answers_refusals_late_does_not_collapse_the_run() -> None:
+    # The bench's collapse (bucket 50 ms, Retry-After: 0, c=64): refusals came back 80 ms
+    # after the first 16 requests left, when nothing had started since; the pace measured then
+    # was none, the first cap 1/s, and the starts reserved under it held the run at 5/s.
+    limits = rate(burst_ms=50, retry_after="zero")
+    outcome = simulate(limits, records=1400, concurrency=64, latency=0.08, refusal_rtt=0.08)
+    assert outcome.rate / 200 >= 0.9, outcome
+    assert outcome.refused_share < 0.03, outcome
