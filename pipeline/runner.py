@@ -91,14 +91,6 @@ async def replay_failed(
     return await _execute("replay", settings, auth, batches, dry_run=False)
 
 
-async def ledger_counts(url: str) -> dict[str, int]:
-    ledger = await open_ledger(url, "status", command="status", read_only=True)
-    try:
-        return await ledger.counts()
-    finally:
-        await ledger.close()
-
-
 async def _execute(
     command: str,
     settings: Settings,

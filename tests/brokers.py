@@ -29,6 +29,14 @@ def unavailable(what: str) -> None:
     pytest.skip(f"{what} is not reachable")
 
 
+def require_redis() -> None:
+    """Skip (or, in CI, fail) a test when the shared Redis does not answer."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        unavailable(f"Redis at {REDIS_URL}")
+
+
 @dataclass
 class Stream:
     """A uniquely named stream on the shared Redis; deleted (with its dead letters) after."""
@@ -80,10 +88,7 @@ class Stream:
 
 @pytest.fixture
 def stream() -> Iterator[Stream]:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        unavailable(f"Redis at {REDIS_URL}")
+    require_redis()
     made = Stream(REDIS_URL)
     try:
         yield made
@@ -166,3 +171,16 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def scope() -> Iterator[str]:
+    """A ``--rate-scope`` of its own on the shared Redis (``?key=``); its keys deleted after."""
+    from pipeline.ratescope import KEY_PREFIX
+
+    require_redis()
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield f"{REDIS_URL}?key={name}"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(f"{KEY_PREFIX}{{{name}}}", f"{KEY_PREFIX}{{{name}}}:pause")
+    client.close()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from brokers import REDIS_URL, RedisServer, redis_server, unavailable
+from brokers import RedisServer, redis_server, scope
 from conftest import (
     Cli,
     assert_exactly_once,
@@ -24,25 +22,10 @@ from conftest import (
 )
 
 from pipeline.fake import FakeServer
-from pipeline.ratescope import KEY_PREFIX
 
-__all__ = ["redis_server"]  # a fixture, used by name
+__all__ = ["redis_server", "scope"]  # fixtures, used by name
 
 UNREACHABLE = "unreachable (ConnectionError): not sending until it is back"
-
-
-@pytest.fixture
-def scope() -> Iterator[str]:
-    """A scope of its own on the shared Redis (``?key=``); its keys deleted after."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        unavailable(f"Redis at {REDIS_URL}")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield f"{REDIS_URL}?key={name}"
-    client = redis.Redis.from_url(REDIS_URL)
-    client.delete(f"{KEY_PREFIX}{{{name}}}", f"{KEY_PREFIX}{{{name}}}:pause")
-    client.close()
 
 
 @dataclass

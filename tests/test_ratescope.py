@@ -4,18 +4,16 @@ clock (the script takes "now" from the caller instead of Redis's TIME)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-import redis
 
 from pipeline.errors import ConfigError, OutageError
 from pipeline.ratescope import HORIZON_MS, KEY_PREFIX, SharedRate, scope_key
 
-__all__ = ["redis_server"]  # a fixture, used by name
-from brokers import REDIS_URL, RedisServer, free_port, redis_server, unavailable
+__all__ = ["redis_server", "scope"]  # fixtures, used by name
+from brokers import RedisServer, free_port, redis_server, scope
 
 
 @dataclass
@@ -35,20 +33,6 @@ class Clock:
         self.slept.append(seconds)
         self.ms += seconds * 1000
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-def scope() -> Iterator[str]:
-    """A unique ``?key=`` on the shared Redis; its keys deleted after."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        unavailable(f"Redis at {REDIS_URL}")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield f"{REDIS_URL}?key={name}"
-    client = redis.Redis.from_url(REDIS_URL)
-    client.delete(f"{KEY_PREFIX}{{{name}}}", f"{KEY_PREFIX}{{{name}}}:pause")
-    client.close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.fake import limiters
 from pipeline.fake.hostile import Hostile
 from pipeline.fake.limiters import Limiter, Limits
 
@@ -88,24 +89,21 @@ def _number(name: str, value: object) -> float:
 
 
 class TokenBucket:
-    """Classic token bucket; only ever touched from the server's event loop."""
+    """``--throttle-rps``: a bucket holding one second of tokens (the limiter shapes' own
+    :class:`limiters.TokenBucket`) on this server's clock."""
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
         self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
+        self._bucket = limiters.TokenBucket(rate, 1.0, clock())
+
+    @property
+    def capacity(self) -> float:
+        return self._bucket.capacity
 
     def take(self) -> float | None:
         """Take one token; None on success, else seconds until a token is available."""
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return None
-        return (1.0 - self._tokens) / self.rate
+        return self._bucket.take(self._clock())
 
 
 def _utc_now() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -86,6 +87,17 @@ class RunInfo:
     finished_at: str | None
     last_seen: float | None
     summary: dict[str, Any] | None
+
+
+def parse_summary(text: str | None) -> dict[str, Any] | None:
+    """A run's stored JSON summary, or None when it is absent or not a JSON object."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class Ledger(Protocol):

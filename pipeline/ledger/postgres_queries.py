@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo, parse_summary
 from pipeline.ledger.sqlite_queries import RETIRABLE, RETRYABLE
 
 _COLUMNS = (
@@ -109,7 +109,7 @@ async def runs(pool: asyncpg.Pool, schema: str, limit: int) -> list[RunInfo]:
             r["started_at"],
             r["finished_at"],
             r["last_seen"],
-            _summary(r["summary"]),
+            parse_summary(r["summary"]),
         )
         for r in rows
     ]
@@ -122,13 +122,3 @@ async def alive(pool: asyncpg.Pool, schema: str) -> list[str]:
         "extract(epoch FROM clock_timestamp()) ORDER BY seq"
     )
     return [f"{r['run_id']}@{r['host']}" for r in rows]
-
-
-def _summary(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

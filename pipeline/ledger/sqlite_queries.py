@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo, parse_summary
 from pipeline.ledger.schema import LATER_COLUMNS
 
 #: Keys per ``IN (...)``: under SQLite's oldest limit of 999 parameters, with room for the rest.
@@ -140,16 +140,6 @@ def runs(db: sqlite3.Connection, limit: int) -> list[RunInfo]:
         (limit,),
     ).fetchall()
     return [
-        RunInfo(run_id, command, started, finished, last_seen, _summary(summary))
+        RunInfo(run_id, command, started, finished, last_seen, parse_summary(summary))
         for run_id, command, started, finished, last_seen, summary in rows
     ]
-
-
-def _summary(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
