@@ -63,10 +63,12 @@ class Seeker:
         self._step = 0.0
         self.pressured_at = -math.inf
 
-    def pressure(self, now: float, good: float) -> None:
-        """The API refused at the current level and accepted about ``good``."""
-        # Never up on a refusal; and the same measure twice does not compound.
+    def pressure(self, now: float, good: float, *, confirmed: bool = True) -> None:
+        """The API refused at the current level and accepted about ``good``; a measure not
+        ``confirmed`` (taken before anything succeeded) keeps slow start on."""
+        # Never up on a refusal; and the same measure twice does not compound, but confirms.
         target = min(self.value, good * (1.0 - self._margin))
+        confirmed = confirmed or (self.good is not None and good <= self.good * _SAME_LIMIT)
         probing = self._step > 0.0
         if probing and self.good is not None and good <= self.good * _SAME_LIMIT:
             self._probe_after = min(self._probe_after * 2.0, self._max_probe)
@@ -74,7 +76,7 @@ class Seeker:
             self._probe_after = self._first_probe  # a new level: look around it again soon
         self.good = good
         self.value = max(self.floor, min(target, self.ceiling))
-        self.slow_start = False
+        self.slow_start = self.slow_start and not confirmed
         self._step = 0.0
         self.pressured_at = now
 
@@ -83,12 +85,13 @@ class Seeker:
         """Above the last good level, looking for more."""
         return self.good is not None and self.value > self.good * (1.0 - self._margin)
 
-    def cut(self, now: float, factor: float) -> None:
-        """Back off by ``factor`` without a measure of the limit; climb back quickly after."""
-        if self.good is None:
+    def cut(self, now: float, factor: float, *, confirmed: bool = True) -> None:
+        """Back off by ``factor`` without a measure of the limit; climb back quickly after
+        (by slow start again when not ``confirmed``: nothing succeeded yet)."""
+        if self.good is None and confirmed:
             self.good = self.value
         self.value = max(self.floor, self.value * factor)
-        self.slow_start = False
+        self.slow_start = self.slow_start and not confirmed
         self._step = 0.0
         self.pressured_at = now
 

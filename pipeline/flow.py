@@ -9,19 +9,24 @@ its :class:`Result`. Three limits compose, the first two found by the same algor
   ``--rate``);
 - the user's fixed ``--rate`` (aiolimiter), a hard ceiling that nothing replaces.
 
-The API's answers are two different signals, and each moves only its own limit:
+The API's answers are two different signals, and each moves only its own limit. Which one a
+429 is, the levels it comes at tell (:mod:`pipeline.levels`), not the Retry-After header
+(a gateway may send one with a refusal for too many in flight):
 
-- a 429 *without* Retry-After from a request sent while more requests were in flight than
-  any that succeeded lately is a **concurrency** refusal (Twilio's 20429, "too many
-  concurrent requests"): the limit drops to that in-flight level less one, at once;
-- any other 429 (a Retry-After, even 0; or refused at an in-flight level that just worked)
-  is a **rate** refusal: the rate cap moves (see :mod:`pipeline.ratecap`);
+- refused above any in-flight level that succeeded lately, where most requests lately were
+  refused: a **concurrency** refusal (Twilio's 20429, "too many concurrent requests"). The
+  limit drops to that in-flight level less one, at once;
+- refused among successes at its level: a **rate** refusal, and the rate cap moves (see
+  :mod:`pipeline.ratecap`). A rate refusal at a level an in-flight limit found earlier should
+  admit shows that reading was wrong: it is dropped;
+- one refusal above what worked, with no pattern yet, moves nothing: the record waits;
+- before anything came back, nothing can tell an in-flight limit of N from a bucket of N
+  tokens: without a Retry-After it is read as concurrency, but slow start goes on from the
+  lower level (a rate limit's first burst must not pin the run); with one, as rate;
 - 503s and timeouts shrink the concurrency limit by 10% (once per round trip).
 
-A Retry-After is obeyed by the request that got it (``pipeline.delivery``). Only when nothing
-but 429s comes back for two round trips (a used-up window), or from a quarter of the allowed
-requests at once, does everyone hold back: until the Retry-After (at most ``MAX_HOLD``), else
-for a back-off that doubles; then one request at a time goes until one succeeds.
+A Retry-After is obeyed by the request that got it (``pipeline.delivery``); everyone holds
+back only when refusals are all there is (:mod:`pipeline.hold`).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pipeline.aimd import Seeker, make_limiter
+from pipeline.hold import Hold
+from pipeline.levels import Levels
 from pipeline.ratecap import RATE_WINDOW, RateCap
 
-#: The longest everyone holds back when only refusals come back.
-MAX_HOLD = 1.0
 _EWMA = 0.1
+#: How fast the evidence per in-flight level fades.
+_LEVELS_HALF_LIFE = 4.0
 
 
 class Kind(Enum):
@@ -91,16 +98,14 @@ class FlowControl:
         self._slots = 0  # requests holding a slot (on the wire or about to be)
         self._on_wire = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._hold_until = -math.inf
-        self._dry: tuple[float, int] | None = None  # refusals only since: when, how many
-        self._backoff = 0.02
-        self._held = False  # a hold came, and no success since
+        self.hold = Hold(concurrency)
         self._ok_at = -math.inf
+        self._first_answer = math.inf  # when the first answer came back
         self._inflight_limit = math.inf  # the in-flight level a 20429 was last refused above
         self._ok_level = 0  # highest in-flight level that succeeded since the last drop
+        self._levels = Levels(concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
         self.rtt: float | None = None
         self._epoch = _Epoch(clock())
-        self.holds = 0
         self.lowest = self.highest = self.concurrency
 
     # -- what a user sees ------------------------------------------------------------------
@@ -131,8 +136,8 @@ class FlowControl:
         await self._slot()
         try:
             now = self._clock()
-            if now < self._hold_until:
-                await self._sleep(self._hold_until - now)
+            if now < self.hold.until:
+                await self._sleep(self.hold.until - now)
             paced = self._clock()
             await self._rate.pace()
             if self._fixed is not None:
@@ -155,6 +160,7 @@ class FlowControl:
 
     def release(self, ticket: Ticket, result: Result) -> None:
         now = self._clock()
+        self._first_answer = min(self._first_answer, now)
         if result.kind is Kind.OK and self._limit.slow_start and self._waiters:
             # Slow start as TCP's: one more per success while requests wait for a slot, so
             # it doubles every round trip (a clean epoch may double it once more).
@@ -206,28 +212,46 @@ class FlowControl:
         rtt = now - ticket.started
         self.rtt = rtt if self.rtt is None else self.rtt + _EWMA * (rtt - self.rtt)
         self._rate.succeeded(now)
-        # Only a request sent after refusals began says they are over (not one that was
-        # already on its way).
-        if self._dry is None or ticket.started >= self._dry[0]:
-            if (self._held or self._dry_spell(now)) and self._rate.window_new(now):
-                self._room()
-            self._held = False
-            self._dry = None
-            self._backoff = max(0.02, 2 * rtt)
+        if self.hold.ended_by(ticket.started, now, self.rtt) and self._rate.window_new(now):
+            self._room()
         self._epoch.successes += 1
-        # The highest in-flight level that succeeded lately (a max that decays in a second).
+        # The highest in-flight level that succeeded lately (a max that decays in a second);
+        # not from the first requests, sent together before anything came back: the order
+        # they arrive in is anybody's guess, so their levels say nothing.
+        if ticket.started < self._first_answer:
+            return
         if ticket.level >= self._ok_level or now - self._ok_at > RATE_WINDOW:
             self._ok_level, self._ok_at = ticket.level, now
+        self._levels.note(ticket.level, True, now)
 
     def _throttled(self, ticket: Ticket, retry_after: float | None, now: float) -> None:
         self._refused()
-        if retry_after is None and ticket.level > self._ok_level:
+        if self._ok_level:  # the first refusals, before any success, are no evidence
+            self._levels.note(ticket.level, False, now)
+        above = self._ok_level < ticket.level  # nothing succeeded lately this high
+        if not self._ok_level:  # nothing to compare with yet: a Retry-After says rate
+            inflight: bool | None = retry_after is None
+        else:
+            inflight = self._levels.inflight(ticket.level) if above else False
+        if inflight is None:
+            pass  # one refusal above what worked: no pattern yet, the record just waits
+        elif inflight:
             if ticket.started >= self._limit.pressured_at:
-                self._limit.pressure(now, max(1.0, ticket.level - 1.0))
+                # Before anything succeeded, a refusal cannot tell an in-flight limit from a
+                # rate limit's first burst: keep slow start on from the lower level.
+                confirmed = self._ok_level > 0
+                self._limit.pressure(now, max(1.0, ticket.level - 1.0), confirmed=confirmed)
                 self._inflight_limit = self._limit.value
-        elif self._rate.refused(ticket.paced, now, self.rtt, ticket.started):
-            self._room()
-        self._storm(retry_after, now)
+        else:
+            if ticket.level <= self._inflight_limit < math.inf:
+                # Refused at a level an in-flight limit admits: the rate is what is refused,
+                # and the in-flight limit was a rate limit's refusals misread.
+                self._inflight_limit = math.inf
+                self._limit.relax()
+            if self._rate.refused(ticket.paced, now, self.rtt, ticket.started):
+                self._room()
+        if self.hold.refused(retry_after, now, self.rtt):
+            self._limit.cut(now, 0.0, confirmed=self._ok_level > 0)
 
     def _room(self) -> None:
         """The cap sets the pace now: the concurrency limit must leave it room to do so."""
@@ -237,40 +261,6 @@ class FlowControl:
             self._limit.value = min(float(self.ceiling), need)
             self._limit.relax()
 
-    def _storm(self, retry_after: float | None, now: float) -> None:
-        """Refusals only, for a few round trips (a used-up window): everyone holds back until
-        the API's Retry-After, else for a back-off that doubles while it lasts; then one
-        request at a time goes, as through a half-open circuit, until one succeeds."""
-        if self._dry is None:
-            self._dry = (now, 0)
-        began, refusals = self._dry[0], self._dry[1] + 1
-        self._dry = (began, refusals)
-        if now < self._hold_until:
-            return
-        if self._held or self._dry_spell(now):
-            hold = retry_after if retry_after else self._backoff
-        elif self._burst():
-            hold = self._backoff  # all at once may be one burst: no need to wait long
-        else:
-            return
-        self._backoff = min(MAX_HOLD / 4, 2 * self._backoff)
-        self._hold_until = now + min(MAX_HOLD, hold)
-        self._held = True
-        self._dry = (now, 0)
-        self.holds += 1
-        self._limit.cut(now, 0.0)
-
-    def _dry_spell(self, now: float) -> bool:
-        """Only refusals, four or more, for two round trips (a used-up window)."""
-        if self._dry is None:
-            return False
-        began, refusals = self._dry
-        return refusals >= 4 and now - began >= 2 * max(0.01, self.rtt or 0.0)
-
-    def _burst(self) -> bool:
-        """Only refusals, from a quarter of the requests the limit allows at once."""
-        return self._dry is not None and self._dry[1] >= max(4, self.ceiling / 4)
-
     # -- epochs: growth needs a clean stretch of about two round trips ----------------------
 
     def _refused(self) -> None:
@@ -279,7 +269,10 @@ class FlowControl:
     def _roll_epoch(self, now: float) -> None:
         epoch = self._epoch
         length = now - epoch.start
-        if length < max(0.05, 2 * (self.rtt or 0.0)):
+        # Long enough to hold a few requests under the rate cap: an epoch of 50 ms at 80/s
+        # holds 3 or 5, and that noise alone would stop the cap from growing.
+        cap = self._rate.value
+        if length < max(0.05, 2 * (self.rtt or 0.0), 8.0 / cap if cap else 0.0):
             return
         if not epoch.refused and epoch.successes:
             if epoch.full:

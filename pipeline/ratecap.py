@@ -55,6 +55,7 @@ class RateCap:
         self._best_second = 0.0
         self._ok_total = 0
         self._since_drop = 0  # successes since the cap last dropped
+        self._admitted = 0  # successes in the RATE_WINDOW before the last rate refusal
 
     @property
     def value(self) -> float | None:
@@ -120,22 +121,36 @@ class RateCap:
         self._refusals.append(now)
         while self._refusals[0] < now - RATE_WINDOW:
             self._refusals.popleft()
+        self._admitted = len(self._successes)
         cap = self.seeker
+        if cap is None and len(self._refusals) < 2:
+            return False  # one refusal is no pattern (two requests that arrived together)
         if cap is not None and (paced < cap.pressured_at or self._since_drop < 1):
             return False  # paced before the last drop, or nothing got through since
-        pace = cap.value if cap is not None else self._attempt_rate(sent, rtt)
+        # Before there is a cap, the pace is what started around the refused request: up to
+        # when it left, or up to now (a burst in which it left early).
+        pace = (
+            cap.value
+            if cap is not None
+            else max(self._attempt_rate(sent, rtt), self._attempt_rate(now, rtt))
+        )
         measured, settled = self._measured(now, rtt)
         started, share = self._lately(now)
         margin = 1.0 - RATE_MARGIN
-        if cap is not None and settled and (measured >= margin * pace or share < NOISE):
+        if settled and share < NOISE and (cap is None or measured >= margin * pace):
             return False  # stray refusals (requests that arrived together), not the pace
         if settled and started < 0.9 * pace:
             # The pace was not even tried (workers asleep on their Retry-After): what got
             # through is no measure of the limit; the share refused is.
             value = margin * pace * (1.0 - share)
+        elif settled:
+            # Above a rate limit R, the share refused is how far: R = pace x (1 - share); what
+            # got through per second says the same, unless the second is not representative
+            # (it began in slow start, or bunched arrivals were refused below the limit).
+            # Either is a lower bound of R: the higher one is the better measure.
+            value = margin * min(pace, max(pace * (1.0 - share), measured, 0.2 * pace))
         else:
-            floor = 0.2 if settled else 0.5
-            value = min(margin * pace, max(floor * pace, margin * measured))
+            value = min(margin * pace, max(0.5 * pace, margin * measured))
         # Refusals that a lower pace does not cure (a limiter's own hiccups) must not drive
         # the cap down and down: never below half the best second lately.
         self.set(now, max(value, 0.5 * self._best_second))
@@ -148,8 +163,12 @@ class RateCap:
         if self._started_at is None or now - self._started_at < RATE_WINDOW / 2:
             return False
         elapsed = now - self._started_at
-        # Both are lower bounds of the limit already: no margin.
-        value = max(1.0, len(self._successes) / RATE_WINDOW, self._ok_total / elapsed)
+        # The first two are lower bounds of the limit already: no margin. The third is what a
+        # window (or a bucket's rate and what was left of its burst) admitted in the second
+        # before it refused: a fixed or sliding window's own count, not diluted by the wait.
+        admitted = self._admitted / RATE_WINDOW * (1.0 - RATE_MARGIN)
+        bound = max(1.0, len(self._successes) / RATE_WINDOW, self._ok_total / elapsed)
+        value = max(bound, admitted)
         if self.seeker is not None and self.seeker.value <= value:
             return False
         self.set(now, value)
@@ -174,7 +193,7 @@ class RateCap:
                 value,
                 ceiling=self._ceiling,
                 margin=RATE_MARGIN,
-                probe_period=RATE_WINDOW / 4,
+                probe_period=RATE_WINDOW,
                 max_step=0.08,
                 start_factor=1.25,
             )
@@ -195,7 +214,7 @@ class RateCap:
         is next to none (a cap of 1/s, the run collapsed)."""
         window = self._window(rtt)
         recent = sum(1 for t in reversed(self._starts) if sent - window <= t <= sent)
-        return max(1.0, recent / window)
+        return max(1.0, recent / self._span(window, sent))
 
     def _measured(self, now: float, rtt: float | None) -> tuple[float, bool]:
         """Successes per second over the last RATE_WINDOW if the run is that old (True),
@@ -204,7 +223,14 @@ class RateCap:
             return len(self._successes) / RATE_WINDOW, True
         window = self._window(rtt)
         recent = sum(1 for t in reversed(self._successes) if t >= now - window)
-        return recent / window, False
+        return recent / self._span(window, now), False
+
+    def _span(self, window: float, now: float) -> float:
+        """The window, or the run's age if it is younger: a run 80 ms old that started 25
+        requests went at 300/s, not at 25 over a 400 ms window."""
+        if self._started_at is None:
+            return window
+        return min(window, max(MIN_MEASURE, now - self._started_at))
 
     def _lately(self, now: float) -> tuple[int, float]:
         """Requests started over the last RATE_WINDOW, and the share refused on rate."""

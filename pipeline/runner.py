@@ -228,7 +228,7 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         summary.stopped = control.ended
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
-        summary.pauses = delivery.flow.holds
+        summary.pauses = delivery.flow.hold.count
         summary.rate_cap = delivery.rate.cap
 
 

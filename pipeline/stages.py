@@ -29,6 +29,10 @@ from pipeline.validate import Validator
 Item: TypeAlias = Accepted | Rejection
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
+#: Workers per request the concurrency ceiling allows. A record waiting out its own
+#: Retry-After holds a worker but no slot (flow control caps requests in flight): with one
+#: worker per slot, a few 429s at once would idle the run for the whole wait.
+WORKERS_PER_SLOT = 2
 T = TypeVar("T")
 #: Decisions that are final at the claim commit: their records are acked right after it.
 _FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
@@ -94,12 +98,15 @@ class Stages:
         self._progress = progress
         self._concurrency = concurrency
         self.acks = Acks(control)
-        self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(maxsize=concurrency * 2)
+        self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(
+            maxsize=concurrency * WORKERS_PER_SLOT
+        )
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
 
     async def run(self, batches: Batches) -> None:
         async with asyncio.TaskGroup() as group:
-            workers = [group.create_task(self._worker()) for _ in range(self._concurrency)]
+            count = self._concurrency * WORKERS_PER_SLOT
+            workers = [group.create_task(self._worker()) for _ in range(count)]
             writer = group.create_task(self._writer())
             try:
                 await self._produce(batches)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.fake.limiters import Limiter, Limits
 from pipeline.flow import FlowControl, Kind, Result
+from pipeline.stages import WORKERS_PER_SLOT
 
 #: How long a refusal takes to come back: a gateway answers at once.
 REFUSAL_RTT = 0.0005
@@ -120,5 +121,5 @@ async def _run(
                 await asyncio.sleep(flow.retry_wait(retry_after))
 
     start = loop.time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(concurrency * WORKERS_PER_SLOT)))
     return Outcome(records, loop.time() - start, posts, refused, flow.concurrency, flow.cap)

@@ -32,6 +32,7 @@ async def test_a_refusal_that_comes_back_late_cuts_the_cap_from_the_pace_it_was_
     tickets = [await flow.acquire() for _ in range(16)]
     clock.now += 0.08
     flow.release(tickets[10], Result(Kind.THROTTLED, retry_after=0.0))
+    flow.release(tickets[11], Result(Kind.THROTTLED, retry_after=0.0))
     assert flow.cap is not None and flow.cap >= 100
 
 

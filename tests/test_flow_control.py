@@ -99,7 +99,10 @@ async def test_a_retry_after_caps_the_rate_not_the_concurrency() -> None:
         clock.now += 0.001
         flow.release(ticket, Result(Kind.OK))
     ticket = await flow.acquire()
-    flow.release(ticket, Result(Kind.THROTTLED, retry_after=1.0))  # ...until one is refused
+    flow.release(ticket, Result(Kind.THROTTLED, retry_after=1.0))  # ...until one is refused:
+    assert flow.cap is None  # one refusal is no pattern (two that arrived together)
+    ticket = await flow.acquire()
+    flow.release(ticket, Result(Kind.THROTTLED, retry_after=1.0))  # a second one is
     assert flow.cap is not None and flow.cap < 1000
     assert flow.limit == 32
 
