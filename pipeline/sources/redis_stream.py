@@ -8,13 +8,19 @@ Reading order, each time the source looks for work:
    with the same consumer name gets back what it had taken and not acked;
 2. entries pending on any consumer for longer than ``claim_idle`` (XAUTOCLAIM): a dead
    worker's entries are taken over; our own entries still being worked on are never handed
-   out twice (they are in ``_out`` until acked);
+   out twice (they are in ``_out`` until acked or released);
 3. new entries (``>``), blocking at most ``_BLOCK_MS`` so that a stop is seen quickly.
 
-``drain`` ends once nothing new is left and no entry is pending on another consumer. Entries
-pending on a live consumer are waited for (it acks them) and a dead one's become claimable
-after ``claim_idle``, so the wait is bounded by ``claim_idle``. Entries pending on this
-consumer (handed out, not final) do not hold the drain up: their outcome decides.
+A released entry (its record is uncertain: see :mod:`pipeline.sources.release`) leaves
+``_out`` and stays pending here, so step 2 offers it again after ``claim_idle`` (to this
+consumer or to another one).
+
+``drain`` ends once nothing new is left, no entry is pending on another consumer, and none
+this run released is still pending. Entries pending on a live consumer are waited for (it acks
+them) and a dead one's become claimable after ``claim_idle``, so the wait is bounded by
+``claim_idle``; released ones are waited for until the ledger settles their records. Other
+entries pending on this consumer (handed out, not final) do not hold the drain up: their
+outcome decides.
 
 An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object.
 Entries that cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an
@@ -150,6 +156,7 @@ class RedisStreamSource:
         self._drain = options.drain
         self._idle_ms = max(1, int(options.claim_idle * 1000))
         self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
+        self._released: set[bytes] = set()  # given back, not offered again yet: drain waits
 
     @property
     def name(self) -> str:
@@ -168,7 +175,7 @@ class RedisStreamSource:
                 if batch:
                     yield batch
                 elif not found and self._drain:
-                    if not await self._others_pending():
+                    if not await self._waiting():
                         return
                     await _pause(stop, min(1.0, self._idle_ms / 1000))
         except RedisError as exc:
@@ -224,14 +231,35 @@ class RedisStreamSource:
         entries: list[tuple[bytes, Any]] = reply[0][1]  # RESP2: [[stream, entries]]
         return entries
 
-    async def _others_pending(self) -> bool:
+    async def _waiting(self) -> bool:
+        """Whether a drain must wait: for entries pending on another consumer, or for those
+        this run released that are still pending on it (XAUTOCLAIM offers them again)."""
         summary = await self._redis.xpending(self._t.stream, self._t.group)
-        mine = self._t.consumer.encode()
-        return any(c["name"] != mine and c["pending"] for c in summary["consumers"] or [])
+        mine, own = self._t.consumer.encode(), 0
+        for consumer in summary["consumers"] or []:
+            if consumer["name"] == mine:
+                own = int(consumer["pending"])
+            elif consumer["pending"]:
+                return True
+        if self._released and own:
+            # Another consumer may have taken one over and acked it: forget those.
+            rows = await self._redis.xpending_range(
+                self._t.stream, self._t.group, "-", "+", own, consumername=self._t.consumer
+            )
+            self._released &= {row["message_id"] for row in rows}
+        else:
+            self._released.clear()
+        return bool(self._released)
+
+    def release(self, handles: Sequence[object]) -> None:
+        ids = {h.id for h in handles if isinstance(h, Entry)}
+        self._out -= ids
+        self._released |= ids
 
     def _records(self, entries: Sequence[tuple[bytes, Fields]]) -> list[RawRecord]:
         prefix = f"redis:{self._t.stream}/"
         self._out.update(eid for eid, _ in entries)
+        self._released.difference_update(eid for eid, _ in entries)
         return [decode(prefix + eid.decode(), eid, fields) for eid, fields in entries]
 
     async def ack(self, done: Sequence[Done]) -> None:
@@ -250,8 +278,9 @@ class RedisStreamSource:
                     await pipe.execute()
         except RedisError as exc:
             raise SourceError(self._t.gone(exc)) from None
-        self._out.difference_update(plain)
-        self._out.difference_update(entry.id for entry, _ in dead)
+        for settled in (self._out, self._released):
+            settled.difference_update(plain)
+            settled.difference_update(entry.id for entry, _ in dead)
 
     def _dead_letter(self, entry: Entry, reason: str) -> dict[Any, Any]:
         location = f"redis:{self._t.stream}/{entry.id.decode()}"
