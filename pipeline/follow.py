@@ -1,7 +1,12 @@
-"""Housekeeping of a run that follows a queue (no ``--drain``): it may go on for days.
+"""Housekeeping of a run that reads a queue: a following run may go on for days, and a
+``--drain`` run may wait for what a killed worker left.
 
-- Every ``reconcile_every`` seconds, this run's own ``unknown`` outcomes are settled (their
-  queue entries are acked once found stored), instead of only at the end of the run.
+- Every ``reconcile_every`` seconds, a following run's own ``unknown`` outcomes are settled
+  (their queue entries are acked once found stored), instead of only at the end of the run.
+- As often, in every queue run, other runs' uncertain records are settled once their owner's
+  lease expired (a worker killed mid-run): the entries of those records that this run
+  released come back sent (skipped and acked) or not stored (sent), instead of waiting for a
+  restart that reconciles them.
 
 (The progress line every ``log_every`` seconds is every run's, see :mod:`pipeline.monitor`.)
 
@@ -48,3 +53,22 @@ async def settle_periodically(
             continue
         summary.settled_own(settled.found, settled.missing)
         await acks.settled(settled.found_keys, settled.missing_keys)
+
+
+async def settle_leftovers_periodically(
+    ended: asyncio.Event,
+    every: float,
+    settle_leftovers: Callable[[], Awaitable[Settled]],
+    summary: Summary,
+    problem: Callable[[str], None],
+) -> None:
+    while not await _wait(ended, every):
+        try:
+            settled = await settle_leftovers()
+        except AbortedError:  # the run stopped during the settle wait: nothing was settled
+            return
+        except ReconcileError as exc:  # the API's list failed: try again next time
+            problem(f"reconcile: {exc}; uncertain records are not sent again")
+            continue
+        summary.reconciled_found += settled.found
+        summary.reconciled_missing += settled.missing

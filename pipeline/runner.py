@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -28,7 +29,7 @@ from pipeline.errors import (
     SettleInterruptedError,
 )
 from pipeline.flow import FlowControl
-from pipeline.follow import settle_periodically
+from pipeline.follow import settle_leftovers_periodically, settle_periodically
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
@@ -52,7 +53,8 @@ async def run_sources(
     (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
     options = source_options(settings)
     validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
-    follow = not settings.drain and any(is_queue(path) for path in paths)
+    queue = any(is_queue(path) for path in paths)
+    follow = not settings.drain and queue
     async with contextlib.AsyncExitStack() as stack:
         sources = []
         for path in paths:  # all opened (and checked) before the ledger is
@@ -64,7 +66,14 @@ async def run_sources(
             return source_batches(sources, validator, control)
 
         return await _execute(
-            "run", settings, auth, batches, dry_run=dry_run, follow=follow, sources=sources
+            "run",
+            settings,
+            auth,
+            batches,
+            dry_run=dry_run,
+            follow=follow,
+            queue=queue,
+            sources=sources,
         )
 
 
@@ -99,6 +108,7 @@ async def _execute(
     *,
     dry_run: bool,
     follow: bool = False,
+    queue: bool = False,
     sources: Sequence[object] = (),
 ) -> Summary:
     run_id = uuid.uuid4().hex[:16]
@@ -115,7 +125,9 @@ async def _execute(
         async with observer.watching():
             ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
             observer.started()
-            await _on_ledger(command, settings, ledger, observer, auth, batches, dry_run, follow)
+            await _on_ledger(
+                command, settings, ledger, observer, auth, batches, dry_run, follow, queue
+            )
     except BaseException as exc:
         error = exc
         raise
@@ -135,6 +147,7 @@ async def _on_ledger(
     batches: BatchesOf,
     dry_run: bool,
     follow: bool,
+    queue: bool,
 ) -> None:
     summary, progress = observer.summary, observer.progress
     control = RunControl(grace=settings.grace, service=follow)
@@ -144,7 +157,7 @@ async def _on_ledger(
             summary.aborted = control.reason  # a source that failed
         else:
             run = _Run(settings, ledger, control, summary, progress, observer)
-            await _deliver(run, auth, batches, follow=follow)
+            await _deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()
         await ledger.close(json.dumps(summary.as_dict()))
@@ -162,7 +175,9 @@ class _Run:
     observer: Observer
 
 
-async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool) -> None:
+async def _deliver(
+    run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool, queue: bool
+) -> None:
     settings, ledger, control, summary, progress = (
         run.settings,
         run.ledger,
@@ -190,7 +205,12 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
             notice=progress.notice,
             acquire=_both(delivery),  # List requests count against --rate like POSTs
         )
-        pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
+        # A queue run settles other runs' uncertain records periodically, so the entries of
+        # those records are given back to be offered again, not left with this run.
+        leftovers = queue and settings.reconcile
+        pipeline = Stages(
+            ledger, delivery, control, summary, progress, settings.concurrency, release=leftovers
+        )
 
         async def body() -> None:
             control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
@@ -201,7 +221,7 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
             control.check()
-            async with _following(run, client, delivery, pipeline, enabled=follow):
+            async with _housekeeping(run, client, delivery, pipeline, follow, leftovers):
                 await pipeline.run(batches(ledger, control))
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
@@ -233,15 +253,18 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
 
 
 @contextlib.asynccontextmanager
-async def _following(
-    run: _Run, client: FeedbackClient, delivery: Delivery, pipeline: Stages, *, enabled: bool
+async def _housekeeping(
+    run: _Run,
+    client: FeedbackClient,
+    delivery: Delivery,
+    pipeline: Stages,
+    follow: bool,
+    leftovers: bool,
 ) -> AsyncIterator[None]:
-    """While a queue is followed: settle this run's unknowns and log a summary periodically.
+    """Periodic reconciliation while a queue is read (:mod:`pipeline.follow`): this run's
+    unknowns while following, other runs' leftovers (``leftovers``) in follow and drain runs.
 
     They end (after their current step) when the stages do, before the final reconcile."""
-    if not enabled:
-        yield
-        return
     settings, control = run.settings, run.control
 
     async def sleep(seconds: float) -> None:
@@ -250,29 +273,35 @@ async def _following(
         await control.pause(seconds)
         control.check()
 
-    ended = asyncio.Event()
-    reconciler = Reconciler(
-        client,
-        run.ledger,
-        settle=settings.settle,
-        max_attempts=settings.max_attempts,
-        sleep=sleep,
-        stopped=lambda: control.stopped,
-        acquire=_both(delivery),
-    )
-    tasks = [
-        control.background(
-            "periodic reconcile",
-            lambda: settle_periodically(
-                ended,
-                settings.reconcile_every,
-                reconciler.settle_own,
-                run.summary,
-                pipeline.acks,
-                lambda message: run.progress.problem(None, message),
-            ),
-        ),
-    ]
+    def reconciler(notice: Callable[[str], None] = lambda _: None) -> Reconciler:
+        return Reconciler(
+            client,
+            run.ledger,
+            settle=settings.settle,
+            max_attempts=settings.max_attempts,
+            sleep=sleep,
+            stopped=lambda: control.stopped,
+            acquire=_both(delivery),
+            notice=notice,
+        )
+
+    def problem(message: str) -> None:
+        run.progress.problem(None, message)
+
+    ended, every, tasks = asyncio.Event(), settings.reconcile_every, []
+    if follow:
+        own = reconciler().settle_own
+        work = functools.partial(
+            settle_periodically, ended, every, own, run.summary, pipeline.acks, problem
+        )
+        tasks.append(control.background("periodic reconcile", work))
+    if leftovers:
+        # Rare (a worker died), and the run may wait on them: say so when there are some.
+        others = reconciler(run.progress.notice).settle_leftovers
+        work = functools.partial(
+            settle_leftovers_periodically, ended, every, others, run.summary, problem
+        )
+        tasks.append(control.background("periodic reconcile of other runs", work))
     try:
         yield
     finally:
