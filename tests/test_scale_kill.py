@@ -5,7 +5,9 @@ acked or dead-lettered, nothing left pending)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from amqp_helpers import Msg, Queue, unique_queue
 from brokers import Stream, stream
@@ -55,21 +58,53 @@ def _workers(
                 "--claim-idle", "0.5", "--max-invalid", str(BAD),
                 "--report", str(tmp_path / f"{name}.json")]  # fmt: skip
 
-    return {
-        name: subprocess.Popen(
-            command(name), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    procs = {}
+    for name in NAMES:
+        # Output to a file: the victim's run id is read from it while it runs.
+        with (tmp_path / f"{name}.out").open("w") as out:
+            procs[name] = subprocess.Popen(
+                command(name), stdout=out, stderr=subprocess.STDOUT, text=True
+            )
+    return procs
+
+
+def _count(schema: PgSchema, sql: str, *args: object) -> int:
+    try:
+        return int(asyncio.run(schema.fetch(sql, *args))[0][0])
+    except asyncpg.UndefinedTableError:  # the first worker has not created the tables yet
+        return 0
+
+
+def _kill_mid_run(
+    api: FakeServer, procs: dict[str, subprocess.Popen[str]], schema: PgSchema, tmp_path: Path
+) -> int:
+    """Kill the victim while all three work and it holds records in flight (polled, never
+    slept); returns how many it left in flight."""
+    victim, output = procs[VICTIM], tmp_path / f"{VICTIM}.out"
+    found: list[str] = []
+
+    def started() -> bool:
+        found[:] = re.findall(r"run started: run (\w+)", output.read_text())
+        return bool(found)
+
+    wait_for(started, victim, "the victim's run id")
+    run_id = found[0]
+    in_flight = "SELECT count(*) FROM {s}.records WHERE state = 'in_flight' AND run_id = $1"
+    working = "SELECT count(DISTINCT run_id) FROM {s}.records WHERE state <> 'invalid'"
+
+    def mid_run() -> bool:
+        return (
+            api.state.posts_received >= ROWS // 5
+            and _count(schema, working) == len(NAMES)
+            and _count(schema, in_flight, run_id) > 0
         )
-        for name in NAMES
-    }
 
-
-def _kill_mid_run(api: FakeServer, procs: dict[str, subprocess.Popen[str]]) -> None:
-    """Kill the victim once a fifth of the records reached the API (polled, not slept)."""
-    victim = procs[VICTIM]
-    wait_for(lambda: api.state.posts_received >= ROWS // 5, victim, "POSTs before the kill")
+    wait_for(mid_run, victim, "all three workers sending")
     assert victim.poll() is None, "the victim ended before it could be killed"
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
+    # Dead now, and its lease still runs: nothing changes its records yet.
+    return _count(schema, in_flight, run_id)
 
 
 def _survivors(procs: dict[str, subprocess.Popen[str]], tmp_path: Path) -> list[dict[str, Any]]:
@@ -77,10 +112,17 @@ def _survivors(procs: dict[str, subprocess.Popen[str]], tmp_path: Path) -> list[
     for name, proc in procs.items():
         if name == VICTIM:
             continue
-        out, _ = proc.communicate(timeout=90)
-        assert proc.returncode == 0, out
+        proc.communicate(timeout=90)
+        assert proc.returncode == 0, (tmp_path / f"{name}.out").read_text()
         reports.append(json.loads((tmp_path / f"{name}.json").read_text()))
     return reports
+
+
+def _stop(procs: dict[str, subprocess.Popen[str]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _check_settled(
@@ -96,12 +138,12 @@ def _check_settled(
     assert sum(r["invalid"] for r in reports) == BAD
 
 
-def _print(kind: str, api: FakeServer, reports: list[dict[str, Any]]) -> None:
+def _print(kind: str, api: FakeServer, reports: list[dict[str, Any]], left: int) -> None:
     reconciled = sum(r["reconciled_found"] + r["reconciled_missing"] for r in reports)
     print(
-        f"{kind} kill -9: records {ROWS} (+{BAD} invalid), kills 1, POSTs received "
-        f"{api.state.posts_received}, stored {api.state.stored_count}, duplicates "
-        f"{sum(api.state.duplicates().values())}, reconciled by survivors {reconciled}"
+        f"{kind} kill -9: records {ROWS} (+{BAD} invalid), kills 1, left in flight {left}, "
+        f"reconciled by survivors {reconciled}, POSTs received {api.state.posts_received}, "
+        f"stored {api.state.stored_count}, duplicates {sum(api.state.duplicates().values())}"
     )
 
 
@@ -113,22 +155,19 @@ def test_redis_stream_three_workers_one_killed_the_survivors_finish(
     stream.add(*({"session_id": f"bad{i}", "score": "high"} for i in range(BAD)))
     procs = _workers(api, stream.url, pg_schema.url(lease="2"), tmp_path)
     try:
-        _kill_mid_run(api, procs)
+        left = _kill_mid_run(api, procs, pg_schema, tmp_path)
         held = stream.redis.xpending_range(stream.name, stream.group, "-", "+", 1000, VICTIM)
-        assert held, "the victim held no entries at the kill"
+        assert left > 0 and held, "the victim held no records at the kill"
         reports = _survivors(procs, tmp_path)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _stop(procs)
     _check_settled(api, rows, reports)
     # Every entry was delivered to the group and acked (or dead-lettered, then acked).
     group = next(g for g in stream.redis.xinfo_groups(stream.name) if g["name"] == b"workers")
     assert group["last-delivered-id"] == stream.entries()[-1][0]
     assert stream.pending() == 0
     assert len(stream.dead_letters()) == BAD
-    _print("redis", api, reports)
+    _print("redis", api, reports, left)
 
 
 def test_rabbitmq_queue_three_workers_one_killed_the_survivors_finish(
@@ -140,15 +179,13 @@ def test_rabbitmq_queue_three_workers_one_killed_the_survivors_finish(
     queue.publish([*bodies, *bad])
     procs = _workers(api, lambda _: queue.url(), pg_schema.url(lease="2"), tmp_path)
     try:
-        _kill_mid_run(api, procs)
+        left = _kill_mid_run(api, procs, pg_schema, tmp_path)
+        assert left > 0, "the victim held no records at the kill"
         reports = _survivors(procs, tmp_path)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _stop(procs)
     _check_settled(api, rows, reports)
     # Every consumer is gone, so a message still unacked would be ready again: none is.
     assert queue.ready() == 0
     assert len(queue.take_all(queue.dead)) == BAD
-    _print("rabbitmq", api, reports)
+    _print("rabbitmq", api, reports, left)
