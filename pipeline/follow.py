@@ -61,14 +61,21 @@ async def settle_leftovers_periodically(
     settle_leftovers: Callable[[], Awaitable[Settled]],
     summary: Summary,
     problem: Callable[[str], None],
+    give_up: Callable[[], None] | None = None,
 ) -> None:
+    """``give_up`` (a ``--drain`` run): called when the API's list failed, after its retries.
+    A job must end rather than wait, pass after pass, on entries it cannot settle; a service
+    tries again next time."""
     while not await _wait(ended, every):
         try:
             settled = await settle_leftovers()
         except AbortedError:  # the run stopped during the settle wait: nothing was settled
             return
-        except ReconcileError as exc:  # the API's list failed: try again next time
+        except ReconcileError as exc:
             problem(f"reconcile: {exc}; uncertain records are not sent again")
+            if give_up is not None:
+                give_up()
+                return
             continue
         summary.reconciled_found += settled.found
         summary.reconciled_missing += settled.missing

@@ -298,8 +298,9 @@ async def _housekeeping(
     if leftovers:
         # Rare (a worker died), and the run may wait on them: say so when there are some.
         others = reconciler(run.progress.notice).settle_leftovers
+        give_up = None if follow else pipeline.stop_releasing
         work = functools.partial(
-            settle_leftovers_periodically, ended, every, others, run.summary, problem
+            settle_leftovers_periodically, ended, every, others, run.summary, problem, give_up
         )
         tasks.append(control.background("periodic reconcile of other runs", work))
     try:

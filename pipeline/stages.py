@@ -146,6 +146,12 @@ class Stages:
             if decision is Decision.SEND:
                 await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
 
+    def stop_releasing(self) -> None:
+        """Uncertain records can no longer be settled by this run (its reconciliation
+        failed): from now on they are counted as unknown, and their entries, unacked, wait
+        for the next run; the released ones do so once they come back."""
+        self._release = False
+
     def _released(self, decision: Decision, handle: object | None) -> bool:
         """An uncertain record's entry is given back when its source can offer it again,
         and the run settles uncertain records (else it would only come back uncertain)."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from amqp_helpers import Queue, unique_queue
 from brokers import Stream, stream
-from conftest import make_rows
+from conftest import Cli, assert_exactly_once, make_rows, write_csv
 
 from pipeline.models import RawRecord
 from pipeline.sources import Done, Source, SourceOptions, open_source
@@ -117,3 +118,28 @@ def test_rabbitmq_offers_a_released_message_again_and_drains_after_its_ack(
 
     asyncio.run(consume())
     assert queue.ready() == 0  # closed: anything unacked would be ready again
+
+
+def test_a_drain_ends_when_its_released_entries_cannot_be_settled(
+    run_cli: Cli, stream: Stream, tmp_path: Path
+) -> None:
+    api = run_cli.server.state
+    rows = make_rows(5)
+    # An earlier run left them unknown (stored, but answered by a reset), unreconciled.
+    api.update_faults({"reset_rate": 1.0})
+    assert run_cli.run(str(write_csv(tmp_path / "in.csv", rows)), "--no-reconcile").exit_code == 1
+    # The same records come through a queue, and the API's list cannot be read.
+    api.update_faults({"reset_rate": 0.0, "hostile": "repeat_cursor"})
+    stream.add(*rows)
+    fast = ("--settle", "0.05", "--claim-idle", "0.2", "--reconcile-every", "0.1")
+
+    result = run_cli.run(stream.url("solo"), "--drain", *fast)
+
+    # Released, then given up on (it is a job): unknown, never sent, left for the next run.
+    assert result.exit_code == 1, result.output
+    assert "same page twice" in result.output
+    assert stream.pending() == len(rows) and api.posts_received == len(rows)
+    api.update_faults({"hostile": None})
+    assert run_cli.run(stream.url("solo"), "--drain", *fast).exit_code == 0
+    assert stream.pending() == 0
+    assert_exactly_once(run_cli.server, rows)
