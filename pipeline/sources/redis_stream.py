@@ -34,25 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pipeline.errors import AbortedError, ConfigError, SourceError
+from pipeline.errors import AbortedError, SourceError
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
-from pipeline.urls import mask_url
+from pipeline.sources.redis_link import Target, connect
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
 MAX_ENTRY_BYTES = 1024 * 1024
 _BLOCK_MS = 1000  # the longest a read waits for new entries: a stop is seen within this
-_OWN = ("stream", "group", "consumer", "dead")
 Fields = dict[bytes, bytes]
 
 
@@ -62,67 +58,6 @@ class Entry:
 
     id: bytes
     fields: Fields
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a ``redis://`` URL names: the server (without our parameters) and the stream."""
-
-    server: str
-    stream: str
-    group: str  # "" for a publisher
-    consumer: str
-    dead: str
-    shown: str  # the URL with its password masked: for messages and the ledger
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str, *, need_group: bool) -> Target:
-        shown = mask_url(url)
-        try:
-            parts = urlsplit(url)
-            password = parts.password
-        except ValueError as exc:
-            raise ConfigError(f"{shown}: not a valid URL ({exc})") from None
-        query = dict(parse_qsl(parts.query))
-        stream = query.get("stream")
-        group = query.get("group")
-        if not stream:
-            raise ConfigError(f"{shown}: stream= is required (redis://HOST:PORT/DB?stream=NAME)")
-        if need_group and not group:
-            raise ConfigError(f"{shown}: group= is required to read a stream (&group=NAME)")
-        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OWN])
-        return cls(
-            server=urlunsplit(parts._replace(query=rest)),
-            stream=stream,
-            group=group or "",
-            consumer=query.get("consumer") or f"{socket.gethostname()}-{os.getpid()}",
-            dead=query.get("dead") or f"{stream}:dead",
-            shown=shown,
-            password=password,
-        )
-
-    def gone(self, exc: BaseException) -> str:
-        """Mid-run (the caller names the source): the run ends, exit 3."""
-        return self._scrub(f"redis went away: {type(exc).__name__}: {exc}")
-
-    def _scrub(self, message: str) -> str:
-        return message.replace(self.password, "***") if self.password else message
-
-    def error(self, what: str, exc: BaseException) -> str:
-        """One line naming the server (masked), with no password whatever the library says."""
-        return self._scrub(f"redis {self.shown}: {what}: {type(exc).__name__}: {exc}")
-
-
-async def _connect(target: Target) -> aioredis.Redis:
-    try:
-        client = aioredis.Redis.from_url(target.server, socket_connect_timeout=5, socket_timeout=30)
-        await client.ping()
-    except ValueError as exc:
-        raise ConfigError(target.error("bad URL", exc)) from None
-    except RedisError as exc:
-        raise SourceError(target.error("cannot connect", exc)) from None
-    return client
 
 
 def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
@@ -302,7 +237,7 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def open_source(url: str, options: SourceOptions) -> RedisStreamSource:
     """Connect, and create the group (from the stream's start, MKSTREAM) if it is missing."""
     target = Target.parse(url, need_group=True)
-    client = await _connect(target)
+    client = await connect(target)
     try:
         await client.xgroup_create(target.stream, target.group, id="0", mkstream=True)
     except ResponseError as exc:
@@ -341,4 +276,4 @@ class RedisPublisher:
 
 async def open_publisher(url: str, options: SourceOptions) -> RedisPublisher:
     target = Target.parse(url, need_group=False)
-    return RedisPublisher(await _connect(target), target)
+    return RedisPublisher(await connect(target), target)
