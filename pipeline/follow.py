@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pipeline.acks import Acks
+from pipeline.control import RunControl
 from pipeline.errors import AbortedError, ReconcileError
-from pipeline.reconcile import Settled
-from pipeline.report import Summary
+from pipeline.reconcile import Reconciler, Settled
+from pipeline.report import Progress, Summary
+from pipeline.stages import Stages
 
 
 async def _wait(ended: asyncio.Event, seconds: float) -> bool:
@@ -79,3 +82,52 @@ async def settle_leftovers_periodically(
             continue
         summary.reconciled_found += settled.found
         summary.reconciled_missing += settled.missing
+
+
+@contextlib.asynccontextmanager
+async def housekeeping(
+    control: RunControl,
+    reconcilers: Callable[..., Reconciler],
+    pipeline: Stages,
+    summary: Summary,
+    progress: Progress,
+    every: float,
+    follow: bool,
+    leftovers: bool,
+) -> AsyncIterator[None]:
+    """While the stages run: this run's unknowns settled periodically while following
+    (``follow``), other runs' leftovers in follow and drain runs (``leftovers``).
+    ``reconcilers(sleep=, notice=)`` makes a reconciler of the run.
+
+    They end (after their current step) when the stages do, before the final reconcile."""
+
+    async def sleep(seconds: float) -> None:
+        # A stop during the settle wait must not reconcile early (that could call a record
+        # "not stored" that is still being stored): it ends this pass instead.
+        await control.pause(seconds)
+        control.check()
+
+    def problem(message: str) -> None:
+        progress.problem(None, message)
+
+    ended: asyncio.Event = asyncio.Event()
+    tasks = []
+    if follow:
+        own = reconcilers(sleep=sleep).settle_own
+        work = functools.partial(
+            settle_periodically, ended, every, own, summary, pipeline.acks, problem
+        )
+        tasks.append(control.background("periodic reconcile", work))
+    if leftovers:
+        # Rare (a worker died), and the run may wait on them: say so when there are some.
+        others = reconcilers(sleep=sleep, notice=progress.notice).settle_leftovers
+        give_up = None if follow else pipeline.stop_releasing
+        work = functools.partial(
+            settle_leftovers_periodically, ended, every, others, summary, problem, give_up
+        )
+        tasks.append(control.background("periodic reconcile of other runs", work))
+    try:
+        yield
+    finally:
+        ended.set()
+        await asyncio.gather(*tasks)

@@ -29,7 +29,7 @@ from pipeline.errors import (
     SettleInterruptedError,
 )
 from pipeline.flow import FlowControl
-from pipeline.follow import settle_leftovers_periodically, settle_periodically
+from pipeline.follow import housekeeping
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
@@ -193,18 +193,18 @@ async def _deliver(
         delivery = _delivery(settings, client, control, progress)
         delivery.shared = shared
         run.observer.monitor.attach(delivery)
-        reconciler = Reconciler(
+        reconcilers = functools.partial(
+            Reconciler,
             client,
             ledger,
             settle=settings.settle,
             max_attempts=settings.max_attempts,
-            # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
-            # judges nothing (see Reconciler), and the run ends with the records uncertain.
-            sleep=control.pause,
             stopped=lambda: control.stopped,
-            notice=progress.notice,
             acquire=_both(delivery),  # List requests count against --rate like POSTs
         )
+        # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
+        # judges nothing (see Reconciler), and the run ends with the records uncertain.
+        reconciler = reconcilers(sleep=control.pause, notice=progress.notice)
         # A queue run settles other runs' uncertain records periodically, so the entries of
         # those records are given back to be offered again, not left with this run.
         leftovers = queue and settings.reconcile
@@ -221,7 +221,10 @@ async def _deliver(
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
             control.check()
-            async with _housekeeping(run, client, delivery, pipeline, follow, leftovers):
+            every = settings.reconcile_every
+            async with housekeeping(
+                control, reconcilers, pipeline, summary, progress, every, follow, leftovers
+            ):
                 await pipeline.run(batches(ledger, control))
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
@@ -250,64 +253,6 @@ async def _deliver(
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.flow.holds
         summary.rate_cap = delivery.rate.cap
-
-
-@contextlib.asynccontextmanager
-async def _housekeeping(
-    run: _Run,
-    client: FeedbackClient,
-    delivery: Delivery,
-    pipeline: Stages,
-    follow: bool,
-    leftovers: bool,
-) -> AsyncIterator[None]:
-    """Periodic reconciliation while a queue is read (:mod:`pipeline.follow`): this run's
-    unknowns while following, other runs' leftovers (``leftovers``) in follow and drain runs.
-
-    They end (after their current step) when the stages do, before the final reconcile."""
-    settings, control = run.settings, run.control
-
-    async def sleep(seconds: float) -> None:
-        # A stop during the settle wait must not reconcile early (that could call a record
-        # "not stored" that is still being stored): it ends this pass instead.
-        await control.pause(seconds)
-        control.check()
-
-    def reconciler(notice: Callable[[str], None] = lambda _: None) -> Reconciler:
-        return Reconciler(
-            client,
-            run.ledger,
-            settle=settings.settle,
-            max_attempts=settings.max_attempts,
-            sleep=sleep,
-            stopped=lambda: control.stopped,
-            acquire=_both(delivery),
-            notice=notice,
-        )
-
-    def problem(message: str) -> None:
-        run.progress.problem(None, message)
-
-    ended, every, tasks = asyncio.Event(), settings.reconcile_every, []
-    if follow:
-        own = reconciler().settle_own
-        work = functools.partial(
-            settle_periodically, ended, every, own, run.summary, pipeline.acks, problem
-        )
-        tasks.append(control.background("periodic reconcile", work))
-    if leftovers:
-        # Rare (a worker died), and the run may wait on them: say so when there are some.
-        others = reconciler(run.progress.notice).settle_leftovers
-        give_up = None if follow else pipeline.stop_releasing
-        work = functools.partial(
-            settle_leftovers_periodically, ended, every, others, run.summary, problem, give_up
-        )
-        tasks.append(control.background("periodic reconcile of other runs", work))
-    try:
-        yield
-    finally:
-        ended.set()
-        await asyncio.gather(*tasks)
 
 
 def _shared_rate(
