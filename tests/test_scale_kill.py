@@ -139,11 +139,13 @@ def _check_settled(
 
 
 def _print(kind: str, api: FakeServer, reports: list[dict[str, Any]], left: int) -> None:
-    reconciled = sum(r["reconciled_found"] + r["reconciled_missing"] for r in reports)
+    found = sum(r["reconciled_found"] for r in reports)
+    missing = sum(r["reconciled_missing"] for r in reports)
     print(
         f"{kind} kill -9: records {ROWS} (+{BAD} invalid), kills 1, left in flight {left}, "
-        f"reconciled by survivors {reconciled}, POSTs received {api.state.posts_received}, "
-        f"stored {api.state.stored_count}, duplicates {sum(api.state.duplicates().values())}"
+        f"settled by survivors {found} found stored + {missing} not stored, POSTs received "
+        f"{api.state.posts_received}, stored {api.state.stored_count}, duplicates "
+        f"{sum(api.state.duplicates().values())}"
     )
 
 
