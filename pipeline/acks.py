@@ -7,6 +7,10 @@ acked (the entry is delivered again, and the ledger lets it through since it is 
 Whatever is not acked (records cut off in flight, "not sent" because the run stopped) is
 delivered again by the queue, and the ledger decides what to do with it then.
 
+A record the ledger calls uncertain (another worker holds it, or a dead one left it for
+reconciliation) is neither acked nor kept: it is *released* (:meth:`Acks.release`), and its
+source offers it again later (:mod:`pipeline.sources.release`).
+
 Handles are wrapped with their source (:class:`Ticket`) as records are read, so that several
 sources can be acked each with its own handles. A failing ack ends the run through
 :class:`RunControl`; the entries it did not ack are redelivered.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 from pipeline.control import RunControl
 from pipeline.sources import Done, Source
+from pipeline.sources.release import Releasing
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +70,18 @@ class Acks:
             self._held.pop(key, None)
         tickets = [t for key in found for t in self._held.pop(key, [])]
         await self.done((ticket, None) for ticket in tickets)
+
+    @staticmethod
+    def releasable(handle: object | None) -> bool:
+        """Whether the record's source can offer it again later (queues; not files)."""
+        return isinstance(handle, Ticket) and isinstance(handle.source, Releasing)
+
+    def release(self, handles: Iterable[object | None]) -> None:
+        """Give these (releasable) entries back to their sources, which offer them again."""
+        by_source: dict[int, tuple[Releasing, list[object]]] = {}
+        for handle in handles:
+            if isinstance(handle, Ticket) and isinstance(handle.source, Releasing):
+                entry = by_source.setdefault(id(handle.source), (handle.source, []))
+                entry[1].append(handle.handle)
+        for source, raw in by_source.values():
+            source.release(raw)

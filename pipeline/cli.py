@@ -245,13 +245,15 @@ def cli() -> None:
     "--claim-idle",
     type=float,
     metavar="S",
-    help="Queues: take over entries another consumer left pending this long [60].",
+    help="Queues: take over entries another consumer left pending this long; offer again "
+    "this long after an entry whose record another worker holds [60].",
 )
 @click.option(
     "--reconcile-every",
     type=float,
     metavar="S",
-    help="Queues: settle this run's unknown outcomes this often while following [15].",
+    help="Queues: settle this run's unknown outcomes (following) and what killed workers "
+    "left (every queue run) this often [15].",
 )
 @_delivery_options
 @_guarded

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     max_invalid: Count = Field(0, ge=0, le=1_000_000_000)
     max_failed: Count = Field(0, ge=0, le=1_000_000_000)
     claim_idle: Number = Field(60.0, ge=0.01, le=86400)  # take over an entry left pending this long
-    reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # a following run settles unknowns
+    reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # settle unknowns, dead runs' records
 
     # Where each setting that was given came from ("--rate", "FEEDBACK_PIPELINE_RATE",
     # "rate in FILE"), for start-up checks that name it (see :meth:`origin`).

@@ -106,7 +106,7 @@ class Reconciler:
         last_seen = await self._ledger.last_seen(sorted({run for _, run in rows}))
         # A request the dead run sent went out before its next heartbeat was due.
         deadline = (last_seen or 0.0) + HEARTBEAT_S + self._settle
-        return await self._judge([record for record, _ in rows], deadline, "an earlier run")
+        return await self._judge([r for r, _ in rows], deadline, "an earlier run", own=False)
 
     async def settle_own(self) -> Settled:
         """Settle this run's ambiguous outcomes (all of them are at most now)."""
@@ -114,9 +114,11 @@ class Reconciler:
         if not rows:
             return Settled()
         deadline = self._clock() + self._settle
-        return await self._judge([record for record, _ in rows], deadline, "this run")
+        return await self._judge([r for r, _ in rows], deadline, "this run", own=True)
 
-    async def _judge(self, records: Sequence[Accepted], deadline: float, whose: str) -> Settled:
+    async def _judge(
+        self, records: Sequence[Accepted], deadline: float, whose: str, *, own: bool
+    ) -> Settled:
         """Look ``records`` up, but only once ``deadline`` (the end of the settle wait) is past."""
         delay = deadline - self._clock()
         if delay > 0:
@@ -129,7 +131,7 @@ class Reconciler:
                 f"stopped during the settle wait: {len(records)} uncertain records of {whose} "
                 "were not checked and stay uncertain; the next run settles them"
             )
-        return await self._settle_records(records)
+        return await self._settle_records(records, own)
 
     async def _wait_until(self, deadline: float) -> bool:
         """Wait until ``deadline``; False if the run stopped first (the wait did not complete).
@@ -143,15 +145,17 @@ class Reconciler:
             await self._sleep(delay)
         return True
 
-    async def _settle_records(self, records: Sequence[Accepted]) -> Settled:
+    async def _settle_records(self, records: Sequence[Accepted], own: bool) -> Settled:
         by_assistant: dict[str, list[Accepted]] = defaultdict(list)
         for item in records:
             by_assistant[item.record.assistant_id].append(item)
         settled = Settled()
         for assistant_id, items in sorted(by_assistant.items()):
             outcomes = await self._match(assistant_id, items)
-            await self._ledger.record(outcomes)
-            for outcome in outcomes:
+            # Only what is still uncertain is written, and counted: several workers may
+            # settle the same leftovers at once, and the first judgment stands.
+            written = await self._ledger.settle(outcomes, this_run=own)
+            for outcome in (o for o in outcomes if o.key in written):
                 found = outcome.status is Status.SENT
                 (settled.found_keys if found else settled.missing_keys).append(outcome.key)
             settled.found = len(settled.found_keys)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -28,7 +29,7 @@ from pipeline.errors import (
     SettleInterruptedError,
 )
 from pipeline.flow import FlowControl
-from pipeline.follow import settle_periodically
+from pipeline.follow import housekeeping
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
@@ -52,7 +53,8 @@ async def run_sources(
     (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
     options = source_options(settings)
     validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
-    follow = not settings.drain and any(is_queue(path) for path in paths)
+    queue = any(is_queue(path) for path in paths)
+    follow = not settings.drain and queue
     async with contextlib.AsyncExitStack() as stack:
         sources = []
         for path in paths:  # all opened (and checked) before the ledger is
@@ -64,7 +66,14 @@ async def run_sources(
             return source_batches(sources, validator, control)
 
         return await _execute(
-            "run", settings, auth, batches, dry_run=dry_run, follow=follow, sources=sources
+            "run",
+            settings,
+            auth,
+            batches,
+            dry_run=dry_run,
+            follow=follow,
+            queue=queue,
+            sources=sources,
         )
 
 
@@ -99,6 +108,7 @@ async def _execute(
     *,
     dry_run: bool,
     follow: bool = False,
+    queue: bool = False,
     sources: Sequence[object] = (),
 ) -> Summary:
     run_id = uuid.uuid4().hex[:16]
@@ -115,7 +125,9 @@ async def _execute(
         async with observer.watching():
             ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
             observer.started()
-            await _on_ledger(command, settings, ledger, observer, auth, batches, dry_run, follow)
+            await _on_ledger(
+                command, settings, ledger, observer, auth, batches, dry_run, follow, queue
+            )
     except BaseException as exc:
         error = exc
         raise
@@ -135,6 +147,7 @@ async def _on_ledger(
     batches: BatchesOf,
     dry_run: bool,
     follow: bool,
+    queue: bool,
 ) -> None:
     summary, progress = observer.summary, observer.progress
     control = RunControl(grace=settings.grace, service=follow)
@@ -144,7 +157,7 @@ async def _on_ledger(
             summary.aborted = control.reason  # a source that failed
         else:
             run = _Run(settings, ledger, control, summary, progress, observer)
-            await _deliver(run, auth, batches, follow=follow)
+            await _deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()
         await ledger.close(json.dumps(summary.as_dict()))
@@ -162,7 +175,9 @@ class _Run:
     observer: Observer
 
 
-async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool) -> None:
+async def _deliver(
+    run: _Run, auth: tuple[str, str], batches: BatchesOf, *, follow: bool, queue: bool
+) -> None:
     settings, ledger, control, summary, progress = (
         run.settings,
         run.ledger,
@@ -178,19 +193,24 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         delivery = _delivery(settings, client, control, progress)
         delivery.shared = shared
         run.observer.monitor.attach(delivery)
-        reconciler = Reconciler(
+        reconcilers = functools.partial(
+            Reconciler,
             client,
             ledger,
             settle=settings.settle,
             max_attempts=settings.max_attempts,
-            # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
-            # judges nothing (see Reconciler), and the run ends with the records uncertain.
-            sleep=control.pause,
             stopped=lambda: control.stopped,
-            notice=progress.notice,
             acquire=_both(delivery),  # List requests count against --rate like POSTs
         )
-        pipeline = Stages(ledger, delivery, control, summary, progress, settings.concurrency)
+        # Stop-aware, so a signal does not hang in the settle wait; the reconciler then
+        # judges nothing (see Reconciler), and the run ends with the records uncertain.
+        reconciler = reconcilers(sleep=control.pause, notice=progress.notice)
+        # A queue run settles other runs' uncertain records periodically, so the entries of
+        # those records are given back to be offered again, not left with this run.
+        leftovers = queue and settings.reconcile
+        pipeline = Stages(
+            ledger, delivery, control, summary, progress, settings.concurrency, release=leftovers
+        )
 
         async def body() -> None:
             control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
@@ -201,7 +221,10 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
             control.check()
-            async with _following(run, client, delivery, pipeline, enabled=follow):
+            every = settings.reconcile_every
+            async with housekeeping(
+                control, reconcilers, pipeline, summary, progress, every, follow, leftovers
+            ):
                 await pipeline.run(batches(ledger, control))
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
@@ -230,54 +253,6 @@ async def _deliver(run: _Run, auth: tuple[str, str], batches: BatchesOf, *, foll
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.flow.hold.count
         summary.rate_cap = delivery.rate.cap
-
-
-@contextlib.asynccontextmanager
-async def _following(
-    run: _Run, client: FeedbackClient, delivery: Delivery, pipeline: Stages, *, enabled: bool
-) -> AsyncIterator[None]:
-    """While a queue is followed: settle this run's unknowns and log a summary periodically.
-
-    They end (after their current step) when the stages do, before the final reconcile."""
-    if not enabled:
-        yield
-        return
-    settings, control = run.settings, run.control
-
-    async def sleep(seconds: float) -> None:
-        # A stop during the settle wait must not reconcile early (that could call a record
-        # "not stored" that is still being stored): it ends this pass instead.
-        await control.pause(seconds)
-        control.check()
-
-    ended = asyncio.Event()
-    reconciler = Reconciler(
-        client,
-        run.ledger,
-        settle=settings.settle,
-        max_attempts=settings.max_attempts,
-        sleep=sleep,
-        stopped=lambda: control.stopped,
-        acquire=_both(delivery),
-    )
-    tasks = [
-        control.background(
-            "periodic reconcile",
-            lambda: settle_periodically(
-                ended,
-                settings.reconcile_every,
-                reconciler.settle_own,
-                run.summary,
-                pipeline.acks,
-                lambda message: run.progress.problem(None, message),
-            ),
-        ),
-    ]
-    try:
-        yield
-    finally:
-        ended.set()
-        await asyncio.gather(*tasks)
 
 
 def _shared_rate(

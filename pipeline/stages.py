@@ -90,8 +90,13 @@ class Stages:
         summary: Summary,
         progress: Progress,
         concurrency: int,
+        *,
+        release: bool = False,
     ) -> None:
+        """``release``: give uncertain queue entries back to be offered again (the run
+        settles other runs' uncertain records periodically, so they do get settled)."""
         self._ledger = ledger
+        self._release = release
         self._delivery = delivery
         self._control = control
         self._summary = summary
@@ -128,7 +133,12 @@ class Stages:
     async def _claim(self, batch: list[Item]) -> None:
         decisions = await self._ledger.claim(batch)
         finished: list[tuple[object | None, str | None]] = []
+        released: list[object | None] = []
         for item, decision in zip(batch, decisions, strict=True):
+            if self._released(decision, item.handle):
+                # Not counted: it comes back, and is counted by the decision it gets then.
+                released.append(item.handle)
+                continue
             self._summary.decided(decision, item.reason if isinstance(item, Rejection) else None)
             if isinstance(item, Rejection):
                 self._progress.problem(item.location, f"invalid: {item.reason}")
@@ -136,11 +146,23 @@ class Stages:
             elif decision in _FINAL_AT_CLAIM:
                 finished.append((item.handle, None))
         await self.acks.done(finished)
+        self.acks.release(released)
         # Every claimed record goes to the queue, even after a stop: the workers turn it
         # into a "not sent" outcome, so no claim is left without an outcome.
         for item, decision in zip(batch, decisions, strict=True):
             if decision is Decision.SEND:
                 await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
+
+    def stop_releasing(self) -> None:
+        """Uncertain records can no longer be settled by this run (its reconciliation
+        failed): from now on they are counted as unknown, and their entries, unacked, wait
+        for the next run; the released ones do so once they come back."""
+        self._release = False
+
+    def _released(self, decision: Decision, handle: object | None) -> bool:
+        """An uncertain record's entry is given back when its source can offer it again,
+        and the run settles uncertain records (else it would only come back uncertain)."""
+        return decision is Decision.UNCERTAIN and self._release and self.acks.releasable(handle)
 
     async def _worker(self) -> None:
         delivery, control = self._delivery, self._control

@@ -97,6 +97,29 @@ async def test_decisions_across_runs_and_outcome_columns(opener: Ledgers) -> Non
     assert runs[1].summary == {"exit": 0} and runs[0].finished_at is None
 
 
+async def test_settle_writes_only_records_still_uncertain(opener: Ledgers) -> None:
+    first = await opener("r1")
+    a, b, c = item("s1"), item("s2", line=3), item("s3", line=4)
+    await first.claim([a, b, c])
+    await opener.close(first)  # all three left in flight
+    second = await opener("r2")
+    assert len(await second.uncertain(this_run=False)) == 3
+    not_stored = Outcome(b.key, Status.FAILED, 0, error_message="not stored")
+    assert await second.settle([sent(a), not_stored], this_run=False) == {a.key, b.key}
+    assert await second.claim([b]) == [SEND]  # not stored: this run sends it
+    # A judgment made before those writes (another worker's pass, or an earlier one of
+    # this run) comes late: only c is still uncertain, the rest stands.
+    late = [failed(a), Outcome(b.key, Status.FAILED, 0), sent(c, "aia_fdbk_3")]
+    assert await second.settle(late, this_run=False) == {c.key}
+    every = RecordFilter(states=("in_flight", "sent", "failed", "unknown"))
+    states = {r.key: r.state async for batch in second.records(every) for r in batch}
+    assert states == {a.key: "sent", b.key: "in_flight", c.key: "sent"}
+    # This run's own unknown outcomes: only as this_run, never as another run's leftovers.
+    await second.record([Outcome(b.key, Status.UNKNOWN, 1, 502)])
+    assert await second.settle([sent(b, "aia_fdbk_4")], this_run=False) == set()
+    assert await second.settle([sent(b, "aia_fdbk_4")], this_run=True) == {b.key}
+
+
 async def test_failed_yields_records_for_replay_and_replay_sends_them(opener: Ledgers) -> None:
     first = await opener("r1")
     records = [item(f"s{i}", line=i) for i in range(5)]

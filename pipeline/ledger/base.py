@@ -143,6 +143,13 @@ class Ledger(Protocol):
         """(record, run id) of records whose request may have reached the API."""
         ...
 
+    async def settle(self, outcomes: Sequence[Outcome], *, this_run: bool) -> set[str]:
+        """Store reconciliation's outcomes, in one commit, only for records still uncertain
+        as :meth:`uncertain` (``this_run``) selects them: since they were read, another
+        worker may have settled one or a worker (this one too) claimed it again, and its
+        state then stands. Returns the keys written."""
+        ...
+
     async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         """The feedback ids among ``ids`` that some ``sent`` record already holds."""
         ...

@@ -215,14 +215,24 @@ class PostgresLedger:
         return Decision.UNCERTAIN
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
-        if self._read_only or not outcomes:
-            return
-        outcomes = sorted(outcomes, key=lambda o: o.key)  # lock order, as in claim
         # Only the owner writes an outcome, or anyone once the owner's lease expired
         # (reconciliation): a worker that lost its lease never overwrites a new owner's row.
+        if not self._read_only and outcomes:
+            await self._write(sql.OUTCOMES, outcomes)
+
+    async def settle(self, outcomes: Sequence[Outcome], *, this_run: bool) -> set[str]:
+        if self._read_only or not outcomes:
+            return set()
+        rows = await self._write(sql.SETTLE, outcomes, this_run)
+        return {r["key"] for r in rows}
+
+    async def _write(
+        self, statement: str, outcomes: Sequence[Outcome], *extra: object
+    ) -> list[asyncpg.Record]:
+        outcomes = sorted(outcomes, key=lambda o: o.key)  # lock order, as in claim
         with _guard(self._t.shown, "writing outcomes"):
-            await self._pool.execute(
-                sql.OUTCOMES.format(s=self._s, now=_NOW),
+            rows: list[asyncpg.Record] = await self._pool.fetch(
+                statement.format(s=self._s, now=_NOW),
                 [o.key for o in outcomes],
                 [o.status.value for o in outcomes],
                 [o.attempts for o in outcomes],
@@ -232,7 +242,9 @@ class PostgresLedger:
                 [o.error_message for o in outcomes],
                 _now(),
                 self.run_id,
+                *extra,
             )
+            return rows
 
     # --- replay --------------------------------------------------------------------------------
 

@@ -33,17 +33,28 @@ ON CONFLICT (key) DO UPDATE SET
     retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
 """
 
-#: Only the owner writes an outcome, or anyone once the owner's lease expired
-#: (reconciliation): a worker that lost its lease never overwrites a new owner's row.
-OUTCOMES = """
+_SET_OUTCOMES = """
 UPDATE {s}.records AS r SET state = u.state, attempts = u.attempts,
     http_status = u.http, feedback_id = u.fid, error_code = u.code, error_message = u.msg,
     body = CASE WHEN u.state = 'sent' THEN NULL ELSE r.body END, updated_at = $8
 FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::int[], $7::text[])
     AS u(key, state, attempts, http, fid, code, msg)
-WHERE r.key = u.key AND (r.run_id = $9 OR NOT EXISTS (
-    SELECT 1 FROM {s}.runs o WHERE o.run_id = r.run_id AND o.lease_until >= {now}))
-"""
+WHERE r.key = u.key"""
+_LEASE_EXPIRED = (
+    "NOT EXISTS (SELECT 1 FROM {s}.runs o WHERE o.run_id = r.run_id AND o.lease_until >= {now})"
+)
+
+#: Only the owner writes an outcome, or anyone once the owner's lease expired
+#: (reconciliation): a worker that lost its lease never overwrites a new owner's row.
+OUTCOMES = f"{_SET_OUTCOMES} AND (r.run_id = $9 OR {_LEASE_EXPIRED})"
+
+#: Reconciliation's outcomes ($10: this run's own unknowns, else other runs' leftovers), only
+#: for rows still as LEFTOVERS (or the own unknowns) selected them: between that read and this
+#: write, another worker may have settled a row (its judgment stands: ours could be wrong, as
+#: the feedback id it found is now taken) or a worker, this one too, claimed it again.
+SETTLE = f"""{_SET_OUTCOMES} AND CASE WHEN $10 THEN r.state = 'unknown' AND r.run_id = $9
+    ELSE r.state IN ('in_flight', 'unknown') AND r.run_id <> $9 AND {_LEASE_EXPIRED} END
+RETURNING r.key"""
 
 #: Failed records become this run's in_flight, a batch at a time; rows another replay is
 #: taking right now are skipped, not waited for ({retryable}: the filter, or nothing).

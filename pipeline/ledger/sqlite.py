@@ -108,6 +108,9 @@ class SqliteLedger:
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         return await self._call(lambda: self._store.uncertain(this_run))
 
+    async def settle(self, outcomes: Sequence[Outcome], *, this_run: bool) -> set[str]:
+        return await self._call(lambda: self._store.settle(outcomes, this_run))
+
     async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         return await self._call(lambda: self._store.recorded_ids(ids))
 

@@ -234,6 +234,13 @@ class SqliteStore:
             for key, assistant, body, loc, run in rows
         ]
 
+    def settle(self, outcomes: Sequence[Outcome], this_run: bool) -> set[str]:
+        """Reconciliation's outcomes, for the records still uncertain (as it read them)."""
+        still = {item.key for item, _ in self.uncertain(this_run)}
+        kept = [o for o in outcomes if o.key in still]
+        self.record(kept)
+        return {o.key for o in kept}
+
     def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these feedback ids the ledger already holds for some record."""
         found: set[str] = set()

@@ -23,8 +23,12 @@ CSV columns. Choices, and why:
 - **Drain**: done once no delivery is buffered and a passive declare (on the consuming channel,
   so deliveries sent before its answer arrive before it) reports no ready message. Messages
   this run still holds unacked are finished by this run; messages unacked by other consumers
-  are theirs (RabbitMQ requeues them as soon as such a consumer's connection goes).
-  ``claim_idle`` does not apply: the broker does that takeover itself.
+  are theirs (RabbitMQ requeues them as soon as such a consumer's connection goes: the broker
+  does that takeover itself). Nor does it end while this run holds released messages.
+- **Released** messages (their record is uncertain: another worker holds it, or a killed one
+  left it for reconciliation; see :mod:`pipeline.sources.release`) are held unacked for
+  ``claim_idle`` seconds, then handed on again by this run, not requeued: a requeued message
+  comes straight back (to us or another consumer) while the record is still uncertain.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pipeline.sources.amqp_acks import AckPlan
 from pipeline.sources.amqp_link import Target, open_channel, parse_url
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.jsonl import parse_line
+from pipeline.sources.release import Holding
 
 #: The largest message body read as a record; a larger one is dead-lettered unparsed.
 MESSAGE_LIMIT = 1024 * 1024
@@ -106,6 +111,7 @@ class AmqpSource:
         self._options = options
         self._window = min(options.batch_size + 3 * options.concurrency, _MAX_PREFETCH)
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._held: Holding[AbstractIncomingMessage] = Holding(options.claim_idle)
         self._unacked = 0  # delivered to this consumer and not acked yet
         self._plan = AckPlan()
         self._lost: str | None = None
@@ -133,13 +139,15 @@ class AmqpSource:
         try:
             while not stop.is_set():
                 self._check()
+                for message in self._held.due():
+                    self._buffer.put_nowait(message)
                 batch = await self._take()
                 if batch:
                     yield [to_record(self._target.queue, m) for m in batch]
                 elif self._options.drain and await self._drained(queue):
                     return
         finally:
-            # What is still buffered stays unacked: the broker requeues it when we close.
+            # What is still buffered or held stays unacked: the broker requeues it when we close.
             if self._lost is None and self._tag is not None:
                 with contextlib.suppress(Exception):
                     await queue.cancel(self._tag)
@@ -175,7 +183,10 @@ class AmqpSource:
         ready = declared.message_count or 0
         if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
             await self._widen(queue)
-        return ready == 0 and self._buffer.empty()
+        return ready == 0 and self._buffer.empty() and not self._held
+
+    def release(self, handles: Sequence[object]) -> None:
+        self._held.hold(h.message for h in handles if isinstance(h, _Handle))
 
     async def ack(self, done: Sequence[Done]) -> None:
         """Plain acks at once; a dead letter's original only once its copy is confirmed."""

@@ -8,13 +8,19 @@ Reading order, each time the source looks for work:
    with the same consumer name gets back what it had taken and not acked;
 2. entries pending on any consumer for longer than ``claim_idle`` (XAUTOCLAIM): a dead
    worker's entries are taken over; our own entries still being worked on are never handed
-   out twice (they are in ``_out`` until acked);
+   out twice (they are in ``_out`` until acked or released);
 3. new entries (``>``), blocking at most ``_BLOCK_MS`` so that a stop is seen quickly.
 
-``drain`` ends once nothing new is left and no entry is pending on another consumer. Entries
-pending on a live consumer are waited for (it acks them) and a dead one's become claimable
-after ``claim_idle``, so the wait is bounded by ``claim_idle``. Entries pending on this
-consumer (handed out, not final) do not hold the drain up: their outcome decides.
+A released entry (its record is uncertain: see :mod:`pipeline.sources.release`) leaves
+``_out`` and stays pending here, so step 2 offers it again after ``claim_idle`` (to this
+consumer or to another one).
+
+``drain`` ends once nothing new is left, no entry is pending on another consumer, and none
+this run released is still pending. Entries pending on a live consumer are waited for (it acks
+them) and a dead one's become claimable after ``claim_idle``, so the wait is bounded by
+``claim_idle``; released ones are waited for until the ledger settles their records. Other
+entries pending on this consumer (handed out, not final) do not hold the drain up: their
+outcome decides.
 
 An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object.
 Entries that cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an
@@ -28,25 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pipeline.errors import AbortedError, ConfigError, SourceError
+from pipeline.errors import AbortedError, SourceError
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
-from pipeline.urls import mask_url
+from pipeline.sources.redis_link import Target, connect
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
 MAX_ENTRY_BYTES = 1024 * 1024
 _BLOCK_MS = 1000  # the longest a read waits for new entries: a stop is seen within this
-_OWN = ("stream", "group", "consumer", "dead")
 Fields = dict[bytes, bytes]
 
 
@@ -56,67 +58,6 @@ class Entry:
 
     id: bytes
     fields: Fields
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a ``redis://`` URL names: the server (without our parameters) and the stream."""
-
-    server: str
-    stream: str
-    group: str  # "" for a publisher
-    consumer: str
-    dead: str
-    shown: str  # the URL with its password masked: for messages and the ledger
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str, *, need_group: bool) -> Target:
-        shown = mask_url(url)
-        try:
-            parts = urlsplit(url)
-            password = parts.password
-        except ValueError as exc:
-            raise ConfigError(f"{shown}: not a valid URL ({exc})") from None
-        query = dict(parse_qsl(parts.query))
-        stream = query.get("stream")
-        group = query.get("group")
-        if not stream:
-            raise ConfigError(f"{shown}: stream= is required (redis://HOST:PORT/DB?stream=NAME)")
-        if need_group and not group:
-            raise ConfigError(f"{shown}: group= is required to read a stream (&group=NAME)")
-        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OWN])
-        return cls(
-            server=urlunsplit(parts._replace(query=rest)),
-            stream=stream,
-            group=group or "",
-            consumer=query.get("consumer") or f"{socket.gethostname()}-{os.getpid()}",
-            dead=query.get("dead") or f"{stream}:dead",
-            shown=shown,
-            password=password,
-        )
-
-    def gone(self, exc: BaseException) -> str:
-        """Mid-run (the caller names the source): the run ends, exit 3."""
-        return self._scrub(f"redis went away: {type(exc).__name__}: {exc}")
-
-    def _scrub(self, message: str) -> str:
-        return message.replace(self.password, "***") if self.password else message
-
-    def error(self, what: str, exc: BaseException) -> str:
-        """One line naming the server (masked), with no password whatever the library says."""
-        return self._scrub(f"redis {self.shown}: {what}: {type(exc).__name__}: {exc}")
-
-
-async def _connect(target: Target) -> aioredis.Redis:
-    try:
-        client = aioredis.Redis.from_url(target.server, socket_connect_timeout=5, socket_timeout=30)
-        await client.ping()
-    except ValueError as exc:
-        raise ConfigError(target.error("bad URL", exc)) from None
-    except RedisError as exc:
-        raise SourceError(target.error("cannot connect", exc)) from None
-    return client
 
 
 def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
@@ -150,6 +91,7 @@ class RedisStreamSource:
         self._drain = options.drain
         self._idle_ms = max(1, int(options.claim_idle * 1000))
         self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
+        self._released: set[bytes] = set()  # given back, not offered again yet: drain waits
 
     @property
     def name(self) -> str:
@@ -168,7 +110,7 @@ class RedisStreamSource:
                 if batch:
                     yield batch
                 elif not found and self._drain:
-                    if not await self._others_pending():
+                    if not await self._waiting():
                         return
                     await _pause(stop, min(1.0, self._idle_ms / 1000))
         except RedisError as exc:
@@ -224,14 +166,35 @@ class RedisStreamSource:
         entries: list[tuple[bytes, Any]] = reply[0][1]  # RESP2: [[stream, entries]]
         return entries
 
-    async def _others_pending(self) -> bool:
+    async def _waiting(self) -> bool:
+        """Whether a drain must wait: for entries pending on another consumer, or for those
+        this run released that are still pending on it (XAUTOCLAIM offers them again)."""
         summary = await self._redis.xpending(self._t.stream, self._t.group)
-        mine = self._t.consumer.encode()
-        return any(c["name"] != mine and c["pending"] for c in summary["consumers"] or [])
+        mine, own = self._t.consumer.encode(), 0
+        for consumer in summary["consumers"] or []:
+            if consumer["name"] == mine:
+                own = int(consumer["pending"])
+            elif consumer["pending"]:
+                return True
+        if self._released and own:
+            # Another consumer may have taken one over and acked it: forget those.
+            rows = await self._redis.xpending_range(
+                self._t.stream, self._t.group, "-", "+", own, consumername=self._t.consumer
+            )
+            self._released &= {row["message_id"] for row in rows}
+        else:
+            self._released.clear()
+        return bool(self._released)
+
+    def release(self, handles: Sequence[object]) -> None:
+        ids = {h.id for h in handles if isinstance(h, Entry)}
+        self._out -= ids
+        self._released |= ids
 
     def _records(self, entries: Sequence[tuple[bytes, Fields]]) -> list[RawRecord]:
         prefix = f"redis:{self._t.stream}/"
         self._out.update(eid for eid, _ in entries)
+        self._released.difference_update(eid for eid, _ in entries)
         return [decode(prefix + eid.decode(), eid, fields) for eid, fields in entries]
 
     async def ack(self, done: Sequence[Done]) -> None:
@@ -250,8 +213,9 @@ class RedisStreamSource:
                     await pipe.execute()
         except RedisError as exc:
             raise SourceError(self._t.gone(exc)) from None
-        self._out.difference_update(plain)
-        self._out.difference_update(entry.id for entry, _ in dead)
+        for settled in (self._out, self._released):
+            settled.difference_update(plain)
+            settled.difference_update(entry.id for entry, _ in dead)
 
     def _dead_letter(self, entry: Entry, reason: str) -> dict[Any, Any]:
         location = f"redis:{self._t.stream}/{entry.id.decode()}"
@@ -273,7 +237,7 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def open_source(url: str, options: SourceOptions) -> RedisStreamSource:
     """Connect, and create the group (from the stream's start, MKSTREAM) if it is missing."""
     target = Target.parse(url, need_group=True)
-    client = await _connect(target)
+    client = await connect(target)
     try:
         await client.xgroup_create(target.stream, target.group, id="0", mkstream=True)
     except ResponseError as exc:
@@ -312,4 +276,4 @@ class RedisPublisher:
 
 async def open_publisher(url: str, options: SourceOptions) -> RedisPublisher:
     target = Target.parse(url, need_group=False)
-    return RedisPublisher(await _connect(target), target)
+    return RedisPublisher(await connect(target), target)
