@@ -68,7 +68,9 @@ class Seeker:
         ``confirmed`` (taken before anything succeeded) keeps slow start on."""
         # Never up on a refusal; and the same measure twice does not compound, but confirms.
         target = min(self.value, good * (1.0 - self._margin))
-        confirmed = confirmed or (self.good is not None and good <= self.good * _SAME_LIMIT)
+        confirmed = confirmed or (
+            self.good is not None and self.good / _SAME_LIMIT <= good <= self.good * _SAME_LIMIT
+        )
         probing = self._step > 0.0
         if probing and self.good is not None and good <= self.good * _SAME_LIMIT:
             self._probe_after = min(self._probe_after * 2.0, self._max_probe)

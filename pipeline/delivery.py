@@ -51,6 +51,10 @@ def _is_backpressure(exc: BaseException) -> bool:
     return isinstance(exc, TransportError)
 
 
+def _not_found(assistant: str) -> str:
+    return f"assistant {assistant} not found (HTTP 404)"
+
+
 class Delivery:
     """Sends records one request at a time each; many calls run concurrently.
 
@@ -105,6 +109,8 @@ class Delivery:
                 await self.shared.acquire()
             if self._control.stopped:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
+            if item.record.assistant_id in self._missing:  # found out while this one waited
+                raise NotSentError(f"not sent: {_not_found(item.record.assistant_id)}")
             sent.requests += 1
             if sent.requests > 1:
                 self.retries += 1
@@ -149,7 +155,7 @@ class Delivery:
     async def send(self, item: Accepted) -> Outcome:
         assistant = item.record.assistant_id
         if assistant in self._missing:
-            return self.not_sent(item, f"assistant {assistant} not found (HTTP 404)")
+            return self.not_sent(item, _not_found(assistant))
         sent = _Sent()
         try:
             created = await call(self._policy, lambda: self._attempt(item, sent))

@@ -140,9 +140,10 @@ class RateCap:
         if settled and share < NOISE and (cap is None or measured >= margin * pace):
             return False  # stray refusals (requests that arrived together), not the pace
         if settled and started < 0.9 * pace:
-            # The pace was not even tried (workers asleep on their Retry-After): what got
-            # through is no measure of the limit; the share refused is.
-            value = margin * pace * (1.0 - share)
+            # The cap is not what held the pace back (a concurrency limit did, or workers
+            # asleep on their Retry-After): cut from the pace actually tried, less the share
+            # refused, and never below what got through.
+            value = margin * max(started / RATE_WINDOW * (1.0 - share), measured)
         elif settled:
             # Above a rate limit R, the share refused is how far: R = pace x (1 - share); what
             # got through per second says the same, unless the second is not representative
@@ -150,10 +151,13 @@ class RateCap:
             # Either is a lower bound of R: the higher one is the better measure.
             value = margin * min(pace, max(pace * (1.0 - share), measured, 0.2 * pace))
         else:
-            value = min(margin * pace, max(0.5 * pace, margin * measured))
+            # Too early for a second's measure: what got through lately may be a burst's
+            # (a bucket's first second of tokens); the share refused lately tells it apart.
+            refused = pace * (1.0 - self._refused_lately(now, rtt))
+            value = min(margin * pace, max(0.5 * pace, margin * min(measured, refused)))
         # Refusals that a lower pace does not cure (a limiter's own hiccups) must not drive
         # the cap down and down: never below half the best second lately.
-        self.set(now, max(value, 0.5 * self._best_second))
+        self.set(now, max(value, 0.5 * self._best_second), confirmed=settled)
         return True
 
     def window_new(self, now: float) -> bool:
@@ -185,7 +189,9 @@ class RateCap:
                 self._generation += 1
                 self._next_start = now
 
-    def set(self, now: float, value: float) -> None:
+    def set(self, now: float, value: float, *, confirmed: bool = True) -> None:
+        """The cap drops to ``value``; one cut from less than a second of the run (not
+        ``confirmed``) keeps slow start on: that measure may be a burst's, or a wait's."""
         if self.seeker is None:
             # The first cap: no measure of the limit yet (the pace it cuts may be far off
             # either way), so it grows by a quarter per epoch until refused (slow start).
@@ -199,7 +205,7 @@ class RateCap:
             )
             self.seeker.pressured_at = now
         else:
-            self.seeker.pressure(now, value / (1.0 - RATE_MARGIN))
+            self.seeker.pressure(now, value / (1.0 - RATE_MARGIN), confirmed=confirmed)
         self._generation += 1
         self._since_drop = 0
         self._next_start = now + 1.0 / self.seeker.value
@@ -231,6 +237,14 @@ class RateCap:
         if self._started_at is None:
             return window
         return min(window, max(MIN_MEASURE, now - self._started_at))
+
+    def _refused_lately(self, now: float, rtt: float | None) -> float:
+        """The share of the requests started over the last few round trips that were refused
+        (at most one: refusals of requests started earlier count too)."""
+        since = now - self._window(rtt)
+        started = sum(1 for t in reversed(self._starts) if t >= since)
+        refused = sum(1 for t in reversed(self._refusals) if t >= since)
+        return min(1.0, refused / max(1, started))
 
     def _lately(self, now: float) -> tuple[int, float]:
         """Requests started over the last RATE_WINDOW, and the share refused on rate."""

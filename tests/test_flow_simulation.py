@@ -110,7 +110,7 @@ def test_no_collapse_anywhere_in_the_space_around_the_matrix() -> None:
     assert most_refused[1] < floor.max_refused, most_refused
     # Most of the space meets the target itself, not just the floors.
     met = sum(1 for ratio, share, _ in worst if ratio >= TARGET_RATIO and share < TARGET_SHARE)
-    assert met >= 0.7 * len(worst), met
+    assert met >= 0.65 * len(worst), met
 
 
 def _one(window: Window = "bucket", **limits: object) -> Limits:
