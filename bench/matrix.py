@@ -12,8 +12,9 @@ achieved by the best any client could do against that limit:
   that admits nothing, so the best client that does not burst runs at R).
 
 Target in every cell: >= 0.90 of that ideal with < 2% of the POSTs answered 429. Each cell
-lasts ``--matrix-seconds`` (12) of the ideal rate: long enough that the first burst's refusals
-(any client that does not know the limit pays them) do not decide the cell alone.
+lasts ``--matrix-seconds`` (20) of the ideal rate: long enough that neither the first burst's
+refusals (any client that does not know the limit pays them) nor a last record waiting out a
+``Retry-After: 1`` alone (a second more, whatever the controller does) decide the cell.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class Sizes:
     throttle_records: int
     throttle_rps: float = 300.0
     # 9: the flow-control matrix (seconds of ideal rate per cell; 0 cells = all of them).
-    matrix_seconds: float = 12.0
+    matrix_seconds: float = 20.0
     matrix_cells: int = 0
     # 5, 6: memory and rerun (dry runs need no server).
     small_rows: int
