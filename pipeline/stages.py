@@ -29,6 +29,8 @@ from pipeline.validate import Validator
 Item: TypeAlias = Accepted | Rejection
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
+#: How long the outcome writer lets outcomes gather before a commit.
+_GATHER_S = 0.02
 T = TypeVar("T")
 #: Decisions that are final at the claim commit: their records are acked right after it.
 _FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
@@ -155,6 +157,12 @@ class Stages:
             first = await self._outcomes.get()
             if first is None:
                 return
+            if self._outcomes.qsize() < _WRITE_BATCH:
+                # Group commit: each commit waits for the disk (synchronous=FULL), and costs
+                # about as much CPU as the rows it writes; let a few milliseconds of outcomes
+                # gather first. Only acks wait on it: a crash meanwhile leaves these records
+                # in_flight, and reconciliation settles them, as for any crash.
+                await asyncio.sleep(_GATHER_S)
             batch = [first]
             while not self._outcomes.empty() and len(batch) < _WRITE_BATCH:
                 nxt = self._outcomes.get_nowait()
