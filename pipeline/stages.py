@@ -98,15 +98,22 @@ class Stages:
         self.acks = Acks(control)
         self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(maxsize=concurrency * 2)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
+        # Claimed batches on their way to the work queue: one may wait here, so that the next
+        # batch is read, validated and claimed while this one is sent (in turn, the workers
+        # ran dry at every batch boundary). At most two batches are claimed and unsent.
+        self._claimed: asyncio.Queue[list[Accepted] | None] = asyncio.Queue(maxsize=1)
 
     async def run(self, batches: Batches) -> None:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._worker()) for _ in range(self._concurrency)]
             writer = group.create_task(self._writer())
+            feeder = group.create_task(self._feed())
             try:
                 await self._produce(batches)
             except PipelineError as exc:
                 self._control.abort(str(exc))
+            await self._claimed.put(None)
+            await feeder
             for _ in workers:
                 await self._work.put(None)
             await asyncio.gather(*workers)
@@ -133,9 +140,14 @@ class Stages:
         await self.acks.done(finished)
         # Every claimed record goes to the queue, even after a stop: the workers turn it
         # into a "not sent" outcome, so no claim is left without an outcome.
-        for item, decision in zip(batch, decisions, strict=True):
-            if decision is Decision.SEND:
-                await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
+        send = [item for item, d in zip(batch, decisions, strict=True) if d is Decision.SEND]
+        await self._claimed.put(send)  # type: ignore[arg-type] # only Accepted are SEND
+
+    async def _feed(self) -> None:
+        """Claimed records into the work queue, batch after batch, every one of them."""
+        while (claimed := await self._claimed.get()) is not None:
+            for item in claimed:
+                await self._work.put(item)
 
     async def _worker(self) -> None:
         delivery, control = self._delivery, self._control
