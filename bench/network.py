@@ -1,4 +1,8 @@
-"""Scenarios against the fake API on a fast server: throughput (1), CPU (7), the SDK (8)."""
+"""Scenarios against the fake API on a fast server: throughput (1), CPU (7), the SDK (8).
+
+Throughput and CPU are measured at two concurrencies (``--concurrency``, 16, and
+``--wide-concurrency``, 64), each against the minimal loop at the same concurrency.
+"""
 
 from __future__ import annotations
 
@@ -71,34 +75,40 @@ def _timed(server: ServerProcess, run: Callable[[], Child]) -> tuple[Child, floa
     return child, (server.cpu_seconds() - before) / duration(child)
 
 
-def fast_server(ctx: Context) -> list[Row]:
+def _pair(ctx: Context, server: ServerProcess, concurrency: int) -> tuple[_Measured, _Measured]:
+    """The pipeline and the minimal loop at one concurrency, best of ``repeats`` each."""
     s = ctx.sizes
     path = ctx.files.csv(s.records)
     small = ctx.files.csv(s.startup_records, start=s.records)
     pipe_runs: list[tuple[Child, float]] = []
     min_runs: list[tuple[Child, float]] = []
+    for _ in range(s.repeats):
+        # Alternate the two clients so that a slow spell of the machine hits both.
+        pipe_runs.append(
+            _timed(server, lambda: pipeline_on(ctx, server, path, concurrency=concurrency))
+        )
+        check_exactly_once(server, pipe_runs[-1][0], s.records)
+        min_runs.append(_timed(server, lambda: minimal_on(server, path, concurrency)))
+        check_exactly_once(server, min_runs[-1][0], s.records)
+    pipe_startup = pipeline_on(ctx, server, small, concurrency=concurrency)
+    min_startup = minimal_on(server, small, concurrency)
+    return _measure(ctx, pipe_runs, pipe_startup), _measure(ctx, min_runs, min_startup)
+
+
+def fast_server(ctx: Context) -> list[Row]:
+    s = ctx.sizes
     with ServerProcess(ctx.workdir) as server:
-        for _ in range(s.repeats):
-            # Alternate the two clients so that a slow spell of the machine hits both.
-            pipe_runs.append(
-                _timed(server, lambda: pipeline_on(ctx, server, path, concurrency=s.concurrency))
-            )
-            check_exactly_once(server, pipe_runs[-1][0], s.records)
-            min_runs.append(_timed(server, lambda: minimal_on(server, path, s.concurrency)))
-            check_exactly_once(server, min_runs[-1][0], s.records)
-        pipe_startup = pipeline_on(ctx, server, small, concurrency=s.concurrency)
-        min_startup = minimal_on(server, small, s.concurrency)
-        pipe = _measure(ctx, pipe_runs, pipe_startup)
-        ceiling = _measure(ctx, min_runs, min_startup)
-        rows = [_throughput_row(ctx, pipe, ceiling), _cpu_row(pipe, ceiling)]
-        rows.append(_sdk_row(ctx, server, pipe.rate))
+        measured = [(c, *_pair(ctx, server, c)) for c in (s.concurrency, s.wide_concurrency)]
+        rows = [_throughput_row(ctx, c, pipe, ceiling) for c, pipe, ceiling in measured]
+        rows += [_cpu_row(c, pipe, ceiling) for c, pipe, ceiling in measured]
+        rows.append(_sdk_row(ctx, server, measured[0][1].rate))
     return rows
 
 
-def _throughput_row(ctx: Context, pipe: _Measured, ceiling: _Measured) -> Row:
+def _throughput_row(ctx: Context, concurrency: int, pipe: _Measured, ceiling: _Measured) -> Row:
     ratio = pipe.rate / ceiling.rate
     return Row(
-        scenario=f"1 throughput, c={ctx.sizes.concurrency}",
+        scenario=f"1 throughput, c={concurrency}",
         measured=f"{pipe.rate:,.0f} rec/s",
         baseline=f"{ceiling.rate:,.0f} rec/s minimal loop",
         ratio=ratio,
@@ -115,10 +125,10 @@ def _throughput_row(ctx: Context, pipe: _Measured, ceiling: _Measured) -> Row:
     )
 
 
-def _cpu_row(pipe: _Measured, ceiling: _Measured) -> Row:
+def _cpu_row(concurrency: int, pipe: _Measured, ceiling: _Measured) -> Row:
     ratio = pipe.cpu_per_record / ceiling.cpu_per_record
     return Row(
-        scenario="7 CPU per 10k records",
+        scenario=f"7 CPU per 10k records, c={concurrency}",
         measured=f"{pipe.cpu_per_record * 10_000:.2f} CPU s",
         baseline=f"{ceiling.cpu_per_record * 10_000:.2f} CPU s minimal loop",
         ratio=ratio,

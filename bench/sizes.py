@@ -17,6 +17,7 @@ class Sizes:
     startup_records: int  # a tiny run of each client: its start-up CPU is subtracted
     repeats: int  # best of N alternating runs of each client
     concurrency: int = 16
+    wide_concurrency: int = 64  # 1 and 7 again, at a concurrency a large backfill uses
     sdk_records: int
     # 2: a slow server.
     latency_records: int
@@ -34,7 +35,8 @@ class Sizes:
     # 5, 6: memory and rerun (dry runs need no server).
     small_rows: int
     large_rows: int
-    run_rows: int  # the full run against the fast server, then rerun over its ledger
+    run_rows: int  # the full run against the fast server (its peak RSS)
+    rerun_rows: int  # the rerun over a ledger that holds them all as sent
 
 
 FULL = Sizes(
@@ -48,6 +50,7 @@ FULL = Sizes(
     small_rows=100_000,
     large_rows=1_000_000,
     run_rows=100_000,
+    rerun_rows=1_000_000,
 )
 
 SMOKE = Sizes(
@@ -61,6 +64,7 @@ SMOKE = Sizes(
     small_rows=1_000,
     large_rows=5_000,
     run_rows=1_000,
+    rerun_rows=5_000,
     matrix_seconds=0.5,
     matrix_cells=2,
 )

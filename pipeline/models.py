@@ -115,6 +115,8 @@ class FeedbackRecord(BaseModel):
 
 # One encoder for every record: json.dumps with non-default options builds a new one per call.
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The string escaping that encoder uses (the C one where there is one).
+_QUOTED = json.encoder.encode_basestring
 
 
 def content_hash(
@@ -125,8 +127,36 @@ def content_hash(
     text: str | None,
 ) -> str:
     """SHA-256 over the canonical JSON of the request's content."""
-    canonical = _CANONICAL([assistant_id, session_id, message_id, score, text])
+    canonical = _canonical(assistant_id, session_id, message_id, score, text)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _canonical(
+    assistant_id: str,
+    session_id: str,
+    message_id: str | None,
+    score: float | None,
+    text: str | None,
+) -> str:
+    """``_CANONICAL([...])`` of the five values, byte for byte (keys in existing ledgers
+    depend on it).
+
+    The encoder builds a new C encoder on every call, which cost as much as the rest of the
+    key; what a validated record holds (strings, None, finite floats) is put together here
+    from the pieces that encoder uses: its string escaping, ``null``, ``float.__repr__``."""
+    if (
+        type(assistant_id) is str
+        and type(session_id) is str
+        and (message_id is None or type(message_id) is str)
+        and (text is None or type(text) is str)
+        and (score is None or (type(score) is float and math.isfinite(score)))
+    ):
+        message = "null" if message_id is None else _QUOTED(message_id)
+        number = "null" if score is None else float.__repr__(score)
+        note = "null" if text is None else _QUOTED(text)
+        return f"[{_QUOTED(assistant_id)},{_QUOTED(session_id)},{message},{number},{note}]"
+    # Anything else (an int score from a listing, a subclass): the encoder itself.
+    return _CANONICAL([assistant_id, session_id, message_id, score, text])
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ _WRITE_BATCH = 2000
 #: Retry-After holds a worker but no slot (flow control caps requests in flight): with one
 #: worker per slot, a few 429s at once would idle the run for the whole wait.
 WORKERS_PER_SLOT = 2
+#: How long the outcome writer lets outcomes gather before a commit.
+_GATHER_S = 0.02
 T = TypeVar("T")
 #: Decisions that are final at the claim commit: their records are acked right after it.
 _FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
@@ -107,16 +109,23 @@ class Stages:
             maxsize=concurrency * WORKERS_PER_SLOT
         )
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
+        # Claimed batches on their way to the work queue: one may wait here, so that the next
+        # batch is read, validated and claimed while this one is sent (in turn, the workers
+        # ran dry at every batch boundary). At most two batches are claimed and unsent.
+        self._claimed: asyncio.Queue[list[Accepted] | None] = asyncio.Queue(maxsize=1)
 
     async def run(self, batches: Batches) -> None:
         async with asyncio.TaskGroup() as group:
             count = self._concurrency * WORKERS_PER_SLOT
             workers = [group.create_task(self._worker()) for _ in range(count)]
             writer = group.create_task(self._writer())
+            feeder = group.create_task(self._feed())
             try:
                 await self._produce(batches)
             except PipelineError as exc:
                 self._control.abort(str(exc))
+            await self._claimed.put(None)
+            await feeder
             for _ in workers:
                 await self._work.put(None)
             await asyncio.gather(*workers)
@@ -149,9 +158,14 @@ class Stages:
         self.acks.release(released)
         # Every claimed record goes to the queue, even after a stop: the workers turn it
         # into a "not sent" outcome, so no claim is left without an outcome.
-        for item, decision in zip(batch, decisions, strict=True):
-            if decision is Decision.SEND:
-                await self._work.put(item)  # type: ignore[arg-type] # only Accepted are SEND
+        send = [item for item, d in zip(batch, decisions, strict=True) if d is Decision.SEND]
+        await self._claimed.put(send)  # type: ignore[arg-type] # only Accepted are SEND
+
+    async def _feed(self) -> None:
+        """Claimed records into the work queue, batch after batch, every one of them."""
+        while (claimed := await self._claimed.get()) is not None:
+            for item in claimed:
+                await self._work.put(item)
 
     def stop_releasing(self) -> None:
         """Uncertain records can no longer be settled by this run (its reconciliation
@@ -184,6 +198,12 @@ class Stages:
             first = await self._outcomes.get()
             if first is None:
                 return
+            if self._outcomes.qsize() < _WRITE_BATCH:
+                # Group commit: each commit waits for the disk (synchronous=FULL), and costs
+                # about as much CPU as the rows it writes; let a few milliseconds of outcomes
+                # gather first. Only acks wait on it: a crash meanwhile leaves these records
+                # in_flight, and reconciliation settles them, as for any crash.
+                await asyncio.sleep(_GATHER_S)
             batch = [first]
             while not self._outcomes.empty() and len(batch) < _WRITE_BATCH:
                 nxt = self._outcomes.get_nowait()

@@ -9,6 +9,12 @@ from pipeline.errors import LedgerError
 
 SCHEMA_VERSION = 3
 
+# A rowid table (ledgers made before this change are WITHOUT ROWID: the same SQL, the same
+# answers). Keys are hashes, so rows kept in key order put each record of a batch on a page
+# of its own: every outcome commit rewrote about one table page and one state-index page per
+# record. In rowid order the records claimed together share pages (and the state index,
+# ordered by (state, rowid), too); only the key index is written at random, once, at the
+# claim. Claim + record(sent) costs half the CPU this way (bench.ledger_cost).
 _V1 = """
 CREATE TABLE records (
     key TEXT PRIMARY KEY,
@@ -23,7 +29,7 @@ CREATE TABLE records (
     error_code INTEGER,
     error_message TEXT,
     updated_at TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX records_state ON records(state);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
