@@ -58,7 +58,10 @@ def test_the_textfile_holds_the_runs_counts_and_the_servers_answers(
     posts = sum(state.responses.values())
     assert _value(samples, "feedback_request_duration_seconds_count") == posts
     assert _value(samples, "feedback_request_duration_seconds_bucket", le="+Inf") == posts
-    assert _value(samples, "feedback_retries_total") == state.responses[503]
+    # Every 503 is retried, but for a record of the missing assistant whose retry comes
+    # after the other one's 404: that one is not sent again (at most 2 here).
+    retries = _value(samples, "feedback_retries_total")
+    assert state.responses[503] - 2 <= retries <= state.responses[503]
     assert 1 <= _value(samples, "feedback_concurrency_limit") <= 16
     assert _value(samples, "feedback_rate_cap") >= 0
     size = (tmp_path / "in.csv").stat().st_size
