@@ -23,11 +23,9 @@ RATE_WINDOW = 1.0
 MIN_MEASURE = 0.05
 #: The cap sits this far under the measured rate.
 RATE_MARGIN = 0.03
-#: Fewer rate refusals than this share of the requests are noise (requests that arrived
-#: together at a limiter with almost no burst), not a pace above the limit...
+#: Fewer rate refusals than this share of the last second's requests are noise (requests that
+#: arrived together at a limiter with almost no burst), not a pace above the limit.
 NOISE = 0.02
-#: ... counted over this window: a few seconds, so that one bunch of them is not a trend.
-NOISE_WINDOW = 5.0
 #: The longest a paced start sleeps before it looks whether the cap moved.
 _NAP = 0.1
 #: The most starts remembered (the attempt rate and the refused share need the last second).
@@ -121,11 +119,11 @@ class RateCap:
         """A rate refusal of a request paced at ``paced`` and sent at ``sent``; True when the
         cap moved."""
         self._refusals.append(now)
-        while self._refusals[0] < now - NOISE_WINDOW:
+        while self._refusals[0] < now - RATE_WINDOW:
             self._refusals.popleft()
         self._admitted = len(self._successes)
         cap = self.seeker
-        if cap is None and self._count(self._refusals, now - RATE_WINDOW) < 2:
+        if cap is None and len(self._refusals) < 2:
             return False  # one refusal is no pattern (two requests that arrived together)
         if cap is not None and (paced < cap.pressured_at or self._since_drop < 1):
             return False  # paced before the last drop, or nothing got through since
@@ -139,7 +137,7 @@ class RateCap:
         measured, settled = self._measured(now, rtt)
         started, share = self._lately(now)
         margin = 1.0 - RATE_MARGIN
-        if settled and self._noise(now) and (cap is None or measured >= margin * pace):
+        if settled and share < NOISE and (cap is None or measured >= margin * pace):
             return False  # stray refusals (requests that arrived together), not the pace
         if settled and started < 0.9 * pace:
             # The cap is not what held the pace back (a concurrency limit did, or workers
@@ -250,16 +248,5 @@ class RateCap:
 
     def _lately(self, now: float) -> tuple[int, float]:
         """Requests started over the last RATE_WINDOW, and the share refused on rate."""
-        started = self._count(self._starts, now - RATE_WINDOW)
-        return started, self._count(self._refusals, now - RATE_WINDOW) / max(1, started)
-
-    def _noise(self, now: float) -> bool:
-        """Refusals under NOISE of the requests over the last NOISE_WINDOW: a strict limiter
-        refuses a few bunched arrivals now and then (several in one second, after a hiccup
-        on the way), a pace above the limit goes on being refused."""
-        since = max(now - NOISE_WINDOW, self._started_at or now)
-        return self._count(self._refusals, since) < NOISE * max(1, self._count(self._starts, since))
-
-    @staticmethod
-    def _count(times: deque[float], since: float) -> int:
-        return sum(1 for t in reversed(times) if t >= since)
+        started = sum(1 for t in reversed(self._starts) if t >= now - RATE_WINDOW)
+        return started, len(self._refusals) / max(1, started)
