@@ -3,10 +3,12 @@
 None until the API refuses on rate (see :mod:`pipeline.flow` for which 429s those are); then
 a :class:`~pipeline.aimd.Seeker` of requests per second that paces every start, with
 ``--rate`` as its ceiling. On a refusal it drops to what got through per second over the last
-second (a window long enough to amortise a token bucket's burst or a fixed window), at least
-``RATE_MARGIN`` lower and at most to half (a fifth once a second has passed) at once, never
-below half the best second lately; refusals that a lower pace would not cure (under ``NOISE``
-of the requests, or while all the pace got through) leave it where it is.
+second (a window long enough to amortise a token bucket's burst or a fixed window) or to the
+pace tried less the share refused, whichever is higher, less ``RATE_MARGIN``; before the run
+is a second old, by the share refused lately, at most to half at once, and without ending slow
+start. Never below half the best second lately; refusals that a lower pace would not cure
+(under ``NOISE`` of the requests while all the pace got through) leave it where it is. After a
+used-up window, the cap is what the window admitted (:meth:`RateCap.window_new`).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class RateCap:
         else:
             # Too early for a second's measure: what got through lately may be a burst's
             # (a bucket's first second of tokens); the share refused lately tells it apart.
-            refused = pace * (1.0 - self._refused_lately(now, rtt))
+            refused = pace * (1.0 - self._lately(now, self._window(rtt))[1])
             value = min(margin * pace, max(0.5 * pace, margin * min(measured, refused)))
         # Refusals that a lower pace does not cure (a limiter's own hiccups) must not drive
         # the cap down and down: never below half the best second lately.
@@ -238,15 +240,9 @@ class RateCap:
             return window
         return min(window, max(MIN_MEASURE, now - self._started_at))
 
-    def _refused_lately(self, now: float, rtt: float | None) -> float:
-        """The share of the requests started over the last few round trips that were refused
-        (at most one: refusals of requests started earlier count too)."""
-        since = now - self._window(rtt)
-        started = sum(1 for t in reversed(self._starts) if t >= since)
-        refused = sum(1 for t in reversed(self._refusals) if t >= since)
-        return min(1.0, refused / max(1, started))
-
-    def _lately(self, now: float) -> tuple[int, float]:
-        """Requests started over the last RATE_WINDOW, and the share refused on rate."""
-        started = sum(1 for t in reversed(self._starts) if t >= now - RATE_WINDOW)
-        return started, len(self._refusals) / max(1, started)
+    def _lately(self, now: float, window: float = RATE_WINDOW) -> tuple[int, float]:
+        """Requests started over the last ``window`` (at most RATE_WINDOW), and the share
+        refused on rate (at most one: refusals of requests started earlier count too)."""
+        started = sum(1 for t in reversed(self._starts) if t >= now - window)
+        refused = sum(1 for t in reversed(self._refusals) if t >= now - window)
+        return started, min(1.0, refused / max(1, started))

@@ -105,9 +105,7 @@ class Stages:
         self._progress = progress
         self._concurrency = concurrency
         self.acks = Acks(control)
-        self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(
-            maxsize=concurrency * WORKERS_PER_SLOT
-        )
+        self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(maxsize=concurrency * 2)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
         # Claimed batches on their way to the work queue: one may wait here, so that the next
         # batch is read, validated and claimed while this one is sent (in turn, the workers
