@@ -248,7 +248,8 @@ class FlowControl:
                 # and the in-flight limit was a rate limit's refusals misread.
                 self._inflight_limit = math.inf
                 self._limit.relax()
-            if self._rate.refused(ticket.paced, now, self.rtt, ticket.started):
+            run = self.hold.in_run(now, self.rtt)
+            if self._rate.refused(ticket.paced, now, self.rtt, ticket.started, run=run):
                 self._room()
         if self.hold.refused(retry_after, now, self.rtt):
             self._limit.cut(now, 0.0, confirmed=self._ok_level > 0)

@@ -69,6 +69,10 @@ class Hold:
         self._backoff = max(_FIRST_BACKOFF, 2 * rtt)
         return was_dry
 
+    def in_run(self, now: float, rtt: float | None) -> bool:
+        """Refusals are all that comes back lately: a hold in force, or a dry spell."""
+        return now < self.until or self._held or self._dry_spell(now, rtt)
+
     def _dry_spell(self, now: float, rtt: float | None) -> bool:
         if self._dry is None or rtt is None:
             return False  # nothing came back yet: the first successes may be on their way

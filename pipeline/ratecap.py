@@ -6,15 +6,26 @@ a :class:`~pipeline.aimd.Seeker` of requests per second that paces every start, 
 second (a window long enough to amortise a token bucket's burst or a fixed window) or to the
 pace tried less the share refused, whichever is higher, less ``RATE_MARGIN``; before the run
 is a second old, by the share refused lately, at most to half at once, and without ending slow
-start. Never below half the best second lately; refusals that a lower pace would not cure
-(under ``NOISE`` of the requests while all the pace got through) leave it where it is. After a
-used-up window, the cap is what the window admitted (:meth:`RateCap.window_new`).
+start. Never below half the best second lately. After a used-up window, the cap is what the
+window admitted (:meth:`RateCap.window_new`).
+
+Refusals that a lower pace would not cure leave it where it is. A limiter with almost no burst
+refuses requests that reached it together (bunched on the way: the client's event loop, the
+network, a server that stalled) at any pace, 1-2% of them; a cap that drops on those, by its
+margin at least each time, ratchets down and down. So, counting only what came since the last
+drop (the refusals that moved it must not move it twice):
+
+- refusals in a run (a used-up window: a dry spell, or a hold in force) are the pace;
+- so are refusals of a probe above the last good level, but it only goes back to that level;
+- fewer than ``CLEAR_COUNT`` in the last second are noise; ``FAST_SHARE`` of it is the pace;
+- between the two, while what got through kept up with the pace tried, noise; else the pace
+  from ``NOISE`` of the requests over the last ``NOISE_WINDOW`` on.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable
 
 from pipeline.aimd import Seeker
@@ -25,13 +36,41 @@ RATE_WINDOW = 1.0
 MIN_MEASURE = 0.05
 #: The cap sits this far under the measured rate.
 RATE_MARGIN = 0.03
-#: Fewer rate refusals than this share of the last second's requests are noise (requests that
-#: arrived together at a limiter with almost no burst), not a pace above the limit.
+#: Fewer rate refusals than this share of the requests (over the last ``NOISE_WINDOW``, since
+#: the last drop) are noise: requests that arrived together at a limiter with almost no burst.
 NOISE = 0.02
+NOISE_WINDOW = 3.0
+#: This share of the last second refused is the pace: a limit that fell, found at once...
+FAST_SHARE = 0.05
+#: ... and fewer refusals than this in it are noise whatever their share.
+CLEAR_COUNT = 4
 #: The longest a paced start sleeps before it looks whether the cap moved.
 _NAP = 0.1
-#: The most starts remembered (the attempt rate and the refused share need the last second).
-_MAX_STARTS = 4096
+
+
+class _Times:
+    """When something happened, oldest first, kept for ``keep`` seconds: counts by bisection
+    (a walk over the last seconds per refusal costs milliseconds at thousands a second)."""
+
+    def __init__(self, keep: float) -> None:
+        self._times: list[float] = []
+        self._keep = keep
+
+    def add(self, now: float) -> None:
+        times = self._times
+        times.append(now)
+        if times[0] < now - 2 * self._keep:  # trimmed in bulk, not one by one
+            del times[: bisect_left(times, now - self._keep)]
+
+    def since(self, when: float) -> int:
+        return len(self._times) - bisect_left(self._times, when)
+
+    def between(self, start: float, end: float) -> int:
+        return bisect_right(self._times, end) - bisect_left(self._times, start)
+
+    @property
+    def last(self) -> float:
+        return self._times[-1] if self._times else -math.inf
 
 
 class RateCap:
@@ -49,9 +88,9 @@ class RateCap:
         self._generation = 0  # the cap's moves: starts reserved before one are redone
         self._waiting = 0  # starts reserved and not yet reached
         self._last_start = -math.inf
-        self._starts: deque[float] = deque()
-        self._successes: deque[float] = deque()
-        self._refusals: deque[float] = deque()
+        self._starts = _Times(NOISE_WINDOW)
+        self._successes = _Times(RATE_WINDOW)
+        self._refusals = _Times(NOISE_WINDOW)
         self._started_at: float | None = None
         self._second = (0, 0)  # successes in the current second of the clock
         self._best_second = 0.0
@@ -99,16 +138,12 @@ class RateCap:
             return
 
     def started(self, now: float) -> None:
-        self._starts.append(now)
+        self._starts.add(now)
         if self._started_at is None:
             self._started_at = now
-        if len(self._starts) > _MAX_STARTS:
-            self._starts.popleft()
 
     def succeeded(self, now: float) -> None:
-        self._successes.append(now)
-        while self._successes[0] < now - RATE_WINDOW:
-            self._successes.popleft()
+        self._successes.add(now)
         second = int(now)
         if second != self._second[0]:  # a best that fades by a tenth a second
             self._best_second = max(self._second[1], 0.9 * self._best_second)
@@ -117,15 +152,15 @@ class RateCap:
         self._since_drop += 1
         self._ok_total += 1
 
-    def refused(self, paced: float, now: float, rtt: float | None, sent: float) -> bool:
-        """A rate refusal of a request paced at ``paced`` and sent at ``sent``; True when the
-        cap moved."""
-        self._refusals.append(now)
-        while self._refusals[0] < now - RATE_WINDOW:
-            self._refusals.popleft()
-        self._admitted = len(self._successes)
+    def refused(
+        self, paced: float, now: float, rtt: float | None, sent: float, *, run: bool = False
+    ) -> bool:
+        """A rate refusal of a request paced at ``paced`` and sent at ``sent``, ``run`` when
+        refusals are all that comes back lately; True when the cap moved."""
+        self._refusals.add(now)
+        self._admitted = self._last_second()
         cap = self.seeker
-        if cap is None and len(self._refusals) < 2:
+        if cap is None and self._refusals.since(now - RATE_WINDOW) < 2:
             return False  # one refusal is no pattern (two requests that arrived together)
         if cap is not None and (paced < cap.pressured_at or self._since_drop < 1):
             return False  # paced before the last drop, or nothing got through since
@@ -138,14 +173,18 @@ class RateCap:
         )
         measured, settled = self._measured(now, rtt)
         started, share = self._lately(now)
+        started_rate = started / RATE_WINDOW
         margin = 1.0 - RATE_MARGIN
-        if settled and share < NOISE and (cap is None or measured >= margin * pace):
-            return False  # stray refusals (requests that arrived together), not the pace
-        if settled and started < 0.9 * pace:
+        probing = cap is not None and cap.probing
+        if settled and not run and not probing:
+            kept_up = measured >= min(pace, started_rate)
+            if self._noise(now, kept_up, first=cap is None):
+                return False  # stray refusals (requests that arrived together), not the pace
+        if settled and started_rate < 0.9 * pace:
             # The cap is not what held the pace back (a concurrency limit did, or workers
             # asleep on their Retry-After): cut from the pace actually tried, less the share
             # refused, and never below what got through.
-            value = margin * max(started / RATE_WINDOW * (1.0 - share), measured)
+            value = margin * max(started_rate * (1.0 - share), measured)
         elif settled:
             # Above a rate limit R, the share refused is how far: R = pace x (1 - share); what
             # got through per second says the same, unless the second is not representative
@@ -157,6 +196,10 @@ class RateCap:
             # (a bucket's first second of tokens); the share refused lately tells it apart.
             refused = pace * (1.0 - self._lately(now, self._window(rtt))[1])
             value = min(margin * pace, max(0.5 * pace, margin * min(measured, refused)))
+        if probing and cap is not None and cap.good is not None and not run:
+            # A probe refused goes back to where it was, not below: that level held, and the
+            # refusal may be one that comes at any pace (each probe's would ratchet it down).
+            value = max(value, cap.good * margin)
         # Refusals that a lower pace does not cure (a limiter's own hiccups) must not drive
         # the cap down and down: never below half the best second lately.
         self.set(now, max(value, 0.5 * self._best_second), confirmed=settled)
@@ -173,7 +216,7 @@ class RateCap:
         # window (or a bucket's rate and what was left of its burst) admitted in the second
         # before it refused: a fixed or sliding window's own count, not diluted by the wait.
         admitted = self._admitted / RATE_WINDOW * (1.0 - RATE_MARGIN)
-        bound = max(1.0, len(self._successes) / RATE_WINDOW, self._ok_total / elapsed)
+        bound = max(1.0, self._last_second() / RATE_WINDOW, self._ok_total / elapsed)
         value = max(bound, admitted)
         if self.seeker is not None and self.seeker.value <= value:
             return False
@@ -221,17 +264,21 @@ class RateCap:
         answer later than the window, after nothing else started, and a pace measured then
         is next to none (a cap of 1/s, the run collapsed)."""
         window = self._window(rtt)
-        recent = sum(1 for t in reversed(self._starts) if sent - window <= t <= sent)
+        recent = self._starts.between(sent - window, sent)
         return max(1.0, recent / self._span(window, sent))
 
     def _measured(self, now: float, rtt: float | None) -> tuple[float, bool]:
         """Successes per second over the last RATE_WINDOW if the run is that old (True),
         else over the last few round trips (False)."""
         if self._started_at is not None and now - self._started_at >= RATE_WINDOW:
-            return len(self._successes) / RATE_WINDOW, True
+            return self._last_second() / RATE_WINDOW, True
         window = self._window(rtt)
-        recent = sum(1 for t in reversed(self._successes) if t >= now - window)
-        return recent / self._span(window, now), False
+        return self._successes.since(now - window) / self._span(window, now), False
+
+    def _last_second(self) -> int:
+        """Successes in the second up to the last one (not up to now: a window used up and
+        refusals since do not dilute what it admitted)."""
+        return self._successes.since(self._successes.last - RATE_WINDOW)
 
     def _span(self, window: float, now: float) -> float:
         """The window, or the run's age if it is younger: a run 80 ms old that started 25
@@ -243,6 +290,28 @@ class RateCap:
     def _lately(self, now: float, window: float = RATE_WINDOW) -> tuple[int, float]:
         """Requests started over the last ``window`` (at most RATE_WINDOW), and the share
         refused on rate (at most one: refusals of requests started earlier count too)."""
-        started = sum(1 for t in reversed(self._starts) if t >= now - window)
-        refused = sum(1 for t in reversed(self._refusals) if t >= now - window)
-        return started, min(1.0, refused / max(1, started))
+        started = self._starts.since(now - window)
+        return started, min(1.0, self._refusals.since(now - window) / max(1, started))
+
+    def _counts_since_drop(self, now: float, window: float) -> tuple[int, int]:
+        """Refusals and starts over the last ``window``, but not before the last drop: the
+        refusals that moved the cap must not move it again."""
+        since = now - window
+        if self.seeker is not None:
+            since = max(since, self.seeker.pressured_at)
+        return self._refusals.since(since), self._starts.since(since)
+
+    def _noise(self, now: float, kept_up: bool, *, first: bool) -> bool:
+        """Stray refusals, not the pace (the module's doc gives the rules). Before the first
+        cap, under ``NOISE`` of the last second: it has no drop to count from."""
+        if first:
+            return self._lately(now)[1] < NOISE
+        refused, started = self._counts_since_drop(now, RATE_WINDOW)
+        if refused < CLEAR_COUNT:
+            return True
+        if refused >= FAST_SHARE * started:
+            return False
+        if kept_up:
+            return True
+        refused, started = self._counts_since_drop(now, NOISE_WINDOW)
+        return refused < NOISE * started
