@@ -19,6 +19,8 @@ The API's answers are two different signals, and each moves only its own limit. 
 - refused among successes at its level: a **rate** refusal, and the rate cap moves (see
   :mod:`pipeline.ratecap`). A rate refusal at a level an in-flight limit found earlier should
   admit shows that reading was wrong: it is dropped;
+- above an in-flight limit found before, without a Retry-After: that limit again once
+  ``PROBE_SHARE`` of the requests there lately were refused (see :mod:`pipeline.levels`);
 - one refusal above what worked, with no pattern yet, moves nothing: the record waits;
 - before anything came back, nothing can tell an in-flight limit of N from a bucket of N
   tokens: without a Retry-After it is read as concurrency, but slow start goes on from the
@@ -231,6 +233,13 @@ class FlowControl:
         above = self._ok_level < ticket.level  # nothing succeeded lately this high
         if not self._ok_level:  # nothing to compare with yet: a Retry-After says rate
             inflight: bool | None = retry_after is None
+        elif ticket.level > self._inflight_limit and retry_after is None:
+            # A probe above the in-flight limit found before, refused: back to it, even if a
+            # request at that level got through (the server's count and ours differ by a
+            # request on its way). Read as a rate refusal, it set a cap that held the run at
+            # 0.87-0.91 of the limit. Not when a few are refused among many there: a rate
+            # limit's bunched requests, above an in-flight limit its first burst misread.
+            inflight = self._levels.probe(ticket.level)
         else:
             inflight = self._levels.inflight(ticket.level) if above else False
         if inflight is None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 MIN_EVIDENCE = 1.5
 #: ... and the share of them refused that says "in-flight limit".
 INFLIGHT_SHARE = 0.5
+#: Above an in-flight limit found before, this share refused says it again (a probe refused).
+PROBE_SHARE = 0.2
 
 
 class Levels:
@@ -40,3 +42,13 @@ class Levels:
         if refused < MIN_EVIDENCE:
             return None
         return refused / (refused + sum(self._ok[level:])) >= INFLIGHT_SHARE
+
+    def probe(self, level: int) -> bool | None:
+        """Whether a refusal at ``level``, above an in-flight limit found before, says that
+        limit again (a probe refused): ``PROBE_SHARE`` of the requests lately at ``level`` or
+        above were refused. None while too few were refused there to say."""
+        level = max(0, min(level, len(self._ok) - 1))
+        refused = sum(self._refused[level:])
+        if refused < MIN_EVIDENCE:
+            return None
+        return refused / (refused + sum(self._ok[level:])) >= PROBE_SHARE

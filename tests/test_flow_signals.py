@@ -104,3 +104,38 @@ async def test_before_anything_came_back_refusals_are_no_dry_spell() -> None:
         clock.now += 0.005
         flow.release(ticket, Result(Kind.THROTTLED, retry_after=1.0))
     assert flow.hold.until - clock.now < 0.5
+
+
+async def test_a_probe_refused_above_the_in_flight_limit_sets_no_rate_cap() -> None:
+    # The benchmark's trap (in-flight 8, c=64): probing at 9 and 10 in flight, a request at
+    # level 9 got through (the server's count and ours differ by a request on its way), so
+    # the refusals there came "among successes at their level". Read as rate refusals, they
+    # set a cap that held the run at 0.87-0.91 of the limit.
+    clock = Clock()
+    flow = _flow(64, clock)
+    first = [await flow.acquire() for _ in range(16)]
+    clock.now += 0.001
+    for ticket in first[8:]:  # the first burst: an in-flight limit of 8
+        flow.release(ticket, Result(Kind.THROTTLED))
+    clock.now += 0.1
+    for ticket in first[:8]:
+        flow.release(ticket, Result(Kind.OK))
+    for _ in range(15):  # a second and a half at 8 in flight
+        batch = [await flow.acquire() for _ in range(8)]
+        clock.now += 0.1
+        for ticket in batch:
+            flow.release(ticket, Result(Kind.OK))
+    flow._limit.value = 10.0  # a probe
+    batch = [await flow.acquire() for _ in range(9)]
+    clock.now += 0.1
+    for ticket in batch:  # the one at level 9 got through
+        flow.release(ticket, Result(Kind.OK))
+    batch = [await flow.acquire() for _ in range(10)]
+    clock.now += 0.002
+    flow.release(batch[9], Result(Kind.THROTTLED))
+    flow.release(batch[8], Result(Kind.THROTTLED))
+    clock.now += 0.1
+    for ticket in batch[:8]:
+        flow.release(ticket, Result(Kind.OK))
+    assert flow.limit < 10  # the probe is over
+    assert flow.cap is None
