@@ -37,18 +37,20 @@ class Levels:
         """Whether a refusal at ``level`` is an in-flight limit's: most requests lately at
         ``level`` or above were refused. None while too few were refused there to say (one
         refusal is no pattern: two requests that arrived together at a rate limit)."""
-        level = max(0, min(level, len(self._ok) - 1))
-        refused = sum(self._refused[level:])
-        if refused < MIN_EVIDENCE:
-            return None
-        return refused / (refused + sum(self._ok[level:])) >= INFLIGHT_SHARE
+        share = self._refused_share(level)
+        return None if share is None else share >= INFLIGHT_SHARE
 
     def probe(self, level: int) -> bool | None:
         """Whether a refusal at ``level``, above an in-flight limit found before, says that
         limit again (a probe refused): ``PROBE_SHARE`` of the requests lately at ``level`` or
         above were refused. None while too few were refused there to say."""
+        share = self._refused_share(level)
+        return None if share is None else share >= PROBE_SHARE
+
+    def _refused_share(self, level: int) -> float | None:
+        """The share refused lately at ``level`` or above; None under ``MIN_EVIDENCE``."""
         level = max(0, min(level, len(self._ok) - 1))
         refused = sum(self._refused[level:])
         if refused < MIN_EVIDENCE:
             return None
-        return refused / (refused + sum(self._ok[level:])) >= PROBE_SHARE
+        return refused / (refused + sum(self._ok[level:]))

@@ -25,10 +25,10 @@ drop (the refusals that moved it must not move it twice):
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable
 
 from pipeline.aimd import Seeker
+from pipeline.recent import Recent
 
 #: The success rate is measured over this window, long enough to amortise a burst.
 RATE_WINDOW = 1.0
@@ -48,31 +48,6 @@ CLEAR_COUNT = 4
 _NAP = 0.1
 
 
-class _Times:
-    """When something happened, oldest first, kept for ``keep`` seconds: counts by bisection
-    (a walk over the last seconds per refusal costs milliseconds at thousands a second)."""
-
-    def __init__(self, keep: float) -> None:
-        self._times: list[float] = []
-        self._keep = keep
-
-    def add(self, now: float) -> None:
-        times = self._times
-        times.append(now)
-        if times[0] < now - 2 * self._keep:  # trimmed in bulk, not one by one
-            del times[: bisect_left(times, now - self._keep)]
-
-    def since(self, when: float) -> int:
-        return len(self._times) - bisect_left(self._times, when)
-
-    def between(self, start: float, end: float) -> int:
-        return bisect_right(self._times, end) - bisect_left(self._times, start)
-
-    @property
-    def last(self) -> float:
-        return self._times[-1] if self._times else -math.inf
-
-
 class RateCap:
     def __init__(
         self,
@@ -88,9 +63,9 @@ class RateCap:
         self._generation = 0  # the cap's moves: starts reserved before one are redone
         self._waiting = 0  # starts reserved and not yet reached
         self._last_start = -math.inf
-        self._starts = _Times(NOISE_WINDOW)
-        self._successes = _Times(RATE_WINDOW)
-        self._refusals = _Times(NOISE_WINDOW)
+        self._starts = Recent(NOISE_WINDOW)
+        self._successes = Recent(RATE_WINDOW)
+        self._refusals = Recent(NOISE_WINDOW)
         self._started_at: float | None = None
         self._second = (0, 0)  # successes in the current second of the clock
         self._best_second = 0.0
@@ -177,8 +152,10 @@ class RateCap:
         margin = 1.0 - RATE_MARGIN
         probing = cap is not None and cap.probing
         if settled and not run and not probing:
+            # Before the first cap there is no drop to count from: under NOISE of the last
+            # second is stray.
             kept_up = measured >= min(pace, started_rate)
-            if self._noise(now, kept_up, first=cap is None):
+            if (share < NOISE) if cap is None else self._noise(now, kept_up):
                 return False  # stray refusals (requests that arrived together), not the pace
         if settled and started_rate < 0.9 * pace:
             # The cap is not what held the pace back (a concurrency limit did, or workers
@@ -301,11 +278,8 @@ class RateCap:
             since = max(since, self.seeker.pressured_at)
         return self._refusals.since(since), self._starts.since(since)
 
-    def _noise(self, now: float, kept_up: bool, *, first: bool) -> bool:
-        """Stray refusals, not the pace (the module's doc gives the rules). Before the first
-        cap, under ``NOISE`` of the last second: it has no drop to count from."""
-        if first:
-            return self._lately(now)[1] < NOISE
+    def _noise(self, now: float, kept_up: bool) -> bool:
+        """Stray refusals, not the pace (the module's doc gives the rules)."""
         refused, started = self._counts_since_drop(now, RATE_WINDOW)
         if refused < CLEAR_COUNT:
             return True
