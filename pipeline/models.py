@@ -31,7 +31,9 @@ class Status(StrEnum):
     RETIRED = "retired"  # a failed or invalid record a person closed (``retire``)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass is built through object.__setattr__, field by field, which
+# made building one cost 0.55 us instead of 0.15 (a million of them per million rows read).
+@dataclass(slots=True)
 class RawRecord:
     """One record as a source read it, before validation.
 
@@ -175,6 +177,15 @@ class Accepted:
         cls, location: str | None, record: FeedbackRecord, handle: object | None = None
     ) -> Accepted:
         return cls(location, record, record.idempotency_key(), handle)
+
+
+@dataclass(slots=True)  # not frozen, as RawRecord: one per record of a rerun
+class Skipped:
+    """A record an earlier run sent, known by its key before it was validated (a rerun)."""
+
+    location: str
+    key: str
+    handle: object | None = None
 
 
 @dataclass(frozen=True, slots=True)

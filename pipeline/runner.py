@@ -38,8 +38,9 @@ from pipeline.observe import Observer
 from pipeline.ratescope import SharedRate, both, shared_rate
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
+from pipeline.skip import skipping_sent
 from pipeline.sources import is_queue, open_source, source_options
-from pipeline.stages import Batches, Stages, source_batches
+from pipeline.stages import Batches, Stages, claim, raw_batches
 from pipeline.validate import Validator
 
 #: Makes the batches of a run once its ledger is open (replay reads them from the ledger).
@@ -62,8 +63,8 @@ async def run_sources(
             stack.push_async_callback(source.close)
             sources.append(source)
 
-        def batches(_: Ledger, control: RunControl) -> Batches:
-            return source_batches(sources, validator, control)
+        def batches(ledger: Ledger, control: RunControl) -> Batches:
+            return skipping_sent(raw_batches(sources, control), validator, ledger)
 
         return await _execute(
             "run",
@@ -334,7 +335,7 @@ def _notice(message: str) -> None:
 
 async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress: Progress) -> None:
     async for batch in batches:
-        for item, decision in zip(batch, await ledger.claim(batch), strict=True):
+        for item, decision in zip(batch, await claim(ledger, batch), strict=True):
             reason = item.reason if isinstance(item, Rejection) else None
             summary.decided(decision, reason)
             if reason is not None:

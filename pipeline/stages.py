@@ -21,12 +21,12 @@ from pipeline.control import RunControl
 from pipeline.delivery import Delivery
 from pipeline.errors import LedgerError, PipelineError
 from pipeline.ledger import Decision, Ledger
-from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Status
+from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Skipped, Status
 from pipeline.report import Progress, Summary
 from pipeline.sources import Source
 from pipeline.validate import Validator
 
-Item: TypeAlias = Accepted | Rejection
+Item: TypeAlias = Accepted | Rejection | Skipped
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
 #: Workers per request the concurrency ceiling allows. A record waiting out its own
@@ -40,10 +40,8 @@ T = TypeVar("T")
 _FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
 
 
-def _validate(validator: Validator, source: Source, raw: RawRecord) -> Item:
+def validated(validator: Validator, raw: RawRecord) -> Accepted | Rejection:
     """Validation that costs one record, never the run, whatever goes wrong."""
-    if raw.handle is not None:
-        raw = dataclasses.replace(raw, handle=Ticket(source, raw.handle))
     try:
         return validator(raw)
     except Exception as exc:  # noqa: BLE001 - a bug must cost one record
@@ -51,7 +49,7 @@ def _validate(validator: Validator, source: Source, raw: RawRecord) -> Item:
 
 
 @contextlib.asynccontextmanager
-async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     """Close an async generator we stop reading early (a source may hold a file or a
     connection); a plain async iterator has nothing to close."""
     try:
@@ -66,21 +64,44 @@ def _what(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def source_batches(
-    sources: Sequence[Source], validator: Validator, control: RunControl
-) -> Batches:
-    """The sources one after the other, validated; a source that fails ends the run."""
+async def raw_batches(
+    sources: Sequence[Source], control: RunControl
+) -> AsyncIterator[list[RawRecord]]:
+    """The sources one after the other, each record's handle a :class:`Ticket` to ack it
+    by; a source that fails ends the run."""
     for source in sources:
         if control.stopped:
             return
-        async with _closing(source.batches(control.stop)) as batches:
+        async with closing(source.batches(control.stop)) as batches:
             try:
                 async for raw_batch in batches:
-                    yield [_validate(validator, source, raw) for raw in raw_batch]
+                    yield [
+                        raw
+                        if raw.handle is None
+                        else dataclasses.replace(raw, handle=Ticket(source, raw.handle))
+                        for raw in raw_batch
+                    ]
             except PipelineError as exc:
                 control.abort(f"source {source.name}: {exc}")
             except Exception as exc:  # noqa: BLE001 - a broken source ends the run, cleanly
                 control.abort(f"source {source.name} failed: {_what(exc)}")
+
+
+async def source_batches(
+    sources: Sequence[Source], validator: Validator, control: RunControl
+) -> AsyncIterator[list[Accepted | Rejection]]:
+    """The sources one after the other, validated; a source that fails ends the run."""
+    async with closing(raw_batches(sources, control)) as batches:
+        async for raw_batch in batches:
+            yield [validated(validator, raw) for raw in raw_batch]
+
+
+async def claim(ledger: Ledger, batch: Sequence[Item]) -> list[Decision]:
+    """The ledger's decisions on ``batch``, in order. A Skipped record needs no claim: the
+    ledger holds it as sent."""
+    claimed = [item for item in batch if not isinstance(item, Skipped)]
+    decided = iter(await ledger.claim(claimed) if claimed else ())
+    return [Decision.SKIP if isinstance(i, Skipped) else next(decided) for i in batch]
 
 
 class Stages:
@@ -131,14 +152,14 @@ class Stages:
             await writer
 
     async def _produce(self, batches: Batches) -> None:
-        async with _closing(batches):
+        async with closing(batches):
             async for batch in batches:
                 if self._control.stopped:
                     break  # read but not claimed: not acked, so a queue delivers it again
                 await self._claim(batch)
 
     async def _claim(self, batch: list[Item]) -> None:
-        decisions = await self._ledger.claim(batch)
+        decisions = await claim(self._ledger, batch)
         finished: list[tuple[object | None, str | None]] = []
         released: list[object | None] = []
         for item, decision in zip(batch, decisions, strict=True):

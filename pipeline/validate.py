@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.models import RECORD_FIELDS, Accepted, FeedbackRecord, RawRecord, Rejection
+from pipeline.models import (
+    RECORD_FIELDS,
+    Accepted,
+    FeedbackRecord,
+    RawRecord,
+    Rejection,
+    content_hash,
+)
 
 # Sources decode with "surrogateescape" so that one bad byte costs one record, not the file;
 # the escaped bytes show up here as lone surrogates. JSON "\ud800" escapes give them too, and
@@ -29,6 +36,7 @@ class Validator:
         self._default_assistant_id = default_assistant_id
         mapping = dict(columns or {})
         self._sources = [(field, mapping.get(field, field)) for field in RECORD_FIELDS]
+        self._columns = [column for _, column in self._sources]
 
     def __call__(self, raw: RawRecord) -> Accepted | Rejection:
         if raw.error is not None:
@@ -47,6 +55,37 @@ class Validator:
         except ValidationError as exc:
             return self._reject(raw, describe(exc), given)
 
+    def quick_key(self, raw: RawRecord) -> str | None:
+        """The key this record has *if* it is valid, told without validating it; None where
+        that cannot be told this cheaply (an explicit key, a value that is not plain text).
+
+        Sound for skipping what an earlier run sent: the five values hashed are the record's
+        own (an empty cell is absent, as in validation; a score is read only when it is plain
+        ASCII decimal, which validation reads to the same float), and whether a record is
+        valid depends on nothing else. So a key found sent belongs to a record with exactly
+        these values, which was valid, and this one is valid too."""
+        if raw.error is not None:
+            return None
+        assistant, session, message, score, text, key = map(raw.fields.get, self._columns)
+        if key is not None and key != "":
+            return None
+        if assistant is None or assistant == "":
+            assistant = self._default_assistant_id
+        if type(assistant) is not str or type(session) is not str:
+            return None
+        if message == "":
+            message = None
+        if text == "":
+            text = None
+        if (message is not None and type(message) is not str) or (
+            text is not None and type(text) is not str
+        ):
+            return None
+        number = _plain_score(score)
+        if number is _NOT_PLAIN:
+            return None
+        return content_hash(assistant, session, message, number, text)
+
     def _given(self, raw: RawRecord) -> dict[str, Any]:
         """The record fields the row has, by field name (``--map`` applied)."""
         given: dict[str, Any] = {}
@@ -62,6 +101,25 @@ class Validator:
         # With the default assistant filled in (when it was used), so that an exported row
         # is whole: `run` sends it as it is, without the flags of the first run.
         return Rejection(raw.location, reason, raw.handle, given or None)
+
+
+_NOT_PLAIN = -1.0  # no score is ever this: validation refuses it
+
+
+def _plain_score(value: object) -> float | None:
+    """The score as validation reads it, or :data:`_NOT_PLAIN` when not told this cheaply."""
+    if value is None or value == "":
+        return None
+    if type(value) is str:
+        text = value.strip()
+        # ASCII digits only: str.isdigit() takes other scripts' digits, which float() reads
+        # and validation refuses. No sign, exponent or underscore: those differ too.
+        if text.isascii() and text.replace(".", "", 1).isdigit() and text[0] != ".":
+            return float(text)
+        return _NOT_PLAIN
+    if type(value) is float:
+        return value + 0.0  # -0.0 becomes 0.0, as validation folds it
+    return _NOT_PLAIN
 
 
 def describe(exc: ValidationError) -> str:

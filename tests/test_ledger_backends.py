@@ -177,3 +177,35 @@ async def test_read_only_on_an_empty_target_reads_as_empty(opener: Ledgers) -> N
     assert await reader.counts() == {}
     assert await reader.runs(3) == []
     assert await reader.uncertain(this_run=False) == []
+
+
+async def test_sent_earlier_finds_only_what_an_earlier_run_sent(opener: Ledgers) -> None:
+    first = await opener("r1")
+    a, b, c = item("s1"), item("s2", line=3), item("s3", line=4)
+    await first.claim([a, b, c])
+    await first.record([sent(a), failed(b)])  # c stays in flight
+    await opener.close(first)
+    second = await opener("r2")
+    d = item("s4", line=5)
+    await second.claim([d])
+    await second.record([sent(d, "aia_fdbk_2")])  # sent, but by this run: a duplicate
+    asked = [(x.key, x.location or "") for x in (a, b, c, d)] + [("no-such-key", "x:1")]
+    assert await second.sent_earlier(asked) == {a.key}
+    assert await second.sent_earlier([]) == set()
+    assert await second.counts() == {"sent": 2, "failed": 1, "in_flight": 1}
+
+
+async def test_sent_earlier_drops_the_invalid_row_a_fixed_line_left(opener: Ledgers) -> None:
+    first = await opener("r1")
+    a = item("s1", line=2)
+    await first.claim([a, Rejection("in.csv:3", "score: not a number", None, {"score": "x"})])
+    await first.record([sent(a)])
+    await opener.close(first)
+    # Line 3 was fixed to a copy of line 2, which is sent: skipped, and its invalid row goes.
+    second = await opener("r2")
+    assert await second.sent_earlier([(a.key, "in.csv:3")]) == {a.key}
+    assert await second.counts() == {"sent": 1}
+    # A dry run reads the same answer and changes nothing.
+    await opener.close(second)
+    dry = await opener("r3", read_only=True)
+    assert await dry.sent_earlier([(a.key, "in.csv:9")]) == {a.key}

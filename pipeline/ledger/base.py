@@ -109,6 +109,14 @@ class Ledger(Protocol):
         """
         ...
 
+    async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
+        """The keys among these (key, location) records that an earlier run holds as sent.
+
+        A rerun skips those records without validating them again. As a claim of them would,
+        it drops the invalid row an earlier run left at one of their locations (the row was
+        fixed since): one input record, one state."""
+        ...
+
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         """Store delivery outcomes, in one commit."""
         ...

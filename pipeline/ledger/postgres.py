@@ -121,6 +121,22 @@ class PostgresLedger:
                 taken = await self._write_claims(batch, first)
             return await self._decide(batch, first, taken)
 
+    async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
+        if self._empty or not records:
+            return set()
+        with _guard(self._t.shown, "claim"):
+            rows = await self._pool.fetch(
+                f"SELECT key FROM {self._s}.records WHERE key = ANY($1::text[]) "
+                "AND state = 'sent' AND run_id <> $2",
+                [key for key, _ in records],
+                self.run_id,
+            )
+            found = {r["key"] for r in rows}
+            fixed = [invalid_key(loc) for key, loc in records if loc and key in found]
+            if fixed and not self._read_only:  # as in a claim
+                await self._pool.execute(sql.DROP_FIXED.format(s=self._s), fixed)
+        return found
+
     async def _write_claims(
         self, batch: Sequence[Accepted | Rejection], first: dict[str, Accepted]
     ) -> set[str]:
@@ -156,11 +172,7 @@ class PostgresLedger:
             # A row that was invalid once and is fixed now: its location-keyed row goes.
             fixed = [invalid_key(i.location) for i in items if i.location]
             if fixed:
-                await conn.execute(
-                    f"DELETE FROM {self._s}.records WHERE key = ANY($1::text[]) "
-                    "AND state IN ('invalid', 'retired')",
-                    fixed,
-                )
+                await conn.execute(sql.DROP_FIXED.format(s=self._s), fixed)
         taken = {r["key"] for r in rows}
         self._taken -= taken
         return taken

@@ -72,3 +72,7 @@ SELECT r.key, r.assistant_id, r.body, r.location, r.run_id FROM {s}.records r
 LEFT JOIN {s}.runs o ON o.run_id = r.run_id
 WHERE r.state IN ('in_flight', 'unknown') AND r.run_id <> $1
   AND coalesce(o.lease_until, 0) < {now}"""
+
+#: A row that was invalid once and is fixed now: its location-keyed row goes.
+DROP_FIXED = """DELETE FROM {s}.records WHERE key = ANY($1::text[])
+AND state IN ('invalid', 'retired')"""

@@ -65,6 +65,9 @@ class SqliteLedger:
     async def claim(self, batch: Sequence[Accepted | Rejection]) -> list[Decision]:
         return await self._call(lambda: self._store.claim(batch))
 
+    async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
+        return await self._call(lambda: self._store.sent_earlier(records))
+
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         await self._call(lambda: self._store.record(outcomes))
 

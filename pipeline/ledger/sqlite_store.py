@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.errors import LedgerError
 from pipeline.ledger import sqlite_queries
@@ -61,6 +62,7 @@ class SqliteStore:
         try:
             self._migrate()
             self._present = sqlite_queries.present_columns(self._db)
+            self._json = sqlite_queries.has_json(self._db)
             self._had_invalid = self._has_invalid()
             if dry_run:
                 # What a dry run would claim, so that a repeat in a later batch is still a
@@ -112,16 +114,15 @@ class SqliteStore:
         for i in range(0, len(keys), 900):
             chunk = keys[i : i + 900]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key, state, run_id FROM records WHERE key IN ({marks})", chunk
-            )
+            rows = self._rows("key, state, run_id", f"records WHERE key IN ({marks})", chunk)
             found.update((k, (s, r)) for k, s, r in rows)
             if self._dry_run:
-                rows = self._db.execute(
-                    f"SELECT key FROM temp.dry_claims WHERE key IN ({marks})", chunk
-                )
+                rows = self._rows("key", f"temp.dry_claims WHERE key IN ({marks})", chunk)
                 found.update((k, (Status.IN_FLIGHT, self.run_id)) for (k,) in rows)
         return found
+
+    def _rows(self, columns: str, source: str, params: Sequence[object]) -> list[Any]:
+        return sqlite_queries.select_all(self._db, self._json, columns, source, params)
 
     def claim(self, batch: Sequence[Accepted | Rejection]) -> list[Decision]:
         known = self._states([item.key for item in batch if isinstance(item, Accepted)])
@@ -157,6 +158,21 @@ class SqliteStore:
             (_CLAIM, claims), (_INVALID, invalid), ("DELETE FROM records WHERE key = ?", fixed)
         )
         return decisions
+
+    def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(records), 900):
+            chunk = [key for key, _ in records[i : i + 900]]
+            marks = ",".join("?" * len(chunk))
+            # "+state": by key, never by the state index (which would walk every sent row).
+            where = f"records WHERE key IN ({marks}) AND +state = 'sent' AND run_id != ?"
+            found.update(key for (key,) in self._rows("key", where, [*chunk, self.run_id]))
+        if self._had_invalid:  # as in claim
+            fixed: list[tuple[object, ...]] = [
+                (invalid_key(loc),) for key, loc in records if loc and key in found
+            ]
+            self._commit_many(("DELETE FROM records WHERE key = ?", fixed))
+        return found
 
     def _decide(self, known: tuple[str, str] | None) -> Decision:
         if known is None:

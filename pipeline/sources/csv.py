@@ -82,7 +82,7 @@ class CsvSource:
                 yield location, None, f"unreadable: {exc}"
                 return
             line = reader.line_num + 1  # type: ignore[attr-defined]
-            if any(field.strip() for field in row):
+            if "".join(row).strip():  # not a blank row (every field empty or spaces)
                 yield location, row, ""
 
     def _header_problem(self, header: list[str]) -> str | None:

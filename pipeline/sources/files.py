@@ -15,7 +15,7 @@ from pipeline.models import RECORD_FIELDS, RawRecord
 from pipeline.sources.base import STDIN, Done, Reader, SourceOptions, check_readable
 from pipeline.sources.csv import CsvSource
 from pipeline.sources.jsonl import JsonlSource
-from pipeline.sources.offloop import read_off_loop
+from pipeline.sources.offloop import OffLoop
 
 Format = Literal["csv", "jsonl"]
 
@@ -72,14 +72,24 @@ class FileSource:
         # must not stall the event loop that drives the requests; and a read that never
         # returns (a FIFO without a writer) must not keep a stopped run from ending.
         records = self._reader.records()
+        reads = OffLoop()
+        # One batch read ahead: the next one is read while this one is validated and sent.
+        ahead = reads.submit(self._take, records)
         try:
             more = True
             while more and not stop.is_set():
-                batch, more = await read_off_loop(self._take, records)
+                batch, more = await ahead
+                if more:
+                    ahead = reads.submit(self._take, records)
                 if batch:
                     yield batch
             self._ended = not more
         finally:
+            if not ahead.done():
+                ahead.cancel()  # a stop: the batch read ahead is not wanted
+            elif not ahead.cancelled():
+                ahead.exception()  # retrieved, so that an error there warns nobody
+            reads.close()
             # A read still blocked in its thread keeps the generator running: leave it there.
             with contextlib.suppress(ValueError):
                 records.close()  # type: ignore[attr-defined]
