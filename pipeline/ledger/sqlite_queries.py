@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo, parse_summary
@@ -168,3 +169,17 @@ def select_all(
     query = f"SELECT json_group_array(json_array({columns})) FROM ({select})"
     (rows,) = db.execute(query, params).fetchone()
     return cast(list[Any], json.loads(rows))
+
+
+def last_seen(db: sqlite3.Connection, run_ids: Sequence[str]) -> float | None:
+    """When the latest of these runs was last known alive (seconds since the epoch)."""
+    latest: float | None = None
+    for run_id in run_ids:
+        row = db.execute(
+            "SELECT last_seen, started_at FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            continue
+        seen = row[0] if row[0] is not None else datetime.fromisoformat(row[1]).timestamp()
+        latest = seen if latest is None else max(latest, seen)
+    return latest

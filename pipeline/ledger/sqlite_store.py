@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,14 @@ WHERE key = ?
 def _fields_json(fields: dict[str, object]) -> str:
     # ASCII escapes: a lone surrogate (an undecodable byte) cannot be stored as UTF-8 text.
     return json.dumps(fields, ensure_ascii=True, default=str)
+
+
+def _chunks(values: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """``values`` 900 at a time (under SQLite's oldest limit of 999 parameters), each with
+    its ``?,?,...`` for an ``IN``."""
+    for i in range(0, len(values), 900):
+        chunk = list(values[i : i + 900])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _now() -> str:
@@ -111,9 +119,7 @@ class SqliteStore:
 
     def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
-        for i in range(0, len(keys), 900):
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(keys):
             rows = self._rows("key, state, run_id", f"records WHERE key IN ({marks})", chunk)
             found.update((k, (s, r)) for k, s, r in rows)
             if self._dry_run:
@@ -161,9 +167,7 @@ class SqliteStore:
 
     def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(records), 900):
-            chunk = [key for key, _ in records[i : i + 900]]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks([key for key, _ in records]):
             # "+state": by key, never by the state index (which would walk every sent row).
             where = f"records WHERE key IN ({marks}) AND +state = 'sent' AND run_id != ?"
             found.update(key for (key,) in self._rows("key", where, [*chunk, self.run_id]))
@@ -260,32 +264,16 @@ class SqliteStore:
     def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these feedback ids the ledger already holds for some record."""
         found: set[str] = set()
-        for i in range(0, len(ids), 900):
-            chunk = list(ids[i : i + 900])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT feedback_id FROM records "
-                f"WHERE state = 'sent' AND feedback_id IN ({marks})",
-                chunk,
-            )
-            found.update(fid for (fid,) in rows)
+        for chunk, marks in _chunks(ids):
+            where = f"records WHERE state = 'sent' AND feedback_id IN ({marks})"
+            found.update(fid for (fid,) in self._rows("feedback_id", where, chunk))
         return found
 
     def heartbeat(self) -> None:
         self._write("UPDATE runs SET last_seen = ? WHERE run_id = ?", (time.time(), self.run_id))
 
     def last_seen(self, run_ids: Sequence[str]) -> float | None:
-        """When the latest of these runs was last known alive (seconds since the epoch)."""
-        latest: float | None = None
-        for run_id in run_ids:
-            row = self._db.execute(
-                "SELECT last_seen, started_at FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                continue
-            seen = row[0] if row[0] is not None else datetime.fromisoformat(row[1]).timestamp()
-            latest = seen if latest is None else max(latest, seen)
-        return latest
+        return sqlite_queries.last_seen(self._db, run_ids)
 
     def records_after(self, which: RecordFilter, after: str, limit: int) -> list[LedgerRecord]:
         return sqlite_queries.select_records(self._db, which, after, limit, self._present)
