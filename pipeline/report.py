@@ -76,6 +76,11 @@ class Summary:
         elif self.dry_run:
             self.would_send += 1
 
+    def skipped_earlier(self, count: int) -> None:
+        """``count`` records read and skipped without a claim (a rerun's, sent before)."""
+        self.read += count
+        self.skipped += count
+
     def delivered(self, outcome: Outcome) -> None:
         self.attempts += outcome.attempts
         if outcome.status is Status.SENT:

@@ -100,8 +100,10 @@ async def claim(ledger: Ledger, batch: Sequence[Item]) -> list[Decision]:
     """The ledger's decisions on ``batch``, in order. A Skipped record needs no claim: the
     ledger holds it as sent."""
     claimed = [item for item in batch if not isinstance(item, Skipped)]
-    decided = iter(await ledger.claim(claimed) if claimed else ())
-    return [Decision.SKIP if isinstance(i, Skipped) else next(decided) for i in batch]
+    if not claimed:  # a rerun's batch, all of it sent before
+        return [Decision.SKIP] * len(batch)
+    decided = iter(await ledger.claim(claimed))
+    return [Decision.SKIP if type(i) is Skipped else next(decided) for i in batch]
 
 
 class Stages:
@@ -162,7 +164,12 @@ class Stages:
         decisions = await claim(self._ledger, batch)
         finished: list[tuple[object | None, str | None]] = []
         released: list[object | None] = []
+        skipped = 0
         for item, decision in zip(batch, decisions, strict=True):
+            if type(item) is Skipped:  # most of a rerun: counted at once, below
+                skipped += 1
+                finished.append((item.handle, None))
+                continue
             if self._released(decision, item.handle):
                 # Not counted: it comes back, and is counted by the decision it gets then.
                 released.append(item.handle)
@@ -173,6 +180,7 @@ class Stages:
                 finished.append((item.handle, f"invalid: {item.reason}"))
             elif decision in _FINAL_AT_CLAIM:
                 finished.append((item.handle, None))
+        self._summary.skipped_earlier(skipped)
         await self.acks.done(finished)
         self.acks.release(released)
         # Every claimed record goes to the queue, even after a stop: the workers turn it
