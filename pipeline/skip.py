@@ -44,25 +44,26 @@ async def skipping_sent(
     A batch is handed on as soon as its own lookup is done, never held for the next one (a
     queue or a FIFO may give nothing more for a long time)."""
     ahead = _Ahead()
-    reader = asyncio.create_task(ahead.read(raw, validator, ledger))
+    producer = asyncio.create_task(ahead.read(raw, validator, ledger))
     try:
         while (looked := await ahead.next()) is not None:
             keyed, lookup = looked
             sent = set() if lookup is None else await lookup
             yield [_item(validator, key, record, sent) for key, record in keyed]
-        await reader  # its error, if it had one
+        await producer  # its error, if it had one
     finally:
-        reader.cancel()
+        producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await reader
+            await producer
         ahead.drop()
 
 
 class _Ahead:
-    """Reads, keys and looks up batches in a task of its own, one batch ahead of the reader.
+    """Reads, keys and looks up batches in a task of its own, one batch ahead of the
+    consumer (:func:`skipping_sent`).
 
     Ahead only while lookups find records sent (a rerun): otherwise a batch is read only once
-    the reader asked for it, as without this stage (so a source that fails does so after the
+    the consumer asked for it, as without this stage (so a source that fails does so after the
     batch before was claimed, not before)."""
 
     def __init__(self) -> None:
@@ -97,10 +98,10 @@ class _Ahead:
                     lookup = asyncio.ensure_future(_sent(ledger, lookups))
                     lookup.add_done_callback(functools.partial(gate.found, size=len(batch)))
                     await self._ready.put((keyed, lookup))
-                    if given == 1:  # whether to read on before the reader asks: wait to know
+                    if given == 1:  # whether to read on before the consumer asks: wait to know
                         await asyncio.wait([lookup])
         except Exception:
-            await self._ready.put(None)  # the end, so that the reader wakes up to this error
+            await self._ready.put(None)  # the end, so that the consumer wakes up to this error
             raise
         await self._ready.put(None)
 
@@ -128,7 +129,7 @@ class _Gate:
         return True
 
     def found(self, lookup: asyncio.Future[set[str]], *, size: int) -> None:
-        """As each lookup ends (an error or a stop: the reader meets it, nothing to learn)."""
+        """As each lookup ends (an error or a stop: the consumer meets it, nothing to learn)."""
         if not lookup.cancelled() and lookup.exception() is None:
             self.on = len(lookup.result()) >= WORTH_IT * size
 

@@ -124,7 +124,7 @@ class PostgresLedger:
     async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
         if self._empty or not records:
             return set()
-        with _guard(self._t.shown, "claim"):
+        with _guard(self._t.shown, "looking up what was sent"):
             rows = await self._pool.fetch(
                 f"SELECT key FROM {self._s}.records WHERE key = ANY($1::text[]) "
                 "AND state = 'sent' AND run_id <> $2",

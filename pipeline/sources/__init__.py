@@ -27,7 +27,6 @@ from pipeline.sources.csv import CsvSource
 from pipeline.sources.files import FileSource, Format, detect_format, open_reader
 from pipeline.sources.files import open_source as _open_file
 from pipeline.sources.jsonl import JsonlSource
-from pipeline.sources.offloop import read_off_loop
 from pipeline.urls import mask_url, scheme
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "open_publisher",
     "open_reader",
     "open_source",
-    "read_off_loop",
     "source_options",
 ]
 

@@ -64,12 +64,3 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-async def read_off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """``await fn(*args)`` run in a daemon thread of its own (see :class:`OffLoop`)."""
-    reader = OffLoop()
-    try:
-        return await reader.submit(fn, *args)
-    finally:
-        reader.close()
