@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import io
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
+from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from pipeline.errors import (
@@ -55,7 +56,10 @@ MAX_PAGE_BODY = 64 << 20
 #: feedback came back, the base URL is the API, and a stray bad 2xx is only ambiguous.
 NOT_THE_API_AFTER = 10
 FEEDBACK_ID_PREFIX = "aia_fdbk_"
-_JSON = {"Content-Type": "application/json"}
+_JSON_TYPE = "application/json"
+_JSON = {"Content-Type": _JSON_TYPE}
+#: Assistant ids whose URL is kept (a file names a few; a hostile one, no end of them).
+_MAX_URLS = 1024
 _LARGE_BODY = 1 << 20
 _MAX_LOCATION = 300
 #: Failures that happen before the request can have left: nothing to settle, safe to resend.
@@ -63,7 +67,8 @@ _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 MAX_LIST_PAGE_SIZE = 1000
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (one per record): see pipeline.models.RawRecord. Never mutated.
+@dataclass(slots=True, unsafe_hash=True)
 class Created:
     feedback_id: str
     status: int
@@ -87,6 +92,7 @@ class FeedbackClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._confirmed = False  # a real feedback came back at least once
+        self._urls: dict[str, URL] = {}  # by assistant id: a URL costs a quote and a parse
         self._unconfirmed = 0  # 2xx answers without a feedback
 
     def feedbacks_url(self, assistant_id: str) -> URL:
@@ -94,14 +100,24 @@ class FeedbackClient:
         path = f"/v1/Assistants/{quote(assistant_id, safe='')}/Feedbacks"
         return URL(self._base + path, encoded=True)
 
+    def _url_of(self, assistant_id: str) -> URL:
+        url = self.feedbacks_url(assistant_id)
+        if len(self._urls) < _MAX_URLS:
+            self._urls[assistant_id] = url
+        return url
+
     async def create(self, assistant_id: str, body: dict[str, Any]) -> Created:
         try:
-            payload = json.dumps(body).encode()
+            payload = orjson.dumps(body)
             # aiohttp warns about (and blocks the loop on) bodies over 1 MiB sent as bytes.
-            data = payload if len(payload) <= _LARGE_BODY else io.BytesIO(payload)
-            url = self.feedbacks_url(assistant_id)
+            if len(payload) <= _LARGE_BODY:
+                data: Any = BytesPayload(payload, content_type=_JSON_TYPE)
+                headers = None  # the payload's own: no header merge per request
+            else:
+                data, headers = io.BytesIO(payload), _JSON
+            url = self._urls.get(assistant_id) or self._url_of(assistant_id)
             async with self._session.post(
-                url, data=data, headers=_JSON, allow_redirects=False
+                url, data=data, headers=headers, allow_redirects=False
             ) as resp:
                 if 300 <= resp.status < 400:
                     raise self._redirect(resp, "POST")
@@ -219,8 +235,8 @@ def _loads(raw: bytes | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # a ValueError: not JSON, not UTF-8, nested too deep
         return None
 
 

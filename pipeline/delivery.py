@@ -35,6 +35,7 @@ from pipeline.retry import call, retry_policy
 MAX_THROTTLED = 50
 #: Twilio's "resource not found": for this endpoint, the assistant does not exist.
 _NOT_FOUND = 20404
+_OK, _OTHER = Result(Kind.OK), Result(Kind.OTHER)
 
 
 @dataclass
@@ -96,14 +97,26 @@ class Delivery:
         )
         self._missing: set[str] = set()
         self._policy = retry_policy(
-            max_attempts, sleep=control.pause, initial_backoff=backoff, max_backoff=max_backoff
+            max_attempts, sleep=self._wait, initial_backoff=backoff, max_backoff=max_backoff
         )
+        #: Told True when a record starts a wait that holds no slot (a 429's Retry-After, a
+        #: backoff between attempts) and False when it ends: the stages then run a spare
+        #: worker, so that the wait does not leave a slot idle.
+        self.on_wait: Callable[[bool], None] = lambda _: None
+
+    async def _wait(self, seconds: float) -> None:
+        self.on_wait(True)
+        try:
+            await self._control.pause(seconds)
+        finally:
+            self.on_wait(False)
 
     async def _request(self, item: Accepted, sent: _Sent) -> Created:
         """One attempt, through the circuit breaker and flow control."""
-        await self.gate.admit()
-        ticket = await self.flow.acquire()
-        result = Result(Kind.OTHER)
+        if self.gate.is_open:  # else admit() returns at once: no coroutine for it
+            await self.gate.admit()
+        ticket = self.flow.try_acquire() or await self.flow.acquire()
+        result = _OTHER
         try:
             if self.shared is not None:
                 await self.shared.acquire()
@@ -116,7 +129,7 @@ class Delivery:
                 self.retries += 1
             created = await self._client.create(item.record.assistant_id, item.record.body())
             self.gate.succeeded()
-            result = Result(Kind.OK)
+            result = _OK
             return created
         except DeliveryError as exc:
             result = self._observe(exc)
@@ -133,7 +146,7 @@ class Delivery:
         if _is_backpressure(exc):
             self.gate.failed(str(exc))
             return Result(Kind.OVERLOADED)
-        return Result(Kind.OTHER)
+        return _OTHER
 
     async def _attempt(self, item: Accepted, sent: _Sent) -> Created:
         """One attempt in tenacity's eyes. A 429 is flow control, not a failure: flow control
@@ -149,7 +162,7 @@ class Delivery:
             except RetryableApiError as exc:
                 if exc.status != 429:
                     raise
-                await self._control.pause(self.flow.retry_wait(exc.retry_after))
+                await self._wait(self.flow.retry_wait(exc.retry_after))
         return await self._request(item, sent)
 
     async def send(self, item: Accepted) -> Outcome:

@@ -58,13 +58,15 @@ class Kind(Enum):
     OTHER = "other"  # says nothing about load (a 400, an ambiguous failure)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one of each per request, and a frozen dataclass costs four times as much to
+# build (field by field through object.__setattr__). Hashable all the same; never mutated.
+@dataclass(slots=True, unsafe_hash=True)
 class Result:
     kind: Kind
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # as Result
 class Ticket:
     started: float
     level: int  # requests on the wire when this one left, itself included
@@ -152,6 +154,23 @@ class FlowControl:
         now = self._clock()
         self._rate.started(now)
         return Ticket(now, self._on_wire, paced)
+
+    def try_acquire(self) -> Ticket | None:
+        """:meth:`acquire` where it would not wait (a free slot, nobody held back, no rate cap,
+        no ``--rate``), without a coroutine: the common case, once per request; else None."""
+        if self._fixed is not None or self._rate.seeker is not None:
+            return None
+        if self._slots >= self.concurrency:
+            return None
+        now = self._clock()
+        if now < self.hold.until:
+            return None
+        self._slots += 1
+        if self._slots >= self.concurrency:
+            self._epoch.full = True
+        self._on_wire += 1
+        self._rate.started(now)
+        return Ticket(now, self._on_wire, now)
 
     async def pace(self) -> None:
         """Wait for the rate cap and the fixed rate, without taking a slot: for requests that

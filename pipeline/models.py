@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -18,6 +19,12 @@ RECORD_FIELDS = ("assistant_id", "session_id", "message_id", "score", "text", "k
 # The assistant id is put into the URL path: refuse anything that could change the path or
 # the query, whatever quoting is applied later.
 _UNSAFE_ID = re.compile(r"[/?#%\\\s\x00-\x1f\x7f]|\.\.")
+
+
+@functools.lru_cache(maxsize=1024)
+def _unsafe_id(value: str) -> bool:
+    # Cached: a file holds the same few assistant ids over and over.
+    return value == "." or _UNSAFE_ID.search(value) is not None
 
 
 class Status(StrEnum):
@@ -64,7 +71,7 @@ class FeedbackRecord(BaseModel):
     @field_validator("assistant_id")
     @classmethod
     def _safe_assistant_id(cls, value: str) -> str:
-        if value == "." or _UNSAFE_ID.search(value):
+        if _unsafe_id(value):
             raise ValueError(
                 "must not be '.' or contain '/', '?', '#', '%', '\\', '..', whitespace"
             )
@@ -161,7 +168,8 @@ def _canonical(
     return _CANONICAL([assistant_id, session_id, message_id, score, text])
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (one or more per record): see RawRecord. Hashable all the same; never mutated.
+@dataclass(slots=True, unsafe_hash=True)
 class Accepted:
     """A valid record with where it came from and its idempotency key (computed once).
 
@@ -210,7 +218,8 @@ def invalid_key(location: str) -> str:
     return "invalid:" + hashlib.sha256(location.encode("utf-8", "replace")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (one or more per record): see RawRecord. Hashable all the same; never mutated.
+@dataclass(slots=True, unsafe_hash=True)
 class Outcome:
     """What delivery made of one record; the ledger stores it."""
 

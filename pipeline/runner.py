@@ -33,7 +33,7 @@ from pipeline.follow import housekeeping
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
-from pipeline.monitor import ObservedClient
+from pipeline.monitor import observed_client
 from pipeline.observe import Observer
 from pipeline.ratescope import SharedRate, both, shared_rate
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
@@ -190,7 +190,7 @@ async def _deliver(
         _session(settings, auth) as session,
         _shared_rate(settings, auth, control, progress.notice) as shared,
     ):
-        client = ObservedClient(session, settings.base_url, listeners=run.observer.listeners)
+        client = observed_client(session, settings.base_url, run.observer.listeners)
         delivery = _delivery(settings, client, control, progress)
         delivery.shared = shared
         run.observer.monitor.attach(delivery)

@@ -11,9 +11,10 @@ acked (:mod:`pipeline.acks`) only once the ledger durably holds its final state.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeAlias, TypeVar
 
 from pipeline.acks import Acks, Ticket
@@ -29,9 +30,11 @@ from pipeline.validate import Validator
 Item: TypeAlias = Accepted | Rejection | Skipped
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
-#: Workers per request the concurrency ceiling allows. A record waiting out its own
-#: Retry-After holds a worker but no slot (flow control caps requests in flight): with one
-#: worker per slot, a few 429s at once would idle the run for the whole wait.
+#: Workers per request the concurrency ceiling allows, at most. A record waiting out its own
+#: Retry-After (or a backoff) holds a worker but no slot (flow control caps requests in
+#: flight): with one worker per slot, a few 429s at once would idle the run for the whole
+#: wait. One worker per slot runs always; the others start only while records wait so, since
+#: a worker beyond the slots would wait for one at every record (a task switch each).
 WORKERS_PER_SLOT = 2
 #: How long the outcome writer lets outcomes gather before a commit.
 _GATHER_S = 0.02
@@ -128,34 +131,56 @@ class Stages:
         self._progress = progress
         self._concurrency = concurrency
         self.acks = Acks(control)
-        self._work: asyncio.Queue[Accepted | None] = asyncio.Queue(maxsize=concurrency * 2)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
-        # Claimed batches on their way to the work queue: one may wait here, so that the next
+        # Claimed batches on their way to the workers: one may wait here, so that the next
         # batch is read, validated and claimed while this one is sent (in turn, the workers
-        # ran dry at every batch boundary). At most two batches are claimed and unsent.
+        # ran dry at every batch boundary). The workers take records from ``_ready``, and the
+        # next batch only once it is empty: at most two batches are claimed and unsent.
         self._claimed: asyncio.Queue[list[Accepted] | None] = asyncio.Queue(maxsize=1)
+        self._ready: collections.deque[Accepted] = collections.deque()
+        self._taking = asyncio.Lock()
+        self._taken = asyncio.Event()  # a worker took a batch from ``_claimed``
+        self._workers: set[asyncio.Task[None]] = set()
+        self._active = 0  # workers not in a wait that holds no slot
+        self._spawn: Callable[[], None] = lambda: None
 
     async def run(self, batches: Batches) -> None:
         async with asyncio.TaskGroup() as group:
-            count = self._concurrency * WORKERS_PER_SLOT
-            workers = [group.create_task(self._worker()) for _ in range(count)]
+            self._spawn = lambda: self._workers.add(group.create_task(self._worker()))
+            self._delivery.on_wait = self._waiting
+            for _ in range(self._concurrency):
+                self._spawn()
             writer = group.create_task(self._writer())
-            feeder = group.create_task(self._feed())
             try:
                 await self._produce(batches)
             except PipelineError as exc:
                 self._control.abort(str(exc))
-            await self._claimed.put(None)
-            await feeder
-            for _ in workers:
-                await self._work.put(None)
-            await asyncio.gather(*workers)
+            await self._claimed.put(None)  # the end: each worker passes it on to the next
+            while self._workers:  # spares may start meanwhile
+                await asyncio.wait(set(self._workers))
             self._outcomes.put_nowait(None)
             await writer
+
+    def _waiting(self, started: bool) -> None:
+        """A record started (or ended) a wait that holds no slot: while fewer workers than
+        slots are free to send, a spare one starts."""
+        self._active += -1 if started else 1
+        if (
+            started
+            and self._active < self._concurrency
+            and len(self._workers) < self._concurrency * WORKERS_PER_SLOT
+        ):
+            self._spawn()
 
     async def _produce(self, batches: Batches) -> None:
         async with closing(batches):
             async for batch in batches:
+                # Claimed once the batch before was taken by the workers, not before: at most
+                # two claimed batches are unsent (one going out, one waiting), and a stop
+                # meanwhile (a 401, a signal) leaves this one unclaimed.
+                while self._claimed.full():
+                    self._taken.clear()
+                    await self._taken.wait()
                 if self._control.stopped:
                     break  # read but not claimed: not acked, so a queue delivers it again
                 await self._claim(batch)
@@ -188,11 +213,26 @@ class Stages:
         send = [item for item, d in zip(batch, decisions, strict=True) if d is Decision.SEND]
         await self._claimed.put(send)  # type: ignore[arg-type] # only Accepted are SEND
 
-    async def _feed(self) -> None:
-        """Claimed records into the work queue, batch after batch, every one of them."""
-        while (claimed := await self._claimed.get()) is not None:
-            for item in claimed:
-                await self._work.put(item)
+    async def _next(self) -> Accepted | None:
+        """The next claimed record, batch after batch, every one of them; None at the end."""
+        ready = self._ready
+        while not ready:
+            # One worker takes the next batch; the others find it in ``ready`` (not a batch
+            # each, which would claim a third one ahead).
+            async with self._taking:
+                if ready:
+                    break
+                claimed = await self._claimed.get()
+                self._taken.set()
+                if claimed is None:
+                    self._claimed.put_nowait(None)  # room: this worker just took it
+                    return None
+                # One step of the loop before these go: the reader, asked for the next batch
+                # as this one was handed over, reads first; a source that fails there stops
+                # the run before its last batch is sent (and acked on a broken connection).
+                await asyncio.sleep(0)
+                ready.extend(claimed)
+        return ready.popleft()
 
     def stop_releasing(self) -> None:
         """Uncertain records can no longer be settled by this run (its reconciliation
@@ -206,8 +246,20 @@ class Stages:
         return decision is Decision.UNCERTAIN and self._release and self.acks.releasable(handle)
 
     async def _worker(self) -> None:
+        self._active += 1
+        try:
+            await self._deliver()
+        finally:
+            self._active -= 1
+            self._workers.discard(asyncio.current_task())
+
+    async def _deliver(self) -> None:
         delivery, control = self._delivery, self._control
-        while (item := await self._work.get()) is not None:
+        # A spare ends once the waits it stood in for are over.
+        while self._active <= self._concurrency:
+            item = await self._next()
+            if item is None:
+                return
             if control.stopped:
                 outcome = delivery.not_sent(item, control.reason or "run stopped")
             else:

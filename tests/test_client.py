@@ -107,8 +107,9 @@ async def test_create_returns_the_feedback_id(mock: aioresponses, client: Feedba
     ((method, url, kwargs),) = sent_requests(mock)
     assert method == "POST"
     assert str(url) == FEEDBACKS
-    assert json.loads(kwargs["data"]) == body
-    assert kwargs["headers"]["Content-Type"] == "application/json"
+    # A payload of its own type: no header merge per request.
+    assert json.loads(kwargs["data"].decode()) == body
+    assert kwargs["data"].content_type == "application/json"
 
 
 @pytest.mark.parametrize(

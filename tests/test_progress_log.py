@@ -65,7 +65,10 @@ def test_json_progress_events_carry_the_counts(run_cli: Cli, tmp_path: Path) -> 
         assert e["level"] == "INFO" and e["message"].startswith("progress: read ")
         assert e["bytes_total"] == source.stat().st_size
         assert 0 <= e["bytes_read"] <= e["bytes_total"]
-        assert e["read"] >= e["sent"] and e["limit"] <= 2
+        assert e["read"] >= e["sent"]
+        # None before delivery starts (a line may come while the ledger opens, under load).
+        assert e["limit"] is None or e["limit"] <= 2
+    assert any(e["limit"] == 2 for e in progress)
 
 
 def test_stdin_has_no_percentage_and_the_default_interval_logs_nothing(

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from pipeline.errors import LedgerError
 from pipeline.ledger import postgres_queries as queries
@@ -150,7 +151,7 @@ class PostgresLedger:
                 sql.CLAIM.format(s=self._s),
                 [i.key for i in items],
                 [i.record.assistant_id for i in items],
-                [json.dumps(i.record.body(), ensure_ascii=False) for i in items],
+                [orjson.dumps(i.record.body()).decode() for i in items],
                 [i.location for i in items],
                 self.run_id,
                 now,

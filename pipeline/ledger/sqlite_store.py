@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from pipeline.errors import LedgerError
 from pipeline.ledger import sqlite_queries
 from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
@@ -146,7 +148,7 @@ class SqliteStore:
             decision = self._decide(known.get(key))
             if decision is Decision.SEND:
                 known[key] = (Status.IN_FLIGHT, self.run_id)
-                body = json.dumps(item.record.body(), ensure_ascii=False)
+                body = orjson.dumps(item.record.body()).decode()
                 claims.append(
                     (key, item.record.assistant_id, body, item.location, self.run_id, now)
                 )
