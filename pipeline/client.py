@@ -223,7 +223,12 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """
     if resp.content_length is not None and resp.content_length > limit:
         return None
-    buf = bytearray()
+    first = await resp.content.read(limit + 1)
+    if len(first) > limit:
+        return None
+    if resp.content.at_eof():  # the usual: all of it in the first read
+        return first
+    buf = bytearray(first)
     while chunk := await resp.content.read(limit + 1 - len(buf)):
         buf += chunk
         if len(buf) > limit:

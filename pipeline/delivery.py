@@ -29,7 +29,7 @@ from pipeline.errors import (
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.models import Accepted, Outcome, Status
 from pipeline.ratescope import RateBudget
-from pipeline.retry import call, retry_policy
+from pipeline.retry import after, retry_policy
 
 #: 429s one attempt may wait through before it counts as a failed attempt.
 MAX_THROTTLED = 50
@@ -171,7 +171,10 @@ class Delivery:
             return self.not_sent(item, _not_found(assistant))
         sent = _Sent()
         try:
-            created = await call(self._policy, lambda: self._attempt(item, sent))
+            try:  # the first attempt outside tenacity (see retry.after)
+                created = await self._attempt(item, sent)
+            except Exception as first:
+                created = await after(self._policy, first, lambda: self._attempt(item, sent))
         except NotSentError as exc:
             return Outcome(item.key, Status.FAILED, sent.requests, error_message=str(exc))
         except OutageError as exc:

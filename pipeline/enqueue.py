@@ -15,9 +15,9 @@ from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import Accepted, Rejection
+from pipeline.reading import source_batches
 from pipeline.report import Progress, Summary
 from pipeline.sources import Source, is_queue, open_publisher, open_source, source_options
-from pipeline.stages import source_batches
 from pipeline.urls import mask_url
 from pipeline.validate import Validator
 

@@ -196,9 +196,13 @@ class FlowControl:
         elif result.kind is Kind.OVERLOADED and ticket.started >= self._limit.pressured_at:
             self._refused()
             self._limit.pressure(now, self._limit.value * 0.9)
-        self.lowest = min(self.lowest, self.concurrency)
-        self.highest = max(self.highest, self.concurrency)
-        self._wake()
+        limit = self.concurrency
+        if limit < self.lowest:
+            self.lowest = limit
+        elif limit > self.highest:
+            self.highest = limit
+        if self._waiters:
+            self._wake()
 
     def retry_wait(self, retry_after: float | None) -> float:
         """How long a refused request waits before it tries again: the API's Retry-After,

@@ -71,26 +71,22 @@ def retry_policy(
     )
 
 
-async def call(policy: AsyncRetrying, fn: Callable[[], Awaitable[T]]) -> T:
-    """``fn()`` under ``policy``, with the first attempt outside tenacity.
+async def after(policy: AsyncRetrying, first: Exception, fn: Callable[[], Awaitable[T]]) -> T:
+    """``fn()`` under ``policy`` once a first attempt, made outside tenacity, failed with
+    ``first``.
 
     Most attempts succeed, and tenacity's per-call set-up costs about as much CPU as the rest
-    of our per-record work; so tenacity only takes over after a failure. It is handed that
-    failure as its own first attempt, so its stop, wait (Retry-After included) and retry
-    rules apply exactly as if it had made the call.
-    """
-    try:
+    of our per-record work; so the first attempt is the caller's own, and tenacity takes over
+    only after a failure. It is handed that failure as its own first attempt, so its stop,
+    wait (Retry-After included) and retry rules apply exactly as if it had made the call."""
+    replayed = False
+
+    async def again() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first
         return await fn()
-    except Exception as exc:
-        first = exc  # the name bound by "as" is gone once the except block ends
-        replayed = False
 
-        async def again() -> T:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                raise first
-            return await fn()
-
-        result: T = await policy.copy()(again)
-        return result
+    result: T = await policy.copy()(again)
+    return result

@@ -36,11 +36,12 @@ from pipeline.models import Rejection
 from pipeline.monitor import observed_client
 from pipeline.observe import Observer
 from pipeline.ratescope import SharedRate, both, shared_rate
+from pipeline.reading import raw_batches
 from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.skip import skipping_sent
 from pipeline.sources import is_queue, open_source, source_options
-from pipeline.stages import Batches, Stages, claim, raw_batches
+from pipeline.stages import Batches, Stages, claim
 from pipeline.validate import Validator
 
 #: Makes the batches of a run once its ledger is open (replay reads them from the ledger).

@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from pipeline.models import RawRecord, Skipped
-from pipeline.stages import Batches, Item, closing, validated
+from pipeline.reading import closing, validated
+from pipeline.stages import Batches, Item
 from pipeline.validate import Validator
 
 #: Batches read without looking before looking again, once looking found too little.

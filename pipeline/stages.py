@@ -1,31 +1,29 @@
 """The stages between reading and the ledger: batches in, outcomes recorded, sources acked.
 
-    batches of validated records -> Ledger.claim -> work queue -> N workers (Delivery)
+    batches of validated records -> Ledger.claim -> claimed batches -> N workers (Delivery)
         -> outcome queue -> one writer (group commit into the ledger) -> acks
 
-The work queue is bounded (backpressure: reading never runs far ahead of sending); the outcome
-queue is drained in whatever batch has built up while the previous commit ran. A record is
-acked (:mod:`pipeline.acks`) only once the ledger durably holds its final state.
+At most two claimed batches are unsent (backpressure: reading never runs far ahead of
+sending); the outcome queue is drained in whatever batch has built up while the previous
+commit ran. A record is acked (:mod:`pipeline.acks`) only once the ledger durably holds its
+final state. Reading and validating are :mod:`pipeline.reading`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
-from pipeline.acks import Acks, Ticket
+from pipeline.acks import Acks
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
 from pipeline.errors import LedgerError, PipelineError
 from pipeline.ledger import Decision, Ledger
-from pipeline.models import Accepted, Outcome, RawRecord, Rejection, Skipped, Status
+from pipeline.models import Accepted, Outcome, Rejection, Skipped, Status
+from pipeline.reading import closing, what
 from pipeline.report import Progress, Summary
-from pipeline.sources import Source
-from pipeline.validate import Validator
 
 Item: TypeAlias = Accepted | Rejection | Skipped
 Batches: TypeAlias = AsyncIterator[list[Item]]
@@ -38,65 +36,8 @@ _WRITE_BATCH = 2000
 WORKERS_PER_SLOT = 2
 #: How long the outcome writer lets outcomes gather before a commit.
 _GATHER_S = 0.02
-T = TypeVar("T")
 #: Decisions that are final at the claim commit: their records are acked right after it.
 _FINAL_AT_CLAIM = (Decision.SKIP, Decision.DUPLICATE, Decision.INVALID)
-
-
-def validated(validator: Validator, raw: RawRecord) -> Accepted | Rejection:
-    """Validation that costs one record, never the run, whatever goes wrong."""
-    try:
-        return validator(raw)
-    except Exception as exc:  # noqa: BLE001 - a bug must cost one record
-        return Rejection(raw.location, f"cannot validate: {_what(exc)}", raw.handle)
-
-
-@contextlib.asynccontextmanager
-async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close an async generator we stop reading early (a source may hold a file or a
-    connection); a plain async iterator has nothing to close."""
-    try:
-        yield iterator
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _what(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-async def raw_batches(
-    sources: Sequence[Source], control: RunControl
-) -> AsyncIterator[list[RawRecord]]:
-    """The sources one after the other, each record's handle a :class:`Ticket` to ack it
-    by; a source that fails ends the run."""
-    for source in sources:
-        if control.stopped:
-            return
-        async with closing(source.batches(control.stop)) as batches:
-            try:
-                async for raw_batch in batches:
-                    yield [
-                        raw
-                        if raw.handle is None
-                        else dataclasses.replace(raw, handle=Ticket(source, raw.handle))
-                        for raw in raw_batch
-                    ]
-            except PipelineError as exc:
-                control.abort(f"source {source.name}: {exc}")
-            except Exception as exc:  # noqa: BLE001 - a broken source ends the run, cleanly
-                control.abort(f"source {source.name} failed: {_what(exc)}")
-
-
-async def source_batches(
-    sources: Sequence[Source], validator: Validator, control: RunControl
-) -> AsyncIterator[list[Accepted | Rejection]]:
-    """The sources one after the other, validated; a source that fails ends the run."""
-    async with closing(raw_batches(sources, control)) as batches:
-        async for raw_batch in batches:
-            yield [validated(validator, raw) for raw in raw_batch]
 
 
 async def claim(ledger: Ledger, batch: Sequence[Item]) -> list[Decision]:
@@ -267,7 +208,7 @@ class Stages:
                     outcome = await delivery.send(item)
                 except Exception as exc:  # noqa: BLE001 - a bug must cost one record, not the run
                     # Whether its request went out is not known: reconciliation settles it.
-                    message = f"internal error: {_what(exc)}"
+                    message = f"internal error: {what(exc)}"
                     outcome = Outcome(item.key, Status.UNKNOWN, 0, error_message=message)
             self._outcomes.put_nowait((item, outcome))
 

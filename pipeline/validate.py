@@ -46,7 +46,8 @@ class Validator:
             given["assistant_id"] = self._default_assistant_id
         for field, value in given.items():
             if isinstance(value, str):
-                if _UNDECODABLE.search(value):
+                # isascii() is a flag lookup: most text skips the search.
+                if not value.isascii() and _UNDECODABLE.search(value):
                     return self._reject(raw, f"{field}: not valid UTF-8", given)
                 if "\x00" in value:
                     return self._reject(raw, f"{field}: contains a NUL character", given)

@@ -170,12 +170,34 @@ async def test_read_capped_stops_at_the_limit() -> None:
             self.served += min(n, 1000)
             return b"x" * min(n, 1000)  # an endless body, 1000 bytes at a time
 
+        def at_eof(self) -> bool:
+            return False
+
     resp = Mock(content_length=None, content=Stream())
     assert await read_capped(resp, 10_000) is None
     assert resp.content.served == 10_001
     resp = Mock(content_length=10_001, content=Stream())
     assert await read_capped(resp, 10_000) is None
     assert resp.content.served == 0  # a declared length over the cap is not even started
+
+
+async def test_read_capped_takes_a_body_that_came_whole_in_one_read() -> None:
+    class Whole:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def read(self, n: int) -> bytes:
+            self.reads += 1
+            return b'{"id": "aia_fdbk_1"}' if self.reads == 1 else b""
+
+        def at_eof(self) -> bool:
+            return self.reads >= 1
+
+    resp = Mock(content_length=None, content=Whole())
+    assert await read_capped(resp, 10_000) == b'{"id": "aia_fdbk_1"}'
+    assert resp.content.reads == 1
+    resp = Mock(content_length=None, content=Whole())
+    assert await read_capped(resp, 5) is None  # over the cap, even when whole
 
 
 async def test_a_huge_error_body_is_not_read_whole(

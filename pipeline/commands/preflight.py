@@ -36,8 +36,8 @@ from pipeline.errors import (
     DeliveryError,
 )
 from pipeline.models import Accepted
+from pipeline.reading import source_batches
 from pipeline.sources import is_queue, open_source, source_options
-from pipeline.stages import source_batches
 from pipeline.validate import Validator
 
 #: Problems ``validate`` prints one line each by default (all are counted).

@@ -12,21 +12,12 @@ from typing import Any
 import orjson
 
 from pipeline.errors import LedgerError
-from pipeline.ledger import sqlite_queries
+from pipeline.ledger import sqlite_queries, sqlite_writes
 from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
 from pipeline.ledger.connect import connect, ledger_error
 from pipeline.ledger.schema import migrate
+from pipeline.ledger.sqlite_writes import CLAIM, OUTCOME, Write
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
-
-_CLAIM = """
-INSERT INTO records (key, state, assistant_id, body, location, run_id, attempts, updated_at)
-VALUES (?, 'in_flight', ?, ?, ?, ?, 0, ?)
-ON CONFLICT (key) DO UPDATE SET
-    state = 'in_flight', assistant_id = excluded.assistant_id, body = excluded.body,
-    location = excluded.location, run_id = excluded.run_id, attempts = 0,
-    http_status = NULL, feedback_id = NULL, error_code = NULL, error_message = NULL,
-    fields = NULL, retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
-"""
 
 _INVALID = """
 INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
@@ -35,13 +26,6 @@ ON CONFLICT (key) DO UPDATE SET
     state = 'invalid', location = excluded.location, run_id = excluded.run_id,
     error_message = excluded.error_message, fields = excluded.fields,
     retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
-"""
-
-# The body is dropped once the API holds the record: it is only needed to send it again.
-_OUTCOME = """
-UPDATE records SET state = ?, attempts = ?, http_status = ?, feedback_id = ?, error_code = ?,
-    error_message = ?, body = CASE WHEN ? = 'sent' THEN NULL ELSE body END, updated_at = ?
-WHERE key = ?
 """
 
 
@@ -73,6 +57,7 @@ class SqliteStore:
             self._migrate()
             self._present = sqlite_queries.present_columns(self._db)
             self._json = sqlite_queries.has_json(self._db)
+            self._batch = sqlite_writes.batch_writes(self._db, self._json)
             self._had_invalid = self._has_invalid()
             if dry_run:
                 # What a dry run would claim, so that a repeat in a later batch is still a
@@ -163,7 +148,7 @@ class SqliteStore:
             if self._had_invalid and isinstance(item, Accepted) and item.location
         ]
         self._commit_many(
-            (_CLAIM, claims), (_INVALID, invalid), ("DELETE FROM records WHERE key = ?", fixed)
+            (CLAIM, claims), (_INVALID, invalid), ("DELETE FROM records WHERE key = ?", fixed)
         )
         return decisions
 
@@ -195,13 +180,15 @@ class SqliteStore:
         # it first; if it could not, sending again might duplicate it.
         return Decision.UNCERTAIN
 
-    def _commit_many(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
+    def _commit_many(self, *statements: tuple[str | Write, list[tuple[object, ...]]]) -> None:
         if self._dry_run or not any(rows for _, rows in statements):
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for sql, rows in statements:
-                if rows:
+                if isinstance(sql, Write):
+                    sqlite_writes.write(self._db, self._batch, sql, rows)
+                elif rows:
                     self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -225,7 +212,7 @@ class SqliteStore:
             )
             for o in outcomes
         ]
-        self._commit_many((_OUTCOME, rows))
+        self._commit_many((OUTCOME, rows))
 
     def failed_after(self, after: str, limit: int, retryable_only: bool = False) -> list[Accepted]:
         retryable = f"AND {sqlite_queries.RETRYABLE} " if retryable_only else ""
