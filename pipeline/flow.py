@@ -58,8 +58,7 @@ class Kind(Enum):
     OTHER = "other"  # says nothing about load (a 400, an ambiguous failure)
 
 
-# Not frozen: one of each per request, and a frozen dataclass costs four times as much to
-# build (field by field through object.__setattr__). Hashable all the same; never mutated.
+# Not frozen (one of each per request): see pipeline.models.RawRecord. Never mutated.
 @dataclass(slots=True, unsafe_hash=True)
 class Result:
     kind: Kind
@@ -150,27 +149,23 @@ class FlowControl:
             self._slots -= 1
             self._wake()
             raise
-        self._on_wire += 1
-        now = self._clock()
-        self._rate.started(now)
-        return Ticket(now, self._on_wire, paced)
+        return self._start(self._clock(), paced)
 
     def try_acquire(self) -> Ticket | None:
         """:meth:`acquire` where it would not wait (a free slot, nobody held back, no rate cap,
         no ``--rate``), without a coroutine: the common case, once per request; else None."""
         if self._fixed is not None or self._rate.seeker is not None:
             return None
-        if self._slots >= self.concurrency:
-            return None
         now = self._clock()
-        if now < self.hold.until:
+        if self._slots >= self.concurrency or now < self.hold.until:
             return None
-        self._slots += 1
-        if self._slots >= self.concurrency:
-            self._epoch.full = True
+        self._take_slot()
+        return self._start(now, now)
+
+    def _start(self, now: float, paced: float) -> Ticket:
         self._on_wire += 1
         self._rate.started(now)
-        return Ticket(now, self._on_wire, now)
+        return Ticket(now, self._on_wire, paced)
 
     async def pace(self) -> None:
         """Wait for the rate cap and the fixed rate, without taking a slot: for requests that
@@ -219,6 +214,9 @@ class FlowControl:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
                 raise
+        self._take_slot()
+
+    def _take_slot(self) -> None:
         self._slots += 1
         if self._slots >= self.concurrency:
             self._epoch.full = True

@@ -69,7 +69,7 @@ def test_one_step_writes_what_row_by_row_writes(
 ) -> None:
     tmp = tmp_path_factory.mktemp("writes")
     batch, rows = _ledger(tmp / "batch.sqlite3"), _ledger(tmp / "rows.sqlite3")
-    assert sqlite_writes.batch_writes(batch, True)  # this SQLite has both forms
+    assert sqlite_writes.batch_writes(True)  # this SQLite has both forms
     # The outcome rows carry the state twice (the body is dropped on "sent").
     outcome_rows = [(*o[:6], o[0], o[6], o[7]) for o in outcomes]
     for db, one_step in ((batch, True), (rows, False)):

@@ -57,7 +57,7 @@ class SqliteStore:
             self._migrate()
             self._present = sqlite_queries.present_columns(self._db)
             self._json = sqlite_queries.has_json(self._db)
-            self._batch = sqlite_writes.batch_writes(self._db, self._json)
+            self._batch = sqlite_writes.batch_writes(self._json)
             self._had_invalid = self._has_invalid()
             if dry_run:
                 # What a dry run would claim, so that a repeat in a later batch is still a

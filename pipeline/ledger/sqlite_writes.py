@@ -69,7 +69,7 @@ WHERE records.key = o.key
 )
 
 
-def batch_writes(db: sqlite3.Connection, json_ok: bool) -> bool:
+def batch_writes(json_ok: bool) -> bool:
     """Whether this SQLite takes the batch forms: JSON, and ``UPDATE ... FROM`` (3.33)."""
     return json_ok and sqlite3.sqlite_version_info >= (3, 33, 0)
 
