@@ -34,6 +34,9 @@ class RunControl:
         self.stop = asyncio.Event()
         self.reason: str | None = None  # why the run was aborted
         self.ended: str | None = None  # why a service ended normally
+        #: The run lost its lease on its claims (shared ledger): what it did not send stays in
+        #: flight, unwritten, for the other workers to settle (see pipeline.lease).
+        self.lease_lost = False
         self._grace = grace
         self._service = service
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,6 +50,11 @@ class RunControl:
         if self.reason is None:
             self.reason = reason
         self.stop.set()
+
+    def lose_lease(self, reason: str) -> None:
+        """Stop the run for good: its claims are no longer its own."""
+        self.lease_lost = True
+        self.abort(reason)
 
     def end(self, why: str) -> None:
         """Stop a service normally: take no new work, finish what was taken."""
@@ -89,7 +97,7 @@ class RunControl:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def heartbeat(self, beat: Callable[[], Awaitable[None]], every: float) -> asyncio.Task[None]:
+    def heartbeat(self, beat: Callable[[], Awaitable[object]], every: float) -> asyncio.Task[None]:
         """Call ``beat`` every ``every`` seconds until the run stops or the task is cancelled.
 
         It tells a later run how long this one was alive, should it die with records in flight;

@@ -27,6 +27,7 @@ from pipeline.errors import (
     TransportError,
 )
 from pipeline.flow import FlowControl, Kind, Result
+from pipeline.lease import NO_LEASE, LeaseGate
 from pipeline.models import Accepted, Outcome, Status
 from pipeline.ratescope import RateBudget
 from pipeline.retry import after, retry_policy
@@ -77,10 +78,13 @@ class Delivery:
         max_outage: float = 600.0,
         notice: Callable[[str], None] = lambda _: None,
         shared: RateBudget | None = None,
+        lease: LeaseGate = NO_LEASE,
     ) -> None:
         self._client = client
         # --rate-scope: the budget of all workers of the scope, on top of this one's limits.
         self.shared = shared
+        # A shared ledger's lease: a request starts only while this worker's claims are its own.
+        self._lease = lease
         self._control = control
         self.retries = 0
         self._notice = notice
@@ -124,6 +128,8 @@ class Delivery:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             if item.record.assistant_id in self._missing:  # found out while this one waited
                 raise NotSentError(f"not sent: {_not_found(item.record.assistant_id)}")
+            if not self._lease.valid():  # the last check before the request is written
+                await self._lease.admit()
             sent.requests += 1
             if sent.requests > 1:
                 self.retries += 1

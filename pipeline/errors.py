@@ -7,7 +7,7 @@ can catch the family; the CLI maps each branch to an exit code::
     ├── ConfigError             bad settings or invocation               -> exit 2
     ├── SourceError             a source cannot be opened or read        -> exit 2
     │                           (mid-run: a broker gone; ends the run    -> exit 3)
-    ├── LedgerError             the ledger file is unusable              -> exit 3
+    ├── LedgerError             the ledger is unusable (or did not answer in time) -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
     │   └── OutageError         the API failed everything (or the --rate-scope
     │                           Redis was unreachable) for too long
@@ -15,6 +15,7 @@ can catch the family; the CLI maps each branch to an exit code::
     │   └── SettleInterruptedError  stopped before the settle wait ended -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
+        │   └── LeaseLostError  this worker's lease on its claims ran out -> left in flight
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
         └── ApiError            the API answered, but not with a feedback
@@ -80,6 +81,11 @@ class DeliveryError(PipelineError):
 
 class NotSentError(DeliveryError):
     """The run is stopping: this record's request was never sent."""
+
+
+class LeaseLostError(NotSentError):
+    """This worker's lease in the shared ledger ran out: it may no longer start requests for
+    its claims (other workers settle them), so the record is left in flight, unwritten."""
 
 
 class Ambiguous:

@@ -37,8 +37,6 @@ from pipeline.ledger import Ledger
 from pipeline.models import Accepted, Outcome, Status, content_hash
 from pipeline.retry import Sleep, retry_policy
 
-#: How often a sending run records that it is alive.
-HEARTBEAT_S = 1.0
 NOT_STORED = "not stored by the API (checked by reconcile); run or replay sends it"
 #: Pages listed per assistant at most: 10 million feedbacks at 1000 a page. The API's pages
 #: carry no total to derive a bound from; this one only stops a cursor that never ends.
@@ -103,10 +101,16 @@ class Reconciler:
         rows = await self._ledger.uncertain(this_run=False)
         if not rows:
             return Settled()
-        last_seen = await self._ledger.last_seen(sorted({run for _, run in rows}))
-        # A request the dead run sent went out before its next heartbeat was due.
-        deadline = (last_seen or 0.0) + HEARTBEAT_S + self._settle
-        return await self._judge([r for r, _ in rows], deadline, "an earlier run", own=False)
+        runs = sorted({run for _, run in rows})
+        # Every request those runs started (under their lease) has ended by then; the settle
+        # wait then lets the API finish storing the last ones.
+        quiet = await self._ledger.quiet_in(runs)
+        deadline = self._clock() + quiet + self._settle
+        whose = "an earlier run" if len(runs) == 1 else f"{len(runs)} earlier runs"
+        whose += f" ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
+        if quiet > 0:
+            whose += f", whose last requests may be on their way for {quiet:.1f} s more"
+        return await self._judge([r for r, _ in rows], deadline, whose, own=False)
 
     async def settle_own(self) -> Settled:
         """Settle this run's ambiguous outcomes (all of them are at most now)."""

@@ -41,6 +41,9 @@ class Summary:
     #: The ledger holds them as failed "not sent" (a later run sends them), the queue still
     #: holds them unacked (delivered again).
     released: int = 0
+    #: Outcomes the ledger refused: the record was no longer this run's claim (its lease ran
+    #: out and another worker settled it). Not counted anywhere else; the ledger has the state.
+    fenced: int = 0
     would_send: int = 0  # dry runs only: what a real run would have sent
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
@@ -108,7 +111,7 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
-        settled += self.released
+        settled += self.released + self.fenced
         return self.read - settled - self.unknown - self.would_send
 
     def settled_own(self, found: int, missing: int) -> None:
@@ -182,6 +185,11 @@ class Summary:
             lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
         if self.in_flight:
             lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
+        if self.fenced:
+            lines.append(
+                f"  {self.fenced} outcomes not recorded: those records were no longer this "
+                "worker's claims (its lease ran out; other workers settled them)"
+            )
         if self.released:
             lines.append(
                 f"  {self.released} taken but not sent before the stop: left unacked on the "

@@ -25,11 +25,13 @@ from pipeline.errors import (
     AbortedError,
     AuthError,
     BaseUrlError,
+    LedgerError,
     ReconcileError,
     SettleInterruptedError,
 )
 from pipeline.flow import FlowControl
 from pipeline.follow import housekeeping
+from pipeline.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
@@ -37,7 +39,7 @@ from pipeline.monitor import observed_client
 from pipeline.observe import Observer
 from pipeline.ratescope import SharedRate, both, shared_rate
 from pipeline.reading import raw_batches
-from pipeline.reconcile import HEARTBEAT_S, Reconciler, Settled
+from pipeline.reconcile import Reconciler, Settled
 from pipeline.report import Progress, Summary
 from pipeline.skip import skipping_sent
 from pipeline.sources import is_queue, open_source, source_options
@@ -125,7 +127,13 @@ async def _execute(
     error: BaseException | None = None
     try:
         async with observer.watching():
-            ledger = await open_ledger(settings.ledger, run_id, command=command, read_only=dry_run)
+            ledger = await open_ledger(
+                settings.ledger,
+                run_id,
+                command=command,
+                read_only=dry_run,
+                request_bound=settings.timeout,
+            )
             observer.started()
             await _on_ledger(
                 command, settings, ledger, observer, auth, batches, dry_run, follow, queue
@@ -162,7 +170,13 @@ async def _on_ledger(
             await _deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()
-        await ledger.close(json.dumps(summary.as_dict()))
+        try:
+            await ledger.close(json.dumps(summary.as_dict()))
+        except LedgerError as exc:
+            # The records' states are written (or left in flight, as after a kill): the run
+            # ends with its summary, and its lease runs out by itself.
+            summary.aborted = summary.aborted or str(exc)
+            progress.notice(f"{exc}; the run's end is not recorded in the ledger")
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,8 @@ async def _deliver(
         _shared_rate(settings, auth, control, progress.notice) as shared,
     ):
         client = observed_client(session, settings.base_url, run.observer.listeners)
-        delivery = _delivery(settings, client, control, progress)
+        lease = _lease(ledger, control, progress)
+        delivery = _delivery(settings, client, control, progress, lease or NO_LEASE)
         delivery.shared = shared
         run.observer.monitor.attach(delivery)
         reconcilers = functools.partial(
@@ -215,7 +230,10 @@ async def _deliver(
         )
 
         async def body() -> None:
-            control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
+            if lease is None:
+                control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
+            else:
+                control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:
@@ -276,8 +294,19 @@ def _both(delivery: Delivery) -> Callable[[], Awaitable[None]]:
     return both(delivery.flow.pace, delivery.shared)
 
 
+def _lease(ledger: Ledger, control: RunControl, progress: Progress) -> Lease | None:
+    """The run's lease on its claims, where the ledger has leases (a shared one)."""
+    if ledger.lease is None:
+        return None
+    return Lease(ledger.lease, ledger.heartbeat, lost=control.lose_lease, notice=progress.notice)
+
+
 def _delivery(
-    settings: Settings, client: FeedbackClient, control: RunControl, progress: Progress
+    settings: Settings,
+    client: FeedbackClient,
+    control: RunControl,
+    progress: Progress,
+    lease: LeaseGate,
 ) -> Delivery:
     return Delivery(
         client,
@@ -289,6 +318,7 @@ def _delivery(
         max_backoff=settings.max_backoff,
         max_outage=settings.max_outage,
         notice=progress.notice,
+        lease=lease,
     )
 
 

@@ -234,14 +234,20 @@ class Stages:
             await self._write(batch)
 
     async def _write(self, batch: list[tuple[Accepted, Outcome]]) -> None:
+        if self._control.lease_lost:
+            # Not sent, and no longer this run's to write: left in flight for the others.
+            batch = [(i, o) for i, o in batch if not self._stopped_before_sending(o)]
         try:
-            await self._ledger.record([outcome for _, outcome in batch])
+            refused = await self._ledger.record([outcome for _, outcome in batch])
         except LedgerError as exc:
             # Unrecorded outcomes stay in_flight in the ledger, which is the truth we can tell.
             self._control.abort(str(exc))
             return
         finished: list[tuple[object | None, str | None]] = []
         for item, outcome in batch:
+            if outcome.key in refused:
+                self._refused(item, outcome)
+                continue
             if self._control.ended_normally and self._stopped_before_sending(outcome):
                 # A service's normal end: left on the queue for later, not a failure.
                 self._summary.released += 1
@@ -256,6 +262,17 @@ class Stages:
             elif not self._stopped_before_sending(outcome):
                 finished.append((item.handle, f"failed: {_describe(outcome)}"))
         await self.acks.done(finished)
+
+    def _refused(self, item: Accepted, outcome: Outcome) -> None:
+        """The ledger refused the outcome: the record is no longer this run's claim (its lease
+        ran out and another worker settled or took it). Counted, never acked: the entry goes
+        back to the queue, whose next reader finds the ledger's state."""
+        self._summary.fenced += 1
+        self._progress.problem(
+            item.location,
+            f"outcome not recorded ({outcome.status.value}): the record is no longer this "
+            "worker's claim (its lease ran out; another worker settled it)",
+        )
 
     def _stopped_before_sending(self, outcome: Outcome) -> bool:
         """A "not sent" because the run stopped is no final state: the entry is not acked, so

@@ -143,8 +143,14 @@ async def test_a_live_owners_records_are_not_reconciled_until_its_lease_expires(
     leftovers = await other.uncertain(this_run=False)
     assert sorted(r.key for r, _ in leftovers) == sorted(r.key for r in records)
     assert {run for _, run in leftovers} == {"slow"}
-    # Reconciliation settles them; the dead owner's late write cannot undo that.
-    await other.record([Outcome(r.key, Status.SENT, 1, 201, "aia_fdbk_x") for r in records])
+    # Only reconciliation settles them (a plain outcome of another run's claim is refused);
+    # the dead owner's late write cannot undo that.
+    found = [Outcome(r.key, Status.SENT, 1, 201, f"aia_fdbk_{r.key[:8]}") for r in records]
+    assert await other.record(found) == {r.key for r in records}
+    assert await other.counts() == {"in_flight": 3}
+    assert await other.settle(found, this_run=False) == {r.key for r in records}
+    late = [Outcome(r.key, Status.FAILED, 1, error_message="timed out") for r in records]
+    assert await slow.record(late) == {r.key for r in records}
     assert await other.counts() == {"sent": 3}
 
 

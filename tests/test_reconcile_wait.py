@@ -12,9 +12,10 @@ import pytest
 
 from pipeline.client import FeedbackClient
 from pipeline.errors import SettleInterruptedError
+from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger import Ledger
 from pipeline.models import Accepted, FeedbackRecord, Outcome
-from pipeline.reconcile import HEARTBEAT_S, Reconciler
+from pipeline.reconcile import Reconciler
 
 SETTLE = 5.0
 
@@ -31,19 +32,20 @@ class Clock:
 class DeadRunLedger:
     """Only what settle_leftovers reads: one record a dead run left in flight."""
 
-    def __init__(self, last_seen: float) -> None:
-        self._last_seen = last_seen
+    def __init__(self, quiet: float) -> None:
+        self._quiet = quiet  # seconds until the dead run's last request surely ended
         self.recorded: list[Outcome] = []
 
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         record = FeedbackRecord(assistant_id="aia_asst_x", session_id="s1", score=0.5)
         return [] if this_run else [(Accepted.of("in.csv:2", record), "dead-run")]
 
-    async def last_seen(self, run_ids: Sequence[str]) -> float | None:
-        return self._last_seen
+    async def quiet_in(self, run_ids: Sequence[str]) -> float:
+        return self._quiet
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
+    async def record(self, outcomes: Sequence[Outcome]) -> set[str]:
         self.recorded.extend(outcomes)
+        return set()
 
 
 def _reconciler(clock: Clock, ledger: DeadRunLedger, *, stop_after: float | None) -> Reconciler:
@@ -72,7 +74,7 @@ def _reconciler(clock: Clock, ledger: DeadRunLedger, *, stop_after: float | None
 
 async def test_a_stop_during_the_wait_judges_nothing() -> None:
     clock = Clock()
-    ledger = DeadRunLedger(last_seen=clock.now)
+    ledger = DeadRunLedger(quiet=HEARTBEAT_S)
     reconciler = _reconciler(clock, ledger, stop_after=1.0)
 
     with pytest.raises(SettleInterruptedError, match="1 uncertain records of an earlier run"):
@@ -84,7 +86,7 @@ async def test_a_stop_during_the_wait_judges_nothing() -> None:
 
 async def test_a_sleep_that_ends_short_without_a_stop_is_resumed() -> None:
     clock = Clock()
-    reconciler = _reconciler(clock, DeadRunLedger(clock.now), stop_after=None)
+    reconciler = _reconciler(clock, DeadRunLedger(quiet=HEARTBEAT_S), stop_after=None)
 
     async def short_sleep(seconds: float) -> None:
         clock.sleeps.append(seconds)
@@ -98,6 +100,6 @@ async def test_a_sleep_that_ends_short_without_a_stop_is_resumed() -> None:
 
 async def test_a_deadline_already_past_needs_no_wait_even_when_stopping() -> None:
     clock = Clock()
-    reconciler = _reconciler(clock, DeadRunLedger(clock.now - 60), stop_after=0.0)
+    reconciler = _reconciler(clock, DeadRunLedger(quiet=0.0), stop_after=0.0)
     assert await reconciler._wait_until(clock.now - 1)
     assert clock.sleeps == []

@@ -19,8 +19,8 @@ import click
 from pipeline.commands.common import config_option, epilog, guarded, ledger_option
 from pipeline.commands.failures import reading
 from pipeline.config import Settings
+from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger.base import RunInfo
-from pipeline.reconcile import HEARTBEAT_S
 from pipeline.urls import mask_url
 
 STATES = ("sent", "failed", "invalid", "in_flight", "unknown", "retired")

@@ -3,7 +3,8 @@
 A path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's form), is a
 SQLite file; ``postgresql://USER@HOST:PORT/DB[?schema=NAME]`` is the ledger many workers
 share (pipeline.ledger.postgres). Adding a backend is one module exporting
-``open_ledger(url, run_id, *, command, read_only) -> Ledger`` plus one line in ``_BACKENDS``;
+``open_ledger(url, run_id, *, command, read_only, request_bound) -> Ledger`` plus one line in
+``_BACKENDS``;
 it is imported only when used.
 """
 
@@ -27,8 +28,12 @@ _BACKENDS: dict[str, str] = {
 }
 
 
-async def open_ledger(url: str, run_id: str, *, command: str, read_only: bool = False) -> Ledger:
-    """Open the ledger ``url`` names for run ``run_id`` of ``command``."""
+async def open_ledger(
+    url: str, run_id: str, *, command: str, read_only: bool = False, request_bound: float = 0.0
+) -> Ledger:
+    """Open the ledger ``url`` names for run ``run_id`` of ``command``; ``request_bound``: how
+    long one of the run's requests may take (its --timeout), which reconciliation of its
+    records waits out once its lease ran out."""
     name = scheme(url) or "sqlite"
     module = _BACKENDS.get(name)
     if module is None:
@@ -38,4 +43,6 @@ async def open_ledger(url: str, run_id: str, *, command: str, read_only: bool = 
             "or a file path)"
         )
     opener: Callable[..., Awaitable[Ledger]] = importlib.import_module(module).open_ledger
-    return await opener(url, run_id, command=command, read_only=read_only)
+    return await opener(
+        url, run_id, command=command, read_only=read_only, request_bound=request_bound
+    )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pipeline.models import Accepted, Outcome, Rejection
+from pydantic import ValidationError
+
+from pipeline.logs import event
+from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection
 
 
 class Decision(StrEnum):
@@ -73,6 +77,8 @@ class LedgerRecord:
             values["key"] = self.key
         else:
             values = dict(self.fields or {})
+            if self.state != "invalid":  # a row without its body: its key still names it
+                values["key"] = self.key
         return {name: values.get(name) for name in RECORD_COLUMNS}
 
 
@@ -90,7 +96,8 @@ class RunInfo:
 
 
 def parse_summary(text: str | None) -> dict[str, Any] | None:
-    """A run's stored JSON summary, or None when it is absent or not a JSON object."""
+    """A stored JSON object (a run's summary, a record's body or fields), or None when it is
+    absent or not a JSON object."""
     if not text:
         return None
     try:
@@ -98,6 +105,40 @@ def parse_summary(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def read_record(
+    key: str, location: str | None, assistant_id: str | None, body: str | None
+) -> Accepted | None:
+    """A stored record as it can be sent again, or None when its row cannot give it back (no
+    body: a row an older version wrote over; a body that is not a record). Such a row is
+    skipped by replay and reconciliation, never a crash; ``failures`` shows it."""
+    if not body or not assistant_id:
+        return None
+    try:
+        fields = json.loads(body)
+        if not isinstance(fields, dict):
+            return None
+        return Accepted(location, FeedbackRecord(assistant_id=assistant_id, **fields), key)
+    except (ValueError, TypeError, ValidationError):
+        return None
+
+
+def readable(
+    rows: Sequence[tuple[str, str | None, str | None, str | None]], what: str
+) -> list[Accepted]:
+    """The records of these (key, location, assistant id, body) rows that can be sent again;
+    the others are skipped, and said so in one line (``what``: what they were read for)."""
+    items = [read_record(*row) for row in rows]
+    skipped = [row[0] for row, item in zip(rows, items, strict=True) if item is None]
+    if skipped:
+        event(
+            logging.WARNING,
+            f"notice: ledger: {len(skipped)} records cannot be {what}: their rows hold no "
+            f"usable request body (e.g. key {skipped[0]}); `failures` lists them",
+            "notice",
+        )
+    return [item for item in items if item is not None]
 
 
 class Ledger(Protocol):
@@ -117,8 +158,12 @@ class Ledger(Protocol):
         fixed since): one input record, one state."""
         ...
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Store delivery outcomes, in one commit."""
+    async def record(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Store delivery outcomes, in one commit; returns the keys whose outcome it refused.
+
+        Each outcome is written only over this run's own claim of the record, as it made it
+        (a shared ledger fences it with the claim's token): a record reconciled or claimed by
+        another run since, or already settled, keeps its state."""
         ...
 
     def failed(
@@ -162,12 +207,23 @@ class Ledger(Protocol):
         """The feedback ids among ``ids`` that some ``sent`` record already holds."""
         ...
 
-    async def heartbeat(self) -> None:
-        """Note that this run is alive (reconciliation of a dead run waits on it)."""
+    #: Seconds a run's claims stay its own after its last renewal; None: the ledger has no
+    #: leases (one process holds it), so a run's claims are its own until it ends.
+    lease: float | None
+
+    async def heartbeat(self) -> bool:
+        """Note that this run is alive and renew its lease; False if the ledger refused (the
+        lease had run out: other runs may be settling this run's records)."""
         ...
 
     async def last_seen(self, run_ids: Sequence[str]) -> float | None:
         """When the latest of these runs was last alive, in seconds since the epoch."""
+        ...
+
+    async def quiet_in(self, run_ids: Sequence[str]) -> float:
+        """Seconds from now until no request these runs started can still be on its way (0
+        if none can): a run that ended, at its end; one whose lease ran out, at the lease's
+        end plus its request time bound. Reconciliation judges their records only then."""
         ...
 
     async def counts(self) -> dict[str, int]:

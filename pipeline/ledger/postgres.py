@@ -1,7 +1,14 @@
 """The shared ledger: one PostgreSQL database that many workers on many hosts write at once.
 
-Ownership: every claimed row names its owner (``run_id``), and every run holds a lease
-(``runs.lease_until``, on the database's clock) that its heartbeat renews every second.
+Ownership: every claimed row names its owner (``run_id``) and carries the claim's fencing
+token (``fence``); every run holds a lease (``runs.lease_until``, on the database's clock)
+that its heartbeat renews every second while it holds, never once it ran out (pipeline.lease).
+
+- An outcome is written only over the claim it belongs to (owner, token, still in flight): a
+  worker that lost its lease never writes over what another settled; the refused keys come
+  back to it, counted.
+- Every call is bounded in time (:data:`CALL_BOUND_S`; connecting :data:`CONNECT_S`): a
+  stalled or cut ledger is a :class:`LedgerError` naming it, never a hang.
 
 - A claim is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` per batch: it takes a record
   only if it is new, or ``failed``/``retired`` by another run. PostgreSQL locks the conflicting
@@ -19,93 +26,95 @@ Ownership: every claimed row names its owner (``run_id``), and every run holds a
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import orjson
 
-from pipeline.errors import LedgerError
-from pipeline.ledger import postgres_queries as queries
 from pipeline.ledger import postgres_schema as schema_
 from pipeline.ledger import postgres_sql as sql
-from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.base import Decision, readable
+from pipeline.ledger.postgres_link import CALL_BOUND_S, CLOSE_S, CONNECT_S, Link
+from pipeline.ledger.postgres_reads import NOW, PostgresReads, now_iso
 from pipeline.ledger.sqlite_queries import RETRYABLE
-from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
+from pipeline.models import Accepted, Outcome, Rejection, Status, invalid_key
 
-_NOW = "extract(epoch FROM clock_timestamp())"
-#: What asyncpg raises when the server or the connection fails.
-_DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+__all__ = ["CALL_BOUND_S", "CONNECT_S", "PostgresLedger", "open_ledger"]
 
 
-@contextlib.contextmanager
-def _guard(shown: str, what: str) -> Iterator[None]:
-    """A server error is the ledger's (the run stops with one line), never a traceback."""
-    try:
-        yield
-    except _DRIVER_ERRORS as exc:
-        raise LedgerError(f"ledger {shown}: {what} failed: {exc}") from exc
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class PostgresLedger:
+class PostgresLedger(PostgresReads):
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        link: Link,
         target: schema_.Target,
         run_id: str,
         *,
         read_only: bool,
         empty: bool,
     ) -> None:
-        self._pool = pool
+        self._link = link
+        self._pool = link.pool
         self._t = target
         self._s = target.schema
         self.run_id = run_id
+        self.lease: float | None = None if read_only else target.lease
         self._read_only = read_only
         self._empty = empty  # read-only on a database with no ledger yet: reads as empty
         self._taken: set[str] = set()  # failed records replay took, not yet claimed
         self._dry: set[str] = set()  # what a dry run would have claimed
+        # Fencing tokens: of this run's claims until their outcome is written, and of the
+        # uncertain rows reconciliation read, until it settles them.
+        self._fences: dict[str, int] = {}
+        self._read_fences: dict[str, int] = {}
 
     @classmethod
     async def open(
-        cls, url: str, run_id: str, *, command: str, read_only: bool = False
+        cls,
+        url: str,
+        run_id: str,
+        *,
+        command: str,
+        read_only: bool = False,
+        request_bound: float = 0.0,
     ) -> PostgresLedger:
         target = schema_.parse(url)
+        link, conn = await Link.connect(target.dsn, target.shown)
         try:
-            pool = await asyncpg.create_pool(target.dsn, min_size=1, max_size=4)
-        except _DRIVER_ERRORS as exc:
-            raise LedgerError(f"ledger {target.shown}: cannot connect: {exc}") from exc
-        try:
-            async with pool.acquire() as conn:
+            try:
                 if read_only:
-                    empty = not await schema_.exists(conn, target.schema)
+                    empty = not await link.call(
+                        "opening", lambda: schema_.exists(conn, target.schema)
+                    )
                 else:
-                    await schema_.migrate(conn, target.schema)
+                    await link.call("opening", lambda: schema_.migrate(conn, target.schema))
                     empty = False
-            ledger = cls(pool, target, run_id, read_only=read_only, empty=empty)
+            finally:
+                if not link.broken:
+                    await link.pool.release(conn)
+            ledger = cls(link, target, run_id, read_only=read_only, empty=empty)
             if not read_only:
-                await ledger._begin(command)
+                await ledger._begin(command, request_bound)
         except BaseException:
-            await pool.close()
+            await link.close(broken=True)
             raise
         return ledger
 
-    async def _begin(self, command: str) -> None:
-        await self._pool.execute(
-            f"INSERT INTO {self._s}.runs (run_id, command, host, started_at, last_seen, "
-            f"lease_until) VALUES ($1, $2, $3, $4, {_NOW}, {_NOW} + $5)",
-            self.run_id,
-            command,
-            socket.gethostname(),
-            _now(),
-            self._t.lease,
+    async def _begin(self, command: str, request_bound: float) -> None:
+        await self._link.call(
+            "starting the run",
+            lambda: self._pool.execute(
+                f"INSERT INTO {self._s}.runs (run_id, command, host, started_at, last_seen, "
+                f"lease_until, request_bound) VALUES ($1, $2, $3, $4, {NOW}, {NOW} + $5, $6)",
+                self.run_id,
+                command,
+                socket.gethostname(),
+                now_iso(),
+                self._t.lease,
+                request_bound,
+            ),
         )
 
     # --- claims and outcomes -----------------------------------------------------------------
@@ -115,17 +124,21 @@ class PostgresLedger:
         for item in batch:
             if isinstance(item, Accepted):
                 first.setdefault(item.key, item)
-        with _guard(self._t.shown, "claim"):
+
+        async def claim() -> list[Decision]:
             if self._read_only:
                 taken = await self._dry_claim(list(first))
             else:
                 taken = await self._write_claims(batch, first)
             return await self._decide(batch, first, taken)
 
+        return await self._link.call("claim", claim)
+
     async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
         if self._empty or not records:
             return set()
-        with _guard(self._t.shown, "looking up what was sent"):
+
+        async def look_up() -> set[str]:
             rows = await self._pool.fetch(
                 f"SELECT key FROM {self._s}.records WHERE key = ANY($1::text[]) "
                 "AND state = 'sent' AND run_id <> $2",
@@ -136,7 +149,9 @@ class PostgresLedger:
             fixed = [invalid_key(loc) for key, loc in records if loc and key in found]
             if fixed and not self._read_only:  # as in a claim
                 await self._pool.execute(sql.DROP_FIXED.format(s=self._s), fixed)
-        return found
+            return found
+
+        return await self._link.call("looking up what was sent", look_up)
 
     async def _write_claims(
         self, batch: Sequence[Accepted | Rejection], first: dict[str, Accepted]
@@ -145,7 +160,7 @@ class PostgresLedger:
         # wait on each other instead of deadlocking.
         items = sorted(first.values(), key=lambda a: a.key)
         rejections = [i for i in batch if isinstance(i, Rejection)]
-        now = _now()
+        now = now_iso()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 sql.CLAIM.format(s=self._s),
@@ -174,6 +189,7 @@ class PostgresLedger:
             fixed = [invalid_key(i.location) for i in items if i.location]
             if fixed:
                 await conn.execute(sql.DROP_FIXED.format(s=self._s), fixed)
+        self._fences.update((r["key"], r["fence"]) for r in rows)
         taken = {r["key"] for r in rows}
         self._taken -= taken
         return taken
@@ -183,18 +199,22 @@ class PostgresLedger:
         taken = {
             k
             for k in keys
-            if k not in self._dry and (k not in known or known[k][0] in ("failed", "retired"))
+            if k not in self._dry
+            and (k not in known or (known[k][0] in ("failed", "retired") and not known[k][2]))
         }
         self._dry |= taken
         return taken
 
-    async def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
+    async def _states(self, keys: list[str]) -> dict[str, tuple[str, str, bool]]:
+        """key -> (state, owner, whether the row lacks the body it needs)."""
         if self._empty or not keys:
             return {}
         rows = await self._pool.fetch(
-            f"SELECT key, state, run_id FROM {self._s}.records WHERE key = ANY($1::text[])", keys
+            f"SELECT key, state, run_id, {sql.BODILESS} AS gone FROM {self._s}.records "
+            "WHERE key = ANY($1::text[])",
+            keys,
         )
-        return {r["key"]: (r["state"], r["run_id"]) for r in rows}
+        return {r["key"]: (r["state"], r["run_id"], r["gone"]) for r in rows}
 
     async def _decide(
         self, batch: Sequence[Accepted | Rejection], first: dict[str, Accepted], taken: set[str]
@@ -212,40 +232,67 @@ class PostgresLedger:
             else:
                 decisions.append(self._verdict(known.get(item.key)))
             seen.add(item.key)
+        await self._heal([first[k] for k, (_, owner, gone) in known.items() if gone])
         return decisions
 
-    def _verdict(self, known: tuple[str, str] | None) -> Decision:
+    async def _heal(self, items: list[Accepted]) -> None:
+        """Rows without the body they need get it back from the input (see sql.HEAL)."""
+        if items and not self._read_only:
+            await self._pool.execute(
+                sql.HEAL.format(s=self._s),
+                [i.key for i in items],
+                [i.record.assistant_id for i in items],
+                [orjson.dumps(i.record.body()).decode() for i in items],
+            )
+
+    def _verdict(self, known: tuple[str, str, bool] | None) -> Decision:
         if known is None:
             # Not taken, yet not there: only a read-only ledger ends here (see _dry_claim).
             return Decision.DUPLICATE
-        state, owner = known
+        state, owner, gone = known
         if owner == self.run_id:
             return Decision.DUPLICATE
         if state == Status.SENT:
             return Decision.SKIP
         # In flight in another worker (alive: it finishes it; dead: reconciliation settles
-        # it), or unknown: never sent twice, never acked here.
+        # it), unknown, or failed without its body (it may be stored): never sent twice,
+        # never acked here.
         return Decision.UNCERTAIN
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
-        # Only the owner writes an outcome, or anyone once the owner's lease expired
-        # (reconciliation): a worker that lost its lease never overwrites a new owner's row.
-        if not self._read_only and outcomes:
-            await self._write(sql.OUTCOMES, outcomes)
+    async def record(self, outcomes: Sequence[Outcome]) -> set[str]:
+        if self._read_only or not outcomes:
+            return set()
+        fences = self._fences
+        mine = [o for o in outcomes if o.key in fences]
+        written = {r["key"] for r in await self._write(sql.OUTCOMES, mine, fences)}
+        for outcome in mine:
+            fences.pop(outcome.key, None)
+        # Refused: the claim is no longer this run's (another settled or took the record).
+        return {o.key for o in outcomes} - written
 
     async def settle(self, outcomes: Sequence[Outcome], *, this_run: bool) -> set[str]:
         if self._read_only or not outcomes:
             return set()
-        rows = await self._write(sql.SETTLE, outcomes, this_run)
+        read = self._read_fences
+        rows = await self._write(sql.SETTLE, outcomes, read, this_run)
+        for outcome in outcomes:
+            read.pop(outcome.key, None)
         return {r["key"] for r in rows}
 
     async def _write(
-        self, statement: str, outcomes: Sequence[Outcome], *extra: object
+        self,
+        statement: str,
+        outcomes: Sequence[Outcome],
+        fences: dict[str, int],  # the claims' tokens (none: a settle of a row it did not read)
+        *extra: object,
     ) -> list[asyncpg.Record]:
+        if not outcomes:
+            return []
         outcomes = sorted(outcomes, key=lambda o: o.key)  # lock order, as in claim
-        with _guard(self._t.shown, "writing outcomes"):
-            rows: list[asyncpg.Record] = await self._pool.fetch(
-                statement.format(s=self._s, now=_NOW),
+        rows: list[asyncpg.Record] = await self._link.call(
+            "writing outcomes",
+            lambda: self._pool.fetch(
+                statement.format(s=self._s, now=NOW),
                 [o.key for o in outcomes],
                 [o.status.value for o in outcomes],
                 [o.attempts for o in outcomes],
@@ -253,13 +300,15 @@ class PostgresLedger:
                 [o.feedback_id for o in outcomes],
                 [o.error_code for o in outcomes],
                 [o.error_message for o in outcomes],
-                _now(),
+                now_iso(),
                 self.run_id,
+                [fences.get(o.key) for o in outcomes],
                 *extra,
-            )
-            return rows
+            ),
+        )
+        return rows
 
-    # --- replay --------------------------------------------------------------------------------
+    # --- replay and reconciliation -------------------------------------------------------------
 
     async def failed(
         self, batch_size: int = 500, *, retryable_only: bool = False
@@ -268,152 +317,95 @@ class PostgresLedger:
         each batch becomes this run's ``in_flight`` in one statement (rows another replay is
         taking right now are skipped, not waited for). ``claim`` then sends them."""
         retryable = f"AND {RETRYABLE}" if retryable_only else ""
+        query = (
+            f"SELECT key, assistant_id, body, location FROM {self._s}.records "
+            f"WHERE state = 'failed' AND run_id <> $1 {retryable} "
+            "AND NOT key = ANY($3::text[]) ORDER BY key LIMIT $2"
+            if self._read_only
+            else sql.TAKE_FAILED.format(s=self._s, retryable=retryable)
+        )
         while not self._empty:
-            rows = await self._pool.fetch(
-                sql.TAKE_FAILED.format(s=self._s, retryable=retryable)
-                if not self._read_only
-                else f"SELECT key, assistant_id, body, location FROM {self._s}.records "
-                f"WHERE state = 'failed' AND run_id <> $1 {retryable} "
-                "AND NOT key = ANY($3::text[]) ORDER BY key LIMIT $2",
-                self.run_id,
-                batch_size,
-                *([list(self._dry)] if self._read_only else []),
+            dry = [list(self._dry)] if self._read_only else []
+            rows = await self._link.call(
+                "reading failed records",
+                functools.partial(self._pool.fetch, query, self.run_id, batch_size, *dry),
             )
             if not rows:
                 return
-            batch = sorted(
-                (
-                    Accepted(
-                        r["location"],
-                        FeedbackRecord(assistant_id=r["assistant_id"], **json.loads(r["body"])),
-                        r["key"],
-                    )
-                    for r in rows
-                ),
-                key=lambda a: a.key,
-            )
             if self._read_only:
-                self._dry |= {a.key for a in batch}
+                self._dry |= {r["key"] for r in rows}
             else:
-                self._taken |= {a.key for a in batch}
-            yield batch
-
-    # --- reconciliation ------------------------------------------------------------------------
+                self._taken |= {r["key"] for r in rows}
+            batch = sorted(_readable(rows, "replayed"), key=lambda a: a.key)
+            if batch:
+                yield batch
 
     async def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         if self._empty:
             return []
         if this_run:
             query = (
-                f"SELECT key, assistant_id, body, location, run_id FROM {self._s}.records "
+                f"SELECT key, assistant_id, body, location, run_id, fence FROM {self._s}.records "
                 "WHERE state = 'unknown' AND run_id = $1"
             )
         else:
-            query = sql.LEFTOVERS.format(s=self._s, now=_NOW)
-        rows = await self._pool.fetch(query, self.run_id)
-        return [
-            (
-                Accepted(
-                    r["location"],
-                    FeedbackRecord(assistant_id=r["assistant_id"], **json.loads(r["body"])),
-                    r["key"],
-                ),
-                r["run_id"],
-            )
-            for r in rows
-        ]
-
-    async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
-        if self._empty or not ids:
-            return set()
-        rows = await self._pool.fetch(
-            f"SELECT feedback_id FROM {self._s}.records WHERE state = 'sent' "
-            "AND feedback_id = ANY($1::text[])",
-            list(ids),
+            query = sql.LEFTOVERS.format(s=self._s, now=NOW)
+        rows = await self._link.call(
+            "reading uncertain records", lambda: self._pool.fetch(query, self.run_id)
         )
-        return {r["feedback_id"] for r in rows}
+        owners = {r["key"]: r["run_id"] for r in rows}
+        self._read_fences.update((r["key"], r["fence"]) for r in rows)
+        return [(item, owners[item.key]) for item in _readable(rows, "reconciled")]
 
-    async def heartbeat(self) -> None:
-        if not self._read_only:
-            with _guard(self._t.shown, "heartbeat"):
-                await self._pool.execute(
-                    f"UPDATE {self._s}.runs SET last_seen = {_NOW}, lease_until = {_NOW} + $2 "
-                    "WHERE run_id = $1",
-                    self.run_id,
-                    self._t.lease,
-                )
+    # --- the lease -------------------------------------------------------------------------------
 
-    async def last_seen(self, run_ids: Sequence[str]) -> float | None:
-        if self._empty or not run_ids:
-            return None
-        seen: float | None = await self._pool.fetchval(
-            f"SELECT max(last_seen) FROM {self._s}.runs WHERE run_id = ANY($1::text[])",
-            list(run_ids),
-        )
-        return seen
-
-    # --- reading -------------------------------------------------------------------------------
-
-    async def records(
-        self, which: RecordFilter, batch_size: int = 500
-    ) -> AsyncIterator[list[LedgerRecord]]:
-        after = ""
-        while not self._empty:
-            batch = await queries.select_records(self._pool, self._s, which, after, batch_size)
-            if not batch:
-                return
-            after = batch[-1].key
-            yield batch
-
-    async def retire(self, which: RecordFilter, reason: str) -> int:
+    async def heartbeat(self) -> bool:
         if self._read_only:
-            return 0
-        return await queries.retire(self._pool, self._s, which, reason, self.run_id, _now())
-
-    async def runs(self, limit: int) -> list[RunInfo]:
-        return [] if self._empty else await queries.runs(self._pool, self._s, limit)
-
-    async def holder(self) -> str | None:
-        """The workers whose lease is live, e.g. ``workers alive: run-1@host-a, run-2@host-b``."""
-        if self._empty:
-            return None
-        alive = await queries.alive(self._pool, self._s)
-        return f"workers alive: {', '.join(alive)}" if alive else None
-
-    async def counts(self) -> dict[str, int]:
-        if self._empty:
-            return {}
-        rows = await self._pool.fetch(
-            f"SELECT state, count(*) AS n FROM {self._s}.records GROUP BY state"
+            return True
+        renewed = await self._link.call(
+            "renewing the lease",
+            lambda: self._pool.fetchval(
+                sql.RENEW.format(s=self._s, now=NOW), self.run_id, self._t.lease
+            ),
         )
-        return {r["state"]: r["n"] for r in rows}
+        return renewed is not None
 
     async def close(self, summary: str | None = None) -> None:
+        """Write the run's end (its lease with it), then close; bounded. A ledger that cannot
+        take it leaves the run's lease to run out, which is what a killed run leaves too."""
         try:
-            if not self._read_only:
-                if self._taken:  # taken by failed() but never claimed (replay --limit)
-                    await self._pool.execute(
-                        f"UPDATE {self._s}.records SET state = 'failed' WHERE run_id = $1 "
-                        "AND state = 'in_flight' AND key = ANY($2::text[])",
-                        self.run_id,
-                        list(self._taken),
-                    )
-                await self._pool.execute(
-                    f"UPDATE {self._s}.runs SET finished_at = $2, summary = $3, "
-                    "lease_until = NULL WHERE run_id = $1",
-                    self.run_id,
-                    _now(),
-                    summary,
+            if not self._read_only and not self._link.broken:
+                await self._link.call(
+                    "recording the run's end", lambda: self._end(summary), CLOSE_S
                 )
         finally:
-            await self._pool.close()
+            await self._link.close()
+
+    async def _end(self, summary: str | None) -> None:
+        if self._taken:  # taken by failed() but never claimed (replay --limit)
+            await self._pool.execute(
+                f"UPDATE {self._s}.records SET state = 'failed' WHERE run_id = $1 "
+                "AND state = 'in_flight' AND key = ANY($2::text[])",
+                self.run_id,
+                list(self._taken),
+            )
+        await self._pool.execute(
+            f"UPDATE {self._s}.runs SET finished_at = $2, summary = $3, last_seen = {NOW}, "
+            "lease_until = NULL WHERE run_id = $1",
+            self.run_id,
+            now_iso(),
+            summary,
+        )
+
+
+def _readable(rows: Sequence[asyncpg.Record], what: str) -> list[Accepted]:
+    return readable([(r["key"], r["location"], r["assistant_id"], r["body"]) for r in rows], what)
 
 
 async def open_ledger(
-    url: str, run_id: str, *, command: str, read_only: bool = False
+    url: str, run_id: str, *, command: str, read_only: bool = False, request_bound: float = 0.0
 ) -> PostgresLedger:
     """The registry's entry point: ``url`` is ``postgresql://...``."""
-    return await PostgresLedger.open(url, run_id, command=command, read_only=read_only)
-
-
-__all__ = ["PostgresLedger", "open_ledger"]
+    return await PostgresLedger.open(
+        url, run_id, command=command, read_only=read_only, request_bound=request_bound
+    )

@@ -6,7 +6,6 @@ parameters and arrays instead of ``IN (?, ?, ...)``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
@@ -67,8 +66,8 @@ def _record(row: Any) -> LedgerRecord:
         reason=row["error_message"],
         attempts=row["attempts"],
         assistant_id=row["assistant_id"],
-        body=json.loads(row["body"]) if row["body"] else None,
-        fields=json.loads(row["fields"]) if row["fields"] else None,
+        body=parse_summary(row["body"]),  # a JSON object, or None (a row without a usable one)
+        fields=parse_summary(row["fields"]),
         updated_at=row["updated_at"],
         retired_from=row["retired_from"],
         retired_reason=row["retired_reason"],

@@ -16,7 +16,7 @@ import asyncpg
 from pipeline.errors import ConfigError, LedgerError
 from pipeline.urls import mask_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: A run's claims are its own this long after its last heartbeat (every second): long enough
 #: for a busy event loop or a GC pause, short enough that a dead worker's records are
@@ -60,8 +60,17 @@ CREATE TABLE {s}.runs (
 );
 """
 
+#: Fencing: every claim gets a new token (``fence``) from one sequence, and an outcome is
+#: written only over the claim it belongs to; a run records how long one of its requests may
+#: take (``request_bound``: its --timeout), which reconciliation waits out after its lease.
+_V2 = """
+CREATE SEQUENCE {s}.fences;
+ALTER TABLE {s}.records ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE {s}.runs ADD COLUMN request_bound DOUBLE PRECISION;
+"""
+
 #: Version -> the statements that bring the previous version to it ({s}: the schema).
-MIGRATIONS: dict[int, str] = {1: _V1}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
 from pipeline.ledger.lock import LedgerLock, check_ledger_path, lock_holder
 from pipeline.ledger.sqlite_store import SqliteStore
@@ -19,6 +21,9 @@ T = TypeVar("T")
 
 class SqliteLedger:
     """Async facade over :class:`SqliteStore`.
+
+    No leases: the file's lock admits one writing process, so a run's claims are its own
+    until it ends, and a later run reconciles them only once it holds the lock.
 
     sqlite3 connections belong to one thread, and a commit with ``synchronous=FULL`` waits for
     the disk; both are reasons to keep all ledger work on one executor thread, one hop per
@@ -32,6 +37,7 @@ class SqliteLedger:
         self._executor = executor
         self._lock = lock
         self._path = store.path
+        self.lease: float | None = None
 
     @classmethod
     async def open(
@@ -68,8 +74,11 @@ class SqliteLedger:
     async def sent_earlier(self, records: Sequence[tuple[str, str]]) -> set[str]:
         return await self._call(lambda: self._store.sent_earlier(records))
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
+    async def record(self, outcomes: Sequence[Outcome]) -> set[str]:
+        # One process holds the file (its lock): every claim in it is this run's, so no
+        # outcome needs fencing (see pipeline.lease).
         await self._call(lambda: self._store.record(outcomes))
+        return set()
 
     async def failed(
         self, batch_size: int = 500, *, retryable_only: bool = False
@@ -117,11 +126,18 @@ class SqliteLedger:
     async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         return await self._call(lambda: self._store.recorded_ids(ids))
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self) -> bool:
         await self._call(self._store.heartbeat)
+        return True
 
     async def last_seen(self, run_ids: Sequence[str]) -> float | None:
         return await self._call(lambda: self._store.last_seen(run_ids))
+
+    async def quiet_in(self, run_ids: Sequence[str]) -> float:
+        # The runs that left records here are gone (this run holds the lock): their last
+        # request went out before their next heartbeat was due.
+        seen = await self.last_seen(run_ids)
+        return max(0.0, (seen or 0.0) + HEARTBEAT_S - time.time())
 
     async def counts(self) -> dict[str, int]:
         return await self._call(self._store.counts)
@@ -139,9 +155,10 @@ class SqliteLedger:
 
 
 async def open_ledger(
-    url: str, run_id: str, *, command: str, read_only: bool = False
+    url: str, run_id: str, *, command: str, read_only: bool = False, request_bound: float = 0.0
 ) -> SqliteLedger:
-    """The registry's entry point: ``url`` is a path or ``sqlite:///path``."""
+    """The registry's entry point: ``url`` is a path or ``sqlite:///path`` (``request_bound``
+    serves leases, which SQLite has no need of)."""
     # Imported here to keep this edit to the end of the module (the URL rules live in urls.py).
     from pipeline.urls import local_path
 

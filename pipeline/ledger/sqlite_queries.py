@@ -99,8 +99,8 @@ def _record(row: tuple[Any, ...]) -> LedgerRecord:
         reason=reason,
         attempts=attempts,
         assistant_id=assistant,
-        body=json.loads(body) if body else None,
-        fields=json.loads(fields) if fields else None,
+        body=parse_summary(body),  # a JSON object, or None (a row without a usable one)
+        fields=parse_summary(fields),
         updated_at=row[10],
         retired_from=row[11],
         retired_reason=row[12],
@@ -169,6 +169,16 @@ def select_all(
     query = f"SELECT json_group_array(json_array({columns})) FROM ({select})"
     (rows,) = db.execute(query, params).fetchone()
     return cast(list[Any], json.loads(rows))
+
+
+#: A row that needs its request body (to be sent again, or looked up) and has none: what an
+#: older version left when it wrote an outcome over another run's sent row.
+BODILESS = "(body IS NULL AND state IN ('failed', 'in_flight', 'unknown'))"
+#: Such a row gets its body back from the input that brings the record again, as ``unknown``
+#: (it may be stored): reconciliation then settles it.
+HEAL = (
+    f"UPDATE records SET body = ?, assistant_id = ?, state = 'unknown' WHERE key = ? AND {BODILESS}"
+)
 
 
 def last_seen(db: sqlite3.Connection, run_ids: Sequence[str]) -> float | None:

@@ -13,11 +13,11 @@ import orjson
 
 from pipeline.errors import LedgerError
 from pipeline.ledger import sqlite_queries, sqlite_writes
-from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo
+from pipeline.ledger.base import Decision, LedgerRecord, RecordFilter, RunInfo, readable
 from pipeline.ledger.connect import connect, ledger_error
 from pipeline.ledger.schema import migrate
 from pipeline.ledger.sqlite_writes import CLAIM, OUTCOME, Write
-from pipeline.models import Accepted, FeedbackRecord, Outcome, Rejection, Status, invalid_key
+from pipeline.models import Accepted, Outcome, Rejection, Status, invalid_key
 
 _INVALID = """
 INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
@@ -107,8 +107,15 @@ class SqliteStore:
     def _states(self, keys: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
         for chunk, marks in _chunks(keys):
-            rows = self._rows("key, state, run_id", f"records WHERE key IN ({marks})", chunk)
-            found.update((k, (s, r)) for k, s, r in rows)
+            where = f"records WHERE key IN ({marks})"
+            rows = self._rows(
+                "key, state, run_id, gone",
+                f"(SELECT *, {sqlite_queries.BODILESS} AS gone FROM {where})",
+                chunk,
+            )
+            # A row that needs its request body and has none (an older version wrote it over
+            # a sent row): the record may be stored, so it is uncertain, never sent blindly.
+            found.update((k, (Status.UNKNOWN if gone else s, r)) for k, s, r, gone in rows)
             if self._dry_run:
                 rows = self._rows("key", f"temp.dry_claims WHERE key IN ({marks})", chunk)
                 found.update((k, (Status.IN_FLIGHT, self.run_id)) for (k,) in rows)
@@ -122,6 +129,7 @@ class SqliteStore:
         decisions: list[Decision] = []
         claims: list[tuple[object, ...]] = []
         invalid: list[tuple[object, ...]] = []
+        heal: list[tuple[object, ...]] = []
         now = _now()
         for item in batch:
             if isinstance(item, Rejection):
@@ -131,6 +139,10 @@ class SqliteStore:
                 continue
             key = item.key
             decision = self._decide(known.get(key))
+            if decision is Decision.UNCERTAIN:
+                # Its body from the input, so that reconciliation can settle the row.
+                body = orjson.dumps(item.record.body()).decode()
+                heal.append((body, item.record.assistant_id, key))
             if decision is Decision.SEND:
                 known[key] = (Status.IN_FLIGHT, self.run_id)
                 body = orjson.dumps(item.record.body()).decode()
@@ -148,7 +160,10 @@ class SqliteStore:
             if self._had_invalid and isinstance(item, Accepted) and item.location
         ]
         self._commit_many(
-            (CLAIM, claims), (_INVALID, invalid), ("DELETE FROM records WHERE key = ?", fixed)
+            (CLAIM, claims),
+            (_INVALID, invalid),
+            ("DELETE FROM records WHERE key = ?", fixed),
+            (sqlite_queries.HEAL, heal),
         )
         return decisions
 
@@ -223,29 +238,30 @@ class SqliteStore:
             "ORDER BY key LIMIT ?",
             (after, self.run_id, limit),
         ).fetchall()
-        return [
-            Accepted(location, FeedbackRecord(assistant_id=assistant, **json.loads(body)), key)
-            for key, assistant, body, location in rows
-        ]
+        return readable(
+            [(key, loc, assistant, body) for key, assistant, body, loc in rows], "replayed"
+        )
 
     def uncertain(self, this_run: bool) -> list[tuple[Accepted, str]]:
         """Records whose request may have reached the API: this run's ``unknown`` ones, or
         the ``in_flight``/``unknown`` ones other (dead: the lock says so) runs left."""
+        rows = self._uncertain_rows(this_run)
+        owners = {key: run for key, _, _, _, run in rows}
+        items = readable([(key, loc, a, body) for key, a, body, loc, run in rows], "reconciled")
+        return [(item, owners[item.key]) for item in items]
+
+    def _uncertain_rows(self, this_run: bool) -> list[Any]:
         if this_run:
             where, params = "state = 'unknown' AND run_id = ?", (self.run_id,)
         else:
             where, params = "state IN ('in_flight', 'unknown') AND run_id != ?", (self.run_id,)
-        rows = self._db.execute(
+        return self._db.execute(
             f"SELECT key, assistant_id, body, location, run_id FROM records WHERE {where}", params
         ).fetchall()
-        return [
-            (Accepted(loc, FeedbackRecord(assistant_id=assistant, **json.loads(body)), key), run)
-            for key, assistant, body, loc, run in rows
-        ]
 
     def settle(self, outcomes: Sequence[Outcome], this_run: bool) -> set[str]:
         """Reconciliation's outcomes, for the records still uncertain (as it read them)."""
-        still = {item.key for item, _ in self.uncertain(this_run)}
+        still = {row[0] for row in self._uncertain_rows(this_run)}
         kept = [o for o in outcomes if o.key in still]
         self.record(kept)
         return {o.key for o in kept}
