@@ -24,9 +24,6 @@ from typing import Any, Literal, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 LOGGER = "pipeline"
-#: Client libraries whose own warnings (a lost connection, a reconnect) are shown as one line
-#: of ours, without their traceback: the run's own line says what it means for the run.
-LIBRARIES = ("asyncpg", "aio_pika", "aiormq")
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 #: -v / -q counted: what ``-q`` once, twice, three times (or ``-v``) means.
@@ -58,30 +55,11 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 class _TextFormatter(logging.Formatter):
     """``ISO-8601 UTC timestamp, level, message``: one line per event."""
 
-    def __init__(self, prefix: str = "") -> None:
-        super().__init__(f"%(asctime)s.%(msecs)03dZ %(levelname)-7s {prefix}%(message)s")
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-
-
-class _OneLine(_TextFormatter):
-    """A library's record in one line: its message and its exception's, no traceback."""
-
-    def __init__(self) -> None:
-        super().__init__("%(name)s: ")
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc = record.exc_info[1] if record.exc_info else None
-        line = logging.Formatter.format(self, _without_exc(record))
-        return f"{line}: {type(exc).__name__}: {exc}" if exc is not None else line
-
-
-def _without_exc(record: logging.LogRecord) -> logging.LogRecord:
-    copy = logging.makeLogRecord(record.__dict__)
-    copy.exc_info = copy.exc_text = None
-    copy.stack_info = None
-    return copy
 
 
 def _json_formatter() -> logging.Formatter:
@@ -110,16 +88,6 @@ def setup(
     log.setLevel(level.upper())
     # Records stop here: a host application's root handlers would print them twice.
     log.propagate = False
-    for name in LIBRARIES:
-        library = logging.getLogger(name)
-        for old in list(library.handlers):
-            library.removeHandler(old)
-            old.close()
-        quiet = _Stderr(stream)
-        quiet.setFormatter(_OneLine())
-        library.addHandler(quiet)
-        library.setLevel(logging.WARNING)
-        library.propagate = False
 
 
 def event(level: int, message: str, name: str, **fields: Any) -> None:

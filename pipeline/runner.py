@@ -268,6 +268,11 @@ async def _deliver(
                 await control.cancel_background()
         summary.retries = delivery.retries
         summary.aborted = control.reason
+        if control.lease_lost:
+            summary.aborted = (
+                f"{control.reason}; it stopped sending and left {summary.in_flight} claimed "
+                "records in flight for the other workers to settle"
+            )
         summary.stopped = control.ended
         summary.concurrency = delivery.limit.limit
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,10 @@ import asyncpg
 from pipeline.errors import LedgerError
 
 T = TypeVar("T")
+
+# asyncpg logs a lost connection (with its traceback) itself, and with no handler Python
+# prints that to stderr beside our one line that says what it means for the run.
+logging.getLogger("asyncpg").addHandler(logging.NullHandler())
 
 #: What asyncpg raises when the server or the connection fails.
 DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
