@@ -66,15 +66,15 @@ NO_LEASE: LeaseGate = _NoLease()
 
 class Lease:
     """``seconds``: the ledger's lease; ``renew``: one renewal, True if the ledger renewed the
-    lease, False if it refused (the lease had run out there); ``lost``: told the reason once,
-    when the lease is lost (the runner stops the run with it)."""
+    lease, False if it refused (the lease had run out there); ``on_lost``: told the reason
+    once, when the lease is lost (the runner stops the run with it)."""
 
     def __init__(
         self,
         seconds: float,
         renew: Callable[[], Awaitable[bool]],
         *,
-        lost: Callable[[str], None],
+        on_lost: Callable[[str], None],
         notice: Callable[[str], None] = lambda _: None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -83,15 +83,14 @@ class Lease:
         self.margin = min(MAX_MARGIN_S, seconds * MARGIN_SHARE)
         self.renew_bound = min(RENEW_BOUND_S, seconds / 3)
         self._renew = renew
-        self._on_lost = lost
+        self._on_lost = on_lost
         self._notice = notice
         self._clock = clock
         self._sleep = sleep
         self._renewed_at = clock()  # the ledger granted the lease as the run began
         self._renewed = asyncio.Event()
-        self.lost: str | None = None
-        self.late = 0  # renewals that failed or took longer than renew_bound
-        self._failing = False
+        self.lost: str | None = None  # why, once lost
+        self._failing = False  # the last renewal failed (said once, until one succeeds)
 
     def valid(self) -> bool:
         return self.lost is None and self._clock() < self._renewed_at + self.seconds - self.margin
@@ -172,7 +171,6 @@ class Lease:
             self._renewed.set()
 
     def _failed(self, why: str) -> None:
-        self.late += 1
         if not self._failing:
             self._notice(
                 f"lease: renewal failed ({why}); sending goes on while the lease holds "

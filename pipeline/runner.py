@@ -303,7 +303,7 @@ def _lease(ledger: Ledger, control: RunControl, progress: Progress) -> Lease | N
     """The run's lease on its claims, where the ledger has leases (a shared one)."""
     if ledger.lease is None:
         return None
-    return Lease(ledger.lease, ledger.heartbeat, lost=control.lose_lease, notice=progress.notice)
+    return Lease(ledger.lease, ledger.heartbeat, on_lost=control.lose_lease, notice=progress.notice)
 
 
 def _delivery(

@@ -42,7 +42,7 @@ class Ledger:
 
 
 def _lease(clock: Clock, ledger: Ledger, lost: list[str], seconds: float = 10.0) -> Lease:
-    return Lease(seconds, ledger.renew, lost=lost.append, clock=clock)
+    return Lease(seconds, ledger.renew, on_lost=lost.append, clock=clock)
 
 
 async def test_requests_start_only_while_the_lease_holds_less_its_margin() -> None:
@@ -99,7 +99,7 @@ async def test_a_renewal_granted_after_a_pause_longer_than_the_lease_still_loses
 async def test_a_failing_ledger_is_tolerated_while_the_lease_holds_then_lost() -> None:
     clock, ledger, lost = Clock(), Ledger(), list[str]()
     notices: list[str] = []
-    lease = Lease(10.0, ledger.renew, lost=lost.append, notice=notices.append, clock=clock)
+    lease = Lease(10.0, ledger.renew, on_lost=lost.append, notice=notices.append, clock=clock)
     ledger.answer = LedgerError("ledger postgresql://u:***@h/db: renewing the lease failed")
 
     async def tick(_: float) -> None:
@@ -116,7 +116,7 @@ async def test_a_renewal_that_never_answers_cannot_hold_the_lease_up() -> None:
     # A real (short) clock: the renewal hangs for good, as on a blackholed link.
     ledger, lost = Ledger(), list[str]()
     ledger.answer = None
-    lease = Lease(0.3, ledger.renew, lost=lost.append)
+    lease = Lease(0.3, ledger.renew, on_lost=lost.append)
     await asyncio.wait_for(lease.keep(0.01), 5)
     assert lost and "no renewal reached the ledger" in lost[0]
     assert ledger.renewals == 1  # the stuck renewal is not piled upon
@@ -125,7 +125,7 @@ async def test_a_renewal_that_never_answers_cannot_hold_the_lease_up() -> None:
 async def test_delivery_never_starts_a_request_once_the_lease_is_lost() -> None:
     clock, ledger = Clock(), Ledger()
     control = RunControl()
-    lease = Lease(10.0, ledger.renew, lost=control.lose_lease, clock=clock)
+    lease = Lease(10.0, ledger.renew, on_lost=control.lose_lease, clock=clock)
     record = FeedbackRecord(assistant_id="aia_asst_x", session_id="s1", score=0.5)
     with FakeServer(FakeState()) as server:
         auth = aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)

@@ -7,8 +7,8 @@ that its heartbeat renews every second while it holds, never once it ran out (pi
 - An outcome is written only over the claim it belongs to (owner, token, still in flight): a
   worker that lost its lease never writes over what another settled; the refused keys come
   back to it, counted.
-- Every call is bounded in time (:data:`CALL_BOUND_S`; connecting :data:`CONNECT_S`): a
-  stalled or cut ledger is a :class:`LedgerError` naming it, never a hang.
+- Every call is bounded in time (:mod:`pipeline.ledger.postgres_link`): a stalled or cut
+  ledger is a :class:`LedgerError` naming it, never a hang.
 
 - A claim is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` per batch: it takes a record
   only if it is new, or ``failed``/``retired`` by another run. PostgreSQL locks the conflicting
@@ -37,12 +37,12 @@ import orjson
 from pipeline.ledger import postgres_schema as schema_
 from pipeline.ledger import postgres_sql as sql
 from pipeline.ledger.base import Decision, readable
-from pipeline.ledger.postgres_link import CALL_BOUND_S, CLOSE_S, CONNECT_S, Link
+from pipeline.ledger.postgres_link import CLOSE_S, Link
 from pipeline.ledger.postgres_reads import NOW, PostgresReads, now_iso
 from pipeline.ledger.sqlite_queries import RETRYABLE
 from pipeline.models import Accepted, Outcome, Rejection, Status, invalid_key
 
-__all__ = ["CALL_BOUND_S", "CONNECT_S", "PostgresLedger", "open_ledger"]
+__all__ = ["PostgresLedger", "open_ledger"]
 
 
 class PostgresLedger(PostgresReads):
