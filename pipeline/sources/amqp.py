@@ -54,7 +54,7 @@ from pipeline.models import Accepted, RawRecord
 from pipeline.sources.amqp_acks import AckPlan
 from pipeline.sources.amqp_link import Target, open_channel, parse_url
 from pipeline.sources.base import Done, SourceOptions
-from pipeline.sources.jsonl import parse_line
+from pipeline.sources.decode import json_object
 from pipeline.sources.release import Holding
 
 #: The largest message body read as a record; a larger one is dead-lettered unparsed.
@@ -91,7 +91,7 @@ def to_record(queue: str, message: AbstractIncomingMessage) -> RawRecord:
     if size > MESSAGE_LIMIT:
         reason = f"message of {size} bytes, more than {MESSAGE_LIMIT} (the limit)"
         return RawRecord(location, {}, reason, handle)
-    return replace(parse_line(location, message.body), handle=handle)
+    return replace(json_object(location, message.body), handle=handle)
 
 
 class AmqpSource:

@@ -22,9 +22,10 @@ them) and a dead one's become claimable after ``claim_idle``, so the wait is bou
 entries pending on this consumer (handed out, not final) do not hold the drain up: their
 outcome decides.
 
-An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object.
-Entries that cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an
-entry over ``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
+An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object
+(read by :mod:`pipeline.sources.decode`, as files and RabbitMQ messages are). Entries that
+cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an entry over
+``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
 A dead letter is ``XADD dead * reason .. location .. field value ...`` then ``XACK``, in one
 MULTI/EXEC: nothing is acked without its copy.
 """
@@ -33,9 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,6 +44,7 @@ from redis.exceptions import RedisError, ResponseError
 from pipeline.errors import AbortedError, SourceError
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.decode import json_object
 from pipeline.sources.redis_link import Target, connect
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
@@ -72,15 +73,7 @@ def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
         return RawRecord(location, {}, "entry is not valid UTF-8", handle)
     if "body" not in text:
         return RawRecord(location, text, None, handle)
-    try:
-        body = json.loads(text["body"])
-    except ValueError as exc:
-        return RawRecord(location, {}, f"body is not JSON ({exc})", handle)
-    if not isinstance(body, dict):
-        return RawRecord(
-            location, {}, f"body is a JSON {type(body).__name__}, not an object", handle
-        )
-    return RawRecord(location, body, None, handle)
+    return replace(json_object(location, fields[b"body"]), handle=handle)
 
 
 class RedisStreamSource:
