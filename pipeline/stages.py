@@ -71,7 +71,7 @@ class Stages:
         self._summary = summary
         self._progress = progress
         self._concurrency = concurrency
-        self.acks = Acks(control)
+        self.acks = Acks(control, progress.problem)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
         # Claimed batches on their way to the workers: one may wait here, so that the next
         # batch is read, validated and claimed while this one is sent (in turn, the workers
