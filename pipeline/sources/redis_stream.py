@@ -26,8 +26,8 @@ An entry is flat fields named like the CSV columns, or one field ``body`` with a
 (read by :mod:`pipeline.sources.decode`, as files and RabbitMQ messages are). Entries that
 cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an entry over
 ``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
-A dead letter is ``XADD dead * reason .. location .. field value ...`` then ``XACK``, in one
-MULTI/EXEC: nothing is acked without its copy.
+Dead letters (a copy, then the ack, atomically; truncated when the whole copy is refused) are
+:mod:`pipeline.sources.redis_dead`'s.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pipeline.errors import AbortedError, SourceError
+from pipeline.errors import AbortedError, DeadLetterError, SourceError
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
+from pipeline.sources.redis_dead import DeadLetters, Letter
 from pipeline.sources.redis_link import Target, connect
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
@@ -85,6 +86,7 @@ class RedisStreamSource:
         self._idle_ms = max(1, int(options.claim_idle * 1000))
         self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
         self._released: set[bytes] = set()  # given back, not offered again yet: drain waits
+        self._dead = DeadLetters(client, target.stream, target.group, target.dead)
 
     @property
     def name(self) -> str:
@@ -193,30 +195,24 @@ class RedisStreamSource:
     async def ack(self, done: Sequence[Done]) -> None:
         stream, group = self._t.stream, self._t.group
         plain = [d.handle.id for d in done if isinstance(d.handle, Entry) and not d.dead_letter]
-        dead = [(d.handle, d.dead_letter) for d in done if isinstance(d.handle, Entry)]
-        dead = [(entry, reason) for entry, reason in dead if reason]
+        prefix = f"redis:{stream}/"
+        letters = [
+            Letter(d.handle.id, prefix + d.handle.id.decode(), d.handle.fields, d.dead_letter)
+            for d in done
+            if isinstance(d.handle, Entry) and d.dead_letter
+        ]
         try:
             if plain:
                 await self._redis.xack(stream, group, *plain)
-            if dead:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for entry, reason in dead:
-                        pipe.xadd(self._t.dead, self._dead_letter(entry, reason or ""))
-                    pipe.xack(stream, group, *(entry.id for entry, _ in dead))
-                    await pipe.execute()
+            problems = await self._dead.write(letters)
         except RedisError as exc:
             raise SourceError(self._t.gone(exc)) from None
-        for settled in (self._out, self._released):
-            settled.difference_update(plain)
-            settled.difference_update(entry.id for entry, _ in dead)
-
-    def _dead_letter(self, entry: Entry, reason: str) -> dict[Any, Any]:
-        location = f"redis:{self._t.stream}/{entry.id.decode()}"
-        copy: dict[Any, Any] = {b"reason": reason.encode(), b"location": location.encode()}
-        for key, value in entry.fields.items():
-            # The original fields as they were; names that clash with ours keep a prefix.
-            copy[b"field:" + key if key in (b"reason", b"location") else key] = value
-        return copy
+        refused = {where for where, what in problems if "stays pending" in what}
+        settled = [*plain, *(lt.id for lt in letters if lt.location not in refused)]
+        for ids in (self._out, self._released):
+            ids.difference_update(settled)
+        if problems:
+            raise DeadLetterError(problems)
 
     async def close(self) -> None:
         await self._redis.aclose()
