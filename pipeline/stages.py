@@ -248,7 +248,7 @@ class Stages:
                 continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
-                self._progress.problem(item.location, f"failed: {_describe(outcome)}")
+                self._progress.problem(item.location, _logged(outcome))
             if outcome.status is Status.UNKNOWN:
                 self.acks.hold(item.key, item.handle)
             elif outcome.status is Status.SENT:
@@ -262,6 +262,14 @@ class Stages:
         the queue delivers it again."""
         message = outcome.error_message or ""
         return self._control.stopped and message.startswith("not sent")
+
+
+def _logged(outcome: Outcome) -> str:
+    """A problem line that says what the ledger holds: an ``unknown`` record is no failure
+    (it may be stored; reconciliation settles it)."""
+    if outcome.status is Status.UNKNOWN:
+        return f"unknown (may be stored; reconcile settles it): {_describe(outcome)}"
+    return f"failed: {_describe(outcome)}"
 
 
 def _describe(outcome: Outcome) -> str:
