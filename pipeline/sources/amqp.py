@@ -151,6 +151,7 @@ class AmqpSource:
                     self._buffer.put_nowait(message)
                 batch = await self._take()
                 if batch:
+                    self._waiting = None
                     yield [to_record(self._target.queue, m) for m in batch]
                 elif self._options.drain and await self._drained(queue):
                     return
@@ -201,14 +202,28 @@ class AmqpSource:
         if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
             await self._widen(queue)
         if ready or not self._buffer.empty() or self._held:
+            self._waiting = (
+                f"{len(self._held)} messages given back (uncertain records), offered again "
+                f"every {self._options.claim_idle:g} s until reconciliation settles them"
+                if self._held and not ready
+                else None
+            )
             return False
         if self._tag is not None and not self._unacked:
             # Holding nothing, this run stops counting as a consumer: the count then tells
             # the other drain runs who still holds messages (see the module's docstring).
             await queue.cancel(self._tag)
             self._tag = None
-        self._waiting = f"{others} other consumer(s) of {self._target.queue}" if others else None
+        self._waiting = (
+            f"{others} other consumer(s) of {self._target.queue} (messages they hold come "
+            "back if they die)"
+            if others > 0
+            else None
+        )
         return others <= 0
+
+    def waiting(self) -> str | None:
+        return self._waiting
 
     def release(self, handles: Sequence[object]) -> None:
         self._held.hold(h.message for h in handles if isinstance(h, _Handle))

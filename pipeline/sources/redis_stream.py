@@ -86,6 +86,7 @@ class RedisStreamSource:
         self._idle_ms = max(1, int(options.claim_idle * 1000))
         self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
         self._released: set[bytes] = set()  # given back, not offered again yet: drain waits
+        self._said: str | None = None  # what a drain waits for (the progress line says it)
         self._dead = DeadLetters(client, target.stream, target.group, target.dead)
 
     @property
@@ -103,6 +104,7 @@ class RedisStreamSource:
                     yield batch
                 batch = await self._new(block=not self._drain)
                 if batch:
+                    self._said = None
                     yield batch
                 elif not found and self._drain:
                     if not await self._waiting():
@@ -164,13 +166,20 @@ class RedisStreamSource:
     async def _waiting(self) -> bool:
         """Whether a drain must wait: for entries pending on another consumer, or for those
         this run released that are still pending on it (XAUTOCLAIM offers them again)."""
-        summary = await self._redis.xpending(self._t.stream, self._t.group)
+        consumers = await self._redis.xinfo_consumers(self._t.stream, self._t.group)
         mine, own = self._t.consumer.encode(), 0
-        for consumer in summary["consumers"] or []:
-            if consumer["name"] == mine:
-                own = int(consumer["pending"])
-            elif consumer["pending"]:
-                return True
+        holders = []
+        for consumer in consumers:
+            name, pending = consumer["name"], int(consumer["pending"])
+            if name in (mine, self._t.consumer):
+                own = pending
+            elif pending:
+                holders.append((_text(name), pending, int(consumer["idle"]) / 1000))
+        if holders:
+            name, pending, idle = max(holders, key=lambda h: h[1])
+            more = f" (and {len(holders) - 1} other consumer(s))" if len(holders) > 1 else ""
+            self._said = f"{pending} entries held by consumer {name}, idle {idle:.0f} s{more}"
+            return True
         if self._released and own:
             # Another consumer may have taken one over and acked it: forget those.
             rows = await self._redis.xpending_range(
@@ -179,7 +188,16 @@ class RedisStreamSource:
             self._released &= {row["message_id"] for row in rows}
         else:
             self._released.clear()
+        self._said = (
+            f"{len(self._released)} entries given back (uncertain records), offered again "
+            f"every {self._idle_ms / 1000:g} s until reconciliation settles them"
+            if self._released
+            else None
+        )
         return bool(self._released)
+
+    def waiting(self) -> str | None:
+        return self._said
 
     def release(self, handles: Sequence[object]) -> None:
         ids = {h.id for h in handles if isinstance(h, Entry)}
@@ -216,6 +234,10 @@ class RedisStreamSource:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode(errors="replace") if isinstance(name, bytes) else name
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
