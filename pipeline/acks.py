@@ -41,12 +41,17 @@ class Ticket:
 
 class Acks:
     def __init__(
-        self, control: RunControl, problem: Callable[[str | None, str], None] = lambda *_: None
+        self,
+        control: RunControl,
+        problem: Callable[[str | None, str], None] = lambda *_: None,
+        refused: Callable[[int], None] = lambda _: None,
     ) -> None:
         """``problem(location, message)``: how an entry's own trouble is said (a dead-letter
-        copy written truncated, or refused): it never stops the run."""
+        copy written truncated, or refused): it never stops the run. ``refused(n)``: told how
+        many copies were refused (their entries stay unacked: the run's work is not done)."""
         self._control = control
         self._problem = problem
+        self._refused = refused
         self._held: dict[str, list[Ticket]] = defaultdict(list)  # unknown, by ledger key
         self._broken = False
 
@@ -66,6 +71,7 @@ class Acks:
             except DeadLetterError as exc:  # the others were acked; these are said, no more
                 for location, message in exc.problems:
                     self._problem(location, message)
+                self._refused(exc.refused)
             except Exception as exc:  # noqa: BLE001 - any failure ends the run, cleanly
                 self._broken = True  # later acks would fail alike; their entries are redelivered
                 self._control.abort(f"ack to {source.name} failed: {type(exc).__name__}: {exc}")

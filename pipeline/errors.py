@@ -60,9 +60,10 @@ class DeadLetterError(SourceError):
     and its entry left unacked, for a later run). Every other entry of the same ``ack`` call
     was acked: one entry's copy never stops the run."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], refused: int) -> None:
         super().__init__("; ".join(f"{where}: {what}" for where, what in problems))
         self.problems = problems
+        self.refused = refused  # of them, copies not written at all
 
 
 class LedgerError(PipelineError):

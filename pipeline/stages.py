@@ -71,7 +71,7 @@ class Stages:
         self._summary = summary
         self._progress = progress
         self._concurrency = concurrency
-        self.acks = Acks(control, progress.problem)
+        self.acks = Acks(control, progress.problem, self._refused_copies)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
         # Claimed batches on their way to the workers: one may wait here, so that the next
         # batch is read, validated and claimed while this one is sent (in turn, the workers
@@ -101,6 +101,9 @@ class Stages:
                 await asyncio.wait(set(self._workers))
             self._outcomes.put_nowait(None)
             await writer
+
+    def _refused_copies(self, count: int) -> None:
+        self._summary.dead_letters_refused += count
 
     def _waiting(self, started: bool) -> None:
         """A record started (or ended) a wait that holds no slot: while fewer workers than

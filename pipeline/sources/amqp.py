@@ -250,7 +250,8 @@ class AmqpSource:
             if isinstance(d.handle, _Handle) and r is not None
         ]
         if problems:
-            raise DeadLetterError(problems)
+            refused = sum(1 for r in copies if isinstance(r, BaseException))
+            raise DeadLetterError(problems, refused)
 
     def _problem(self, result: BaseException | str) -> str:
         if isinstance(result, str):

@@ -230,7 +230,7 @@ class RedisStreamSource:
         for ids in (self._out, self._released):
             ids.difference_update(settled)
         if problems:
-            raise DeadLetterError(problems)
+            raise DeadLetterError(problems, len(refused))
 
     async def close(self) -> None:
         await self._redis.aclose()
