@@ -36,6 +36,9 @@ def _bad_entries() -> list[tuple[dict[str, Any], str]]:
         ({"session_id": b"\xff\xfe", "score": "0.5"}, "invalid: entry is not valid UTF-8"),
         ({"body": "{not json"}, "invalid: invalid JSON: "),
         ({"body": "[1, 2]"}, "invalid: expected a JSON object, got list"),
+        # Read as a JSONL line or a RabbitMQ message is: one decoder for every source.
+        ({"body": "[" * 100_000}, "invalid: invalid JSON: nested too deep"),
+        ({"body": '{"session_id": "d", "score": 1, "score": 0}'}, "duplicated key 'score'"),
         ({"body": "x" * (MAX_ENTRY_BYTES + 1)}, f"over {MAX_ENTRY_BYTES}"),
     ]
 
