@@ -100,6 +100,7 @@ class Story:
         self.ledger = f"{POSTGRES}?schema={self.schema}&lease={LEASE}"
         self.server = ServerProcess(self.tmp, extra=self.faults).start()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.tail = 0.0
 
     def enqueue(self, rows: int, times: int = 1) -> None:
         path = self.tmp / f"{self.queue.name}.csv"
@@ -112,15 +113,20 @@ class Story:
             argv += [self.queue.url("x"), "--assistant-id", ASSISTANT]
             subprocess.run(argv, env=child_env(), check=True, capture_output=True)
 
-    def start(self, name: str, *extra: str, token: str | None = None) -> None:
+    def start(
+        self, name: str, *extra: str, token: str | None = None, batch: int | None = None
+    ) -> None:
         argv = [sys.executable, "-m", "pipeline", "run", self.queue.url(name), "--drain"]
         argv += ["--ledger", self.ledger, "--base-url", self.server.url, "--no-progress"]
         argv += ["--claim-idle", str(CLAIM_IDLE), "--reconcile-every", str(RECONCILE_EVERY)]
         argv += ["--assistant-id", ASSISTANT, "--concurrency", "8", "--max-invalid", "1000"]
-        argv += ["--report", str(self.tmp / f"{self.queue.name}-{name}.json"), *extra]
+        argv += ["--report", str(self.tmp / f"{self.queue.name}-{name}.json"), "--log-every", "5"]
+        argv += extra
         env = {"FEEDBACK_PIPELINE_SETTLE": str(SETTLE)}
         if token is not None:
             env["TWILIO_AUTH_TOKEN"] = token
+        if batch is not None:
+            env["FEEDBACK_PIPELINE_BATCH_SIZE"] = str(batch)
         with (self.tmp / f"{self.queue.name}-{name}.out").open("wb") as out:
             self.procs[name] = subprocess.Popen(
                 argv, env=child_env(env), stdout=out, stderr=subprocess.STDOUT
@@ -141,15 +147,22 @@ class Story:
         return time.monotonic()
 
     def finish(self, since: float) -> tuple[list[int], float]:
-        """Exit codes, and seconds from ``since`` to the last end (None: still running)."""
-        codes = []
-        for name, proc in list(self.procs.items()):
-            try:
-                codes.append(proc.wait(timeout=max(1.0, since + DEADLINE - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(-9)
-            del self.procs[name]
+        """Exit codes, and seconds from ``since`` to the last end (-9: killed at the deadline).
+        Meanwhile :attr:`tail` becomes the seconds from the API's last store to that end:
+        how long the drain took to end once nothing was left to send."""
+        deadline, last, stored = since + DEADLINE, time.monotonic(), -1
+        while any(proc.poll() is None for proc in self.procs.values()):
+            if time.monotonic() > deadline:
+                for proc in self.procs.values():
+                    proc.kill()
+                break
+            now = self.stored()
+            if now != stored:
+                stored, last = now, time.monotonic()
+            time.sleep(0.2)
+        codes = [proc.wait() for proc in self.procs.values()]
+        self.procs.clear()
+        self.tail = time.monotonic() - last
         return codes, time.monotonic() - since
 
     def figures(self, story: str, records: int, kills: int, codes: list[int], took: float) -> None:
@@ -157,7 +170,8 @@ class Story:
         line = {
             "broker": self.broker, "story": story, "records": records, "kills": kills,
             "duplicates": stats["duplicates"], "never_sent": records - stats["distinct"],
-            "exit_codes": codes, "longest_to_end_s": round(took, 1), "bound_s": BOUND,
+            "exit_codes": codes, "longest_to_end_s": round(took, 1),
+            "ended_after_last_store_s": round(self.tail, 1), "bound_s": BOUND,
         }  # fmt: skip
         print(json.dumps(line), flush=True)
 
@@ -183,10 +197,12 @@ def killed_after_the_others(tmp: Path, broker: str, rows: int) -> None:
     story = Story(tmp, broker)
     try:
         story.enqueue(rows)
-        story.start("victim", "--rate", "2")
+        # Small batches and 2 requests/s: it holds a few dozen records while the others
+        # send the rest.
+        story.start("victim", "--rate", "2", "--concurrency", "2", batch=10)
         for name in ("w1", "w2"):
             story.start(name)
-        story.wait_until(lambda: story.stored() >= rows - 60, "the rest stored")
+        story.wait_until(lambda: story.stored() >= rows - 100, "the rest stored")
         since = story.kill("victim")
         codes, took = story.finish(since)
         story.figures("killed after the others", rows, 1, codes, took)
@@ -266,10 +282,15 @@ def wrong_token(tmp: Path, broker: str, rows: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DEADLINE
     parser = argparse.ArgumentParser(prog="python -m bench.drain_stories", description=__doc__)
     parser.add_argument("--records", type=int, default=1500)
     parser.add_argument("--broker", choices=["redis", "rabbitmq"], action="append")
+    parser.add_argument(
+        "--deadline", type=float, default=DEADLINE, help="seconds before a run counts as hung"
+    )
     args = parser.parse_args(argv)
+    DEADLINE = args.deadline
     with tempfile.TemporaryDirectory() as tmp:
         for broker in args.broker or ["redis", "rabbitmq"]:
             killed_after_the_others(Path(tmp), broker, args.records)
