@@ -197,9 +197,9 @@ def killed_after_the_others(tmp: Path, broker: str, rows: int) -> None:
     story = Story(tmp, broker)
     try:
         story.enqueue(rows)
-        # Small batches and 2 requests/s: it holds a few dozen records while the others
+        # Small batches and one request every 5 s: it holds a dozen records while the others
         # send the rest.
-        story.start("victim", "--rate", "2", "--concurrency", "2", batch=10)
+        story.start("victim", "--rate", "0.2", "--concurrency", "2", batch=10)
         for name in ("w1", "w2"):
             story.start(name)
         # Killed once the others ended, or (when they wait for it, as they must) once they
