@@ -199,7 +199,7 @@ class BrokerContract:
         die = broker.hold(4, "holder")
         # Redis takes a silent holder's entries over after --claim-idle: long enough here to
         # see the wait said.
-        idle = 3.0 if broker.takes_over_idle else CLAIM_IDLE
+        idle = _SPREAD_IDLE if broker.takes_over_idle else CLAIM_IDLE
         worker = workers.start("w0", broker.url("w0"), "--claim-idle", str(idle))
         workers.wait_until(
             lambda: "waiting for" in worker.output or worker.proc.poll() is not None,
