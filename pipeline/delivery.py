@@ -187,8 +187,11 @@ class Delivery:
             self._control.abort(str(exc))
             return self.not_sent(item, str(exc))
         except AuthError as exc:
-            self._control.abort(f"authentication refused by the API ({exc})")
-            return self._failed(item, sent.requests, exc, Status.FAILED)
+            # A refused credential is the run's fault, not the record's: not sent (left on its
+            # queue, sent by the rerun with the right token), never failed nor dead-lettered.
+            reason = f"authentication refused by the API ({exc})"
+            self._control.abort(reason)
+            return self.not_sent(item, reason)
         except BaseUrlError as exc:
             # A configuration error found by talking to the API: stop before sending more.
             self._control.abort(str(exc))

@@ -6,7 +6,9 @@ can catch the family; the CLI maps each branch to an exit code::
     PipelineError
     ├── ConfigError             bad settings or invocation               -> exit 2
     ├── SourceError             a source cannot be opened or read        -> exit 2
-    │                           (mid-run: a broker gone; ends the run    -> exit 3)
+    │   │                       (mid-run: a broker gone; ends the run    -> exit 3)
+    │   └── DeadLetterError     a dead-letter copy written truncated, or refused (its
+    │                           entry stays unacked): said, the run goes on
     ├── LedgerError             the ledger is unusable (or did not answer in time) -> exit 3
     ├── AbortedError            the run stopped before it finished       -> exit 3
     │   └── OutageError         the API failed everything (or the --rate-scope
@@ -51,6 +53,18 @@ class ConfigError(PipelineError):
 
 class SourceError(PipelineError):
     """A source file cannot be opened (missing, a directory, unreadable)."""
+
+
+class DeadLetterError(SourceError):
+    """Some dead-letter copies could not be written as they were: each is named in
+    ``problems`` as ``(location, what happened)`` (written truncated, or refused by the broker
+    and its entry left unacked, for a later run). Every other entry of the same ``ack`` call
+    was acked: one entry's copy never stops the run."""
+
+    def __init__(self, problems: list[tuple[str, str]], refused: int) -> None:
+        super().__init__("; ".join(f"{where}: {what}" for where, what in problems))
+        self.problems = problems
+        self.refused = refused  # of them, copies not written at all
 
 
 class LedgerError(PipelineError):

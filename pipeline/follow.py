@@ -1,8 +1,12 @@
 """Housekeeping of a run that reads a queue: a following run may go on for days, and a
 ``--drain`` run may wait for what a killed worker left.
 
-- Every ``reconcile_every`` seconds, a following run's own ``unknown`` outcomes are settled
-  (their queue entries are acked once found stored), instead of only at the end of the run.
+- Every ``reconcile_every`` seconds, a queue run's own ``unknown`` outcomes are settled (their
+  entries are acked once found stored, given back to be sent once found not stored), instead
+  of only at the end of the run: a following run may never end, and a ``--drain`` run may be
+  waiting for another worker that is itself waiting for this one (each holds entries the
+  other must see settled: the same record enqueued twice, or entries taken over), so settling
+  only after the source ended would wait forever.
 - As often, in every queue run, other runs' uncertain records are settled once their owner's
   lease expired (a worker killed mid-run): the entries of those records that this run
   released come back sent (skipped and acked) or not stored (sent), instead of waiting for a
@@ -96,7 +100,7 @@ async def housekeeping(
     leftovers: bool,
 ) -> AsyncIterator[None]:
     """While the stages run: this run's unknowns settled periodically while following
-    (``follow``), other runs' leftovers in follow and drain runs (``leftovers``).
+    (``follow``) or draining a queue (``leftovers``), other runs' leftovers in both.
     ``reconcilers(sleep=, notice=)`` makes a reconciler of the run.
 
     They end (after their current step) when the stages do, before the final reconcile."""
@@ -112,7 +116,7 @@ async def housekeeping(
 
     ended: asyncio.Event = asyncio.Event()
     tasks = []
-    if follow:
+    if follow or leftovers:
         own = reconcilers(sleep=sleep).settle_own
         work = functools.partial(
             settle_periodically, ended, every, own, summary, pipeline.acks, problem

@@ -28,6 +28,7 @@ from pipeline.client import Created, FeedbackClient
 from pipeline.errors import ApiError
 from pipeline.logs import event
 from pipeline.report import Summary
+from pipeline.sources.base import Waiting
 
 #: Seconds of history behind the "current rate".
 RATE_WINDOW = 10.0
@@ -62,6 +63,7 @@ class Snapshot:
     limit: int | None
     rate_cap: float | None
     input: tuple[int, int] | None  # (bytes read, bytes in all) when every size is known
+    waiting: str | None = None  # what a draining queue source waits for, in its words
 
     @property
     def fraction(self) -> float | None:
@@ -114,7 +116,12 @@ class Monitor:
             limit=d.limit.limit if d is not None else None,
             rate_cap=d.rate.cap if d is not None else None,
             input=self._input(),
+            waiting=self._waiting(),
         )
+
+    def _waiting(self) -> str | None:
+        said = [w for s in self._sources if isinstance(s, Waiting) and (w := s.waiting())]
+        return "; ".join(said) or None
 
     def _input(self) -> tuple[int, int] | None:
         done = total = 0
@@ -164,6 +171,8 @@ def progress_line(snap: Snapshot, rate: float) -> str:
     if snap.fraction is not None:
         eta = snap.eta
         parts.append(f"{snap.fraction:.0%} of input" + (f", ETA {duration(eta)}" if eta else ""))
+    if snap.waiting:
+        parts.append(f"waiting for {snap.waiting}")
     return f"progress: {', '.join(parts)} ({duration(snap.elapsed)} elapsed)"
 
 

@@ -44,6 +44,9 @@ class Summary:
     #: Outcomes the ledger refused: the record was no longer this run's claim (its lease ran
     #: out and another worker settled it). Not counted anywhere else; the ledger has the state.
     fenced: int = 0
+    #: Invalid or failed entries whose dead-letter copy the broker refused: left unacked on
+    #: their queue (the run exits 1: its work is not all done).
+    dead_letters_refused: int = 0
     would_send: int = 0  # dry runs only: what a real run would have sent
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
@@ -128,7 +131,8 @@ class Summary:
         if self.aborted:
             return 3
         over = self.failed > self.max_failed or self.invalid > self.max_invalid
-        return 1 if over or self.unknown or self.in_flight else 0
+        left = self.unknown or self.in_flight or self.dead_letters_refused
+        return 1 if over or left else 0
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -194,6 +198,11 @@ class Summary:
             lines.append(
                 f"  {self.released} taken but not sent before the stop: left unacked on the "
                 "queue, delivered again"
+            )
+        if self.dead_letters_refused:
+            lines.append(
+                f"  {self.dead_letters_refused} dead-letter copies refused by the broker: "
+                "their entries are left unacked on the queue"
             )
         if self.stopped and not self.aborted:
             lines.append(f"  {self.stopped} (the normal end of a following run)")

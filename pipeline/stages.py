@@ -71,7 +71,7 @@ class Stages:
         self._summary = summary
         self._progress = progress
         self._concurrency = concurrency
-        self.acks = Acks(control)
+        self.acks = Acks(control, progress.problem, self._refused_copies)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
         # Claimed batches on their way to the workers: one may wait here, so that the next
         # batch is read, validated and claimed while this one is sent (in turn, the workers
@@ -101,6 +101,9 @@ class Stages:
                 await asyncio.wait(set(self._workers))
             self._outcomes.put_nowait(None)
             await writer
+
+    def _refused_copies(self, count: int) -> None:
+        self._summary.dead_letters_refused += count
 
     def _waiting(self, started: bool) -> None:
         """A record started (or ended) a wait that holds no slot: while fewer workers than
@@ -254,7 +257,7 @@ class Stages:
                 continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
-                self._progress.problem(item.location, f"failed: {_describe(outcome)}")
+                self._progress.problem(item.location, _logged(outcome))
             if outcome.status is Status.UNKNOWN:
                 self.acks.hold(item.key, item.handle)
             elif outcome.status is Status.SENT:
@@ -279,6 +282,14 @@ class Stages:
         the queue delivers it again."""
         message = outcome.error_message or ""
         return self._control.stopped and message.startswith("not sent")
+
+
+def _logged(outcome: Outcome) -> str:
+    """A problem line that says what the ledger holds: an ``unknown`` record is no failure
+    (it may be stored; reconciliation settles it)."""
+    if outcome.status is Status.UNKNOWN:
+        return f"unknown (may be stored; reconcile settles it): {_describe(outcome)}"
+    return f"failed: {_describe(outcome)}"
 
 
 def _describe(outcome: Outcome) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from brokers import free_port, unavailable
+from redis_helpers import free_port, unavailable
 
 
 def _bin_dir() -> Path | None:

@@ -1,6 +1,6 @@
 """The machine's PostgreSQL for tests: each test gets a schema of its own, dropped after.
 
-Outside CI a missing server skips its tests; with ``CI=true`` it fails them (brokers.py).
+Outside CI a missing server skips its tests; with ``CI=true`` it fails them (redis_helpers.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from brokers import unavailable
+from redis_helpers import unavailable
 
 PG_URL = os.environ.get(
     "FEEDBACK_PIPELINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 from amqp_helpers import Msg, Queue, unique_queue
-from brokers import Stream, stream
 from conftest import assert_exactly_once, make_rows
 from fleet import LEASE, Fleet, Worker, bodiless, duplicates
 from pg_helpers import PgSchema, pg_schema
+from redis_helpers import Stream, stream
 from tcp_proxy import TcpProxy
 
 from pipeline.fake import FakeServer, FakeState, Faults

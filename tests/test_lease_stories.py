@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from amqp_helpers import Msg, Queue, unique_queue
-from brokers import Stream, stream
 from conftest import assert_exactly_once, make_rows
 from fleet import (
     LEASE,
@@ -32,6 +31,7 @@ from fleet import (
 )
 from pg_cluster import PgCluster, pg_cluster
 from pg_helpers import PgSchema, pg_schema
+from redis_helpers import Stream, stream
 from tcp_proxy import TcpProxy, pg_proxy
 
 from pipeline.fake import FakeServer, FakeState, Faults

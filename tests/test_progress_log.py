@@ -137,3 +137,15 @@ def test_rate_eta_and_line_on_a_fake_clock() -> None:
     )
     queue = Snapshot(1, 1, 1, 0, 0, 0, 0, 0, 1, 0, None, None, None)
     assert queue.fraction is None and queue.eta is None
+
+
+def test_the_progress_line_says_what_a_drain_waits_for() -> None:
+    class Draining:
+        def waiting(self) -> str | None:
+            return "3 entries held by consumer w1, idle 12 s"
+
+    monitor = Monitor(Summary("run", "r1"), [Draining()], clock=lambda: 0.0)
+    snap = monitor.snapshot()
+    assert progress_line(snap, 0.0).endswith(
+        "waiting for 3 entries held by consumer w1, idle 12 s (0:00 elapsed)"
+    )

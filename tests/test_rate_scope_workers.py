@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import RedisServer, redis_server, scope
 from conftest import (
     Cli,
     assert_exactly_once,
@@ -20,6 +19,7 @@ from conftest import (
     wait_for,
     write_csv,
 )
+from redis_helpers import RedisServer, redis_server, scope
 
 from pipeline.fake import FakeServer
 

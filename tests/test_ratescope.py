@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError, OutageError
 from pipeline.ratescope import HORIZON_MS, KEY_PREFIX, SharedRate, scope_key
 
 __all__ = ["redis_server", "scope"]  # fixtures, used by name
-from brokers import RedisServer, free_port, redis_server, scope
+from redis_helpers import RedisServer, free_port, redis_server, scope
 
 
 @dataclass

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from brokers import RedisServer, Stream, redis_server, stream
 from conftest import (
     assert_counts_add_up,
     assert_exactly_once,
@@ -19,6 +18,7 @@ from conftest import (
     run_command,
     wait_for,
 )
+from redis_helpers import RedisServer, Stream, redis_server, stream
 
 from pipeline.fake import FakeServer, FakeState, Faults
 

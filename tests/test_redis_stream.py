@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import Stream, stream
 from click.testing import CliRunner
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, write_csv
+from redis_helpers import Stream, stream
 
 from pipeline.cli import cli as cli_main
 from pipeline.fake import FakeServer, FakeState, Faults
@@ -34,8 +34,11 @@ def _bad_entries() -> list[tuple[dict[str, Any], str]]:
         ({"assistant_id": OK, "session_id": "bad-score", "score": "7"}, "invalid: score"),
         ({"assistant_id": OK, "score": "0.5"}, "invalid: session_id: Field required"),
         ({"session_id": b"\xff\xfe", "score": "0.5"}, "invalid: entry is not valid UTF-8"),
-        ({"body": "{not json"}, "invalid: body is not JSON"),
-        ({"body": "[1, 2]"}, "invalid: body is a JSON list, not an object"),
+        ({"body": "{not json"}, "invalid: invalid JSON: "),
+        ({"body": "[1, 2]"}, "invalid: expected a JSON object, got list"),
+        # Read as a JSONL line or a RabbitMQ message is: one decoder for every source.
+        ({"body": "[" * 100_000}, "invalid: invalid JSON: nested too deep"),
+        ({"body": '{"session_id": "d", "score": 1, "score": 0}'}, "duplicated key 'score'"),
         ({"body": "x" * (MAX_ENTRY_BYTES + 1)}, f"over {MAX_ENTRY_BYTES}"),
     ]
 
@@ -135,7 +138,7 @@ def test_a_dead_consumers_pending_entries_are_claimed_after_claim_idle(
 
 
 def test_a_broker_that_is_down_at_start_exits_2_with_the_url_masked(cli: Cli) -> None:
-    from brokers import free_port
+    from redis_helpers import free_port
 
     url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0?stream=s&group=g"
 

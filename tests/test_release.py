@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from amqp_helpers import Queue, unique_queue
-from brokers import Stream, stream
 from conftest import Cli, assert_exactly_once, make_rows, write_csv
+from redis_helpers import Stream, stream
 
 from pipeline.models import RawRecord
 from pipeline.sources import Done, Source, SourceOptions, open_source

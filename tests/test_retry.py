@@ -291,17 +291,18 @@ async def test_send_permanent_error_fails_at_once() -> None:
     assert control.reason is None
 
 
-async def test_send_auth_error_fails_and_stops_the_run() -> None:
+async def test_send_auth_error_is_not_the_records_fault_and_stops_the_run() -> None:
     client = ScriptedClient(AuthError(401, "Authenticate", code=20003))
     control = RunControl()
     sender = delivery(client, control=control)
 
     outcome = await sender.send(RECORD)
 
+    # Released, not failed: "not sent", no HTTP status of its own (nothing to dead-letter).
     assert outcome.status is Status.FAILED
-    assert outcome.attempts == 1
-    assert outcome.http_status == 401
-    assert outcome.error_code == 20003
+    assert outcome.attempts == 0
+    assert outcome.http_status is None
+    assert (outcome.error_message or "").startswith("not sent: authentication refused")
     assert control.stopped
     assert control.reason is not None
     assert "authentication" in control.reason

@@ -19,9 +19,9 @@ from typing import Any
 import asyncpg
 import pytest
 from amqp_helpers import Msg, Queue, unique_queue
-from brokers import Stream, stream
 from conftest import assert_exactly_once, make_rows, wait_for
 from pg_helpers import PgSchema, pg_schema
+from redis_helpers import Stream, stream
 
 from pipeline.fake import FakeServer, FakeState, Faults
 

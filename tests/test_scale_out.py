@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import Stream, stream
 from conftest import assert_exactly_once, make_rows, wait_for
 from pg_helpers import PgSchema, pg_schema
+from redis_helpers import Stream, stream
 
 from pipeline.fake import FakeServer, FakeState, Faults
 

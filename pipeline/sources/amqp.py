@@ -20,11 +20,16 @@ CSV columns. Choices, and why:
 - **Location** ``amqp:QUEUE/MESSAGE-ID`` when the publisher set a ``message_id`` (``enqueue``
   sets the idempotency key): stable across redeliveries, so a rerun updates the same invalid
   row. Otherwise ``amqp:QUEUE/tag-N`` (the delivery tag: unique within one connection only).
-- **Drain**: done once no delivery is buffered and a passive declare (on the consuming channel,
-  so deliveries sent before its answer arrive before it) reports no ready message. Messages
-  this run still holds unacked are finished by this run; messages unacked by other consumers
-  are theirs (RabbitMQ requeues them as soon as such a consumer's connection goes: the broker
-  does that takeover itself). Nor does it end while this run holds released messages.
+- **Drain**: done once no delivery is buffered or held, a passive declare (on the consuming
+  channel, so deliveries sent before its answer arrive before it) reports no ready message,
+  and no other consumer is attached. AMQP tells no one which messages others hold unacked,
+  only how many consumers there are, so a drain run that holds nothing cancels its consumer
+  (it no longer counts) and keeps asking: a consumer still attached may hold messages, and
+  if it dies they come back ready, and this run consumes again and takes them. A run that
+  holds messages stays attached (even once its own reading ended, until it closes); its own
+  unacked messages do not hold it up (their outcome decides). So the last holder ends first,
+  then the others. A *following* run on the same queue always counts: a drain beside it ends
+  only once it stops.
 - **Released** messages (their record is uncertain: another worker holds it, or a killed one
   left it for reconciliation; see :mod:`pipeline.sources.release`) are held unacked for
   ``claim_idle`` seconds, then handed on again by this run, not requeued: a requeued message
@@ -35,12 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -49,25 +51,30 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPConnectionError
 
-from pipeline.errors import SourceError
-from pipeline.models import Accepted, RawRecord
+from pipeline.errors import DeadLetterError, SourceError
+from pipeline.models import RawRecord
 from pipeline.sources.amqp_acks import AckPlan
+from pipeline.sources.amqp_dead import dead_letter, frame_max
 from pipeline.sources.amqp_link import Target, open_channel, parse_url
+from pipeline.sources.amqp_publish import AmqpPublisher, open_publisher
 from pipeline.sources.base import Done, SourceOptions
-from pipeline.sources.jsonl import parse_line
+from pipeline.sources.decode import json_object
 from pipeline.sources.release import Holding
 
 #: The largest message body read as a record; a larger one is dead-lettered unparsed.
 MESSAGE_LIMIT = 1024 * 1024
 _MAX_PREFETCH = 65535  # AMQP's prefetch-count is 16 bits
 _IDLE = 0.2  # seconds without a delivery before a drain run asks the broker what is left
-_REASON_LIMIT = 4000  # a header must fit in one frame (128 KiB) with the others
 
 
 @dataclass(frozen=True, slots=True)
 class _Handle:
     message: AbstractIncomingMessage
     location: str
+
+
+def _copied(result: BaseException | str | None) -> bool:
+    return not isinstance(result, BaseException)
 
 
 def _tag(message: AbstractIncomingMessage) -> int:
@@ -91,7 +98,7 @@ def to_record(queue: str, message: AbstractIncomingMessage) -> RawRecord:
     if size > MESSAGE_LIMIT:
         reason = f"message of {size} bytes, more than {MESSAGE_LIMIT} (the limit)"
         return RawRecord(location, {}, reason, handle)
-    return replace(parse_line(location, message.body), handle=handle)
+    return replace(json_object(location, message.body), handle=handle)
 
 
 class AmqpSource:
@@ -117,6 +124,7 @@ class AmqpSource:
         self._lost: str | None = None
         self._tag: str | None = None
         self._closing = False
+        self._waiting: str | None = None  # what a drain waits for, for the progress line
         connection.close_callbacks.add(self._on_close)
         channel.close_callbacks.add(self._on_close)
 
@@ -143,12 +151,15 @@ class AmqpSource:
                     self._buffer.put_nowait(message)
                 batch = await self._take()
                 if batch:
+                    self._waiting = None
                     yield [to_record(self._target.queue, m) for m in batch]
                 elif self._options.drain and await self._drained(queue):
                     return
         finally:
             # What is still buffered or held stays unacked: the broker requeues it when we close.
-            if self._lost is None and self._tag is not None:
+            # A run still holding messages (its unknown outcomes, settled now) stays a consumer
+            # until it closes, so that other drain runs wait for what it may give back.
+            if self._lost is None and self._tag is not None and not self._unacked:
                 with contextlib.suppress(Exception):
                     await queue.cancel(self._tag)
 
@@ -160,9 +171,12 @@ class AmqpSource:
     async def _widen(self, queue: AbstractQueue) -> None:
         """A bigger window: a new consumer (deliveries of the old one stay ours to ack)."""
         self._window = min(self._window + self._options.batch_size, _MAX_PREFETCH)
-        if self._tag is not None:
-            await queue.cancel(self._tag)
+        # The new consumer first: the consumer count never drops to 0 while this run holds
+        # messages (other drain runs would take that for "nobody holds any").
+        old = self._tag
         await self._consume(queue)
+        if old is not None:
+            await queue.cancel(old)
 
     async def _take(self) -> list[AbstractIncomingMessage]:
         try:
@@ -181,20 +195,47 @@ class AmqpSource:
         for _ in range(4):
             await asyncio.sleep(0)
         ready = declared.message_count or 0
+        others = (declared.consumer_count or 0) - (self._tag is not None)
+        if ready and self._tag is None:
+            await self._consume(queue)  # messages came back (a consumer went): take them
+            return False
         if ready and self._unacked >= self._window and self._window < _MAX_PREFETCH:
             await self._widen(queue)
-        return ready == 0 and self._buffer.empty() and not self._held
+        if ready or not self._buffer.empty() or self._held:
+            self._waiting = (
+                f"{len(self._held)} messages given back (uncertain records), offered again "
+                f"every {self._options.claim_idle:g} s until reconciliation settles them"
+                if self._held and not ready
+                else None
+            )
+            return False
+        if self._tag is not None and not self._unacked:
+            # Holding nothing, this run stops counting as a consumer: the count then tells
+            # the other drain runs who still holds messages (see the module's docstring).
+            await queue.cancel(self._tag)
+            self._tag = None
+        self._waiting = (
+            f"{others} other consumer(s) of {self._target.queue} (messages they hold come "
+            "back if they die)"
+            if others > 0
+            else None
+        )
+        return others <= 0
+
+    def waiting(self) -> str | None:
+        return self._waiting
 
     def release(self, handles: Sequence[object]) -> None:
         self._held.hold(h.message for h in handles if isinstance(h, _Handle))
 
     async def ack(self, done: Sequence[Done]) -> None:
-        """Plain acks at once; a dead letter's original only once its copy is confirmed."""
+        """Plain acks at once; a dead letter's original only once its copy is confirmed. A
+        copy the broker refuses leaves its entry unacked (said, the run goes on)."""
         self._check()
         plain = [d.handle for d in done if d.dead_letter is None]
         dead = [d for d in done if d.dead_letter is not None]
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
-        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if r is None]
+        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if _copied(r)]
         try:
             await self._ack([h for h in [*plain, *confirmed] if isinstance(h, _Handle)])
         except Exception as exc:  # noqa: BLE001 - say what happened, without secrets
@@ -202,9 +243,23 @@ class AmqpSource:
                 self._on_close(self._connection, exc)  # may come before the close callback
                 self._check()
             raise SourceError(f"ack failed: {self._target.failure(exc)}") from None
-        failed = next((r for r in copies if isinstance(r, BaseException)), None)
-        if failed is not None:
-            raise SourceError(f"dead letter to {self._target.dead}: {self._target.failure(failed)}")
+        self._check()  # a copy that failed because the connection went: the run ends
+        problems = [
+            (d.handle.location, self._problem(r))
+            for d, r in zip(dead, copies, strict=True)
+            if isinstance(d.handle, _Handle) and r is not None
+        ]
+        if problems:
+            refused = sum(1 for r in copies if isinstance(r, BaseException))
+            raise DeadLetterError(problems, refused)
+
+    def _problem(self, result: BaseException | str) -> str:
+        if isinstance(result, str):
+            return f"dead letter to {self._target.dead} written truncated: {result}"
+        return (
+            f"dead letter to {self._target.dead} refused ({self._target.failure(result)}): "
+            "the message stays on its queue, unacked"
+        )
 
     async def _ack(self, handles: list[_Handle]) -> None:
         by_tag = {_tag(h.message): h.message for h in handles}
@@ -215,24 +270,16 @@ class AmqpSource:
             await by_tag[tag].ack()
         self._unacked -= len(by_tag)
 
-    async def _dead_letter(self, done: Done) -> None:
+    async def _dead_letter(self, done: Done) -> str | None:
+        """Publish the copy; what was left out of it (None: whole)."""
         handle = done.handle
         assert isinstance(handle, _Handle) and done.dead_letter is not None
-        original = handle.message
-        headers: dict[str, Any] = dict(original.headers or {})
-        headers.update(
-            reason=done.dead_letter[:_REASON_LIMIT],
-            location=handle.location,
-            queue=self._target.queue,
-        )
-        copy = aio_pika.Message(
-            original.body,
-            headers=headers,
-            content_type=original.content_type,
-            message_id=original.message_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        limit = frame_max(self._connection.transport)
+        copy, cut = dead_letter(
+            handle.message, done.dead_letter, handle.location, self._target.queue, limit
         )
         await self._channel.default_exchange.publish(copy, routing_key=self._target.dead)
+        return cut
 
     async def close(self) -> None:
         self._closing = True
@@ -246,43 +293,4 @@ async def open_source(url: str, options: SourceOptions) -> AmqpSource:
     return AmqpSource(target, connection, channel, options)
 
 
-class AmqpPublisher:
-    """Publishes records, persistent, each confirmed by the broker; a batch's publishes are in
-    flight together (pipelined), not one confirm after the other."""
-
-    def __init__(
-        self, target: Target, connection: AbstractConnection, channel: AbstractChannel
-    ) -> None:
-        self._target = target
-        self._connection = connection
-        self._channel = channel
-
-    async def publish(self, batch: Sequence[Accepted]) -> None:
-        exchange = self._channel.default_exchange
-        messages = [
-            aio_pika.Message(
-                json.dumps(
-                    {**item.record.model_dump(exclude_none=True), "key": item.key},
-                    ensure_ascii=False,
-                ).encode("utf-8"),
-                content_type="application/json",
-                message_id=item.key,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
-            for item in batch
-        ]
-        # mandatory: a message the broker cannot route (the queue deleted meanwhile) fails
-        # the publish instead of vanishing.
-        await asyncio.gather(
-            *(exchange.publish(m, routing_key=self._target.queue, mandatory=True) for m in messages)
-        )
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._connection.close()
-
-
-async def open_publisher(url: str, options: SourceOptions) -> AmqpPublisher:
-    target = parse_url(url)
-    connection, channel = await open_channel(target, target.queue)
-    return AmqpPublisher(target, connection, channel)
+__all__ = ["AmqpPublisher", "AmqpSource", "open_publisher", "open_source"]

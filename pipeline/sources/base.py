@@ -12,7 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast, runtime_checkable
 
 from pipeline.errors import SourceError
 from pipeline.models import Accepted, RawRecord
@@ -66,6 +66,16 @@ class Source(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Waiting(Protocol):
+    """A queue source that can tell what its drain is waiting for (the progress line says it:
+    a run that waits must say for what)."""
+
+    def waiting(self) -> str | None:
+        """E.g. "3 entries held by consumer w1 (idle 12 s)"; None while not waiting."""
+        ...
 
 
 class Publisher(Protocol):

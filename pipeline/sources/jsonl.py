@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from pipeline.models import RawRecord
 from pipeline.sources.base import READ_ERRORS, Input, display_name, open_input, watch_tail
+from pipeline.sources.decode import json_object
 
 #: The longest JSON line, in bytes. Without a limit one line without a newline (a binary
 #: file, a log without line breaks) is read whole into memory; with it, it costs one record.
 LINE_LIMIT = 16 * 1024 * 1024
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads silently keeps the last of two equal keys; two scores in one record is an
-    # error in the data, not something to guess about.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _DuplicateKey(f"duplicated key {dup!r}")
-    return obj
 
 
 class JsonlSource:
@@ -81,20 +66,5 @@ class _Lines:
 
 
 def parse_line(location: str, line: bytes) -> RawRecord:
-    try:
-        text = line.decode("utf-8-sig" if location.endswith(":1") else "utf-8")
-    except UnicodeDecodeError as exc:
-        return RawRecord(location, {}, f"not valid UTF-8 (byte {exc.start + 1})")
-    try:
-        value = json.loads(text.rstrip("\r\n"), object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
-        return RawRecord(location, {}, f"invalid JSON object: {exc}")
-    except json.JSONDecodeError as exc:
-        return RawRecord(location, {}, f"invalid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        return RawRecord(location, {}, "invalid JSON: nested too deep")
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        return RawRecord(location, {}, f"invalid JSON: {exc}")
-    if not isinstance(value, dict):
-        return RawRecord(location, {}, f"expected a JSON object, got {type(value).__name__}")
-    return RawRecord(location, value)
+    # The first line may start with a byte order mark (files saved by some editors).
+    return json_object(location, line, bom=location.endswith(":1"))

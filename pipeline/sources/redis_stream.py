@@ -22,28 +22,30 @@ them) and a dead one's become claimable after ``claim_idle``, so the wait is bou
 entries pending on this consumer (handed out, not final) do not hold the drain up: their
 outcome decides.
 
-An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object.
-Entries that cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an
-entry over ``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
-A dead letter is ``XADD dead * reason .. location .. field value ...`` then ``XACK``, in one
-MULTI/EXEC: nothing is acked without its copy.
+An entry is flat fields named like the CSV columns, or one field ``body`` with a JSON object
+(read by :mod:`pipeline.sources.decode`, as files and RabbitMQ messages are). Entries that
+cannot be read (bytes that are not UTF-8, a body that is not a JSON object, an entry over
+``MAX_ENTRY_BYTES``) become records with ``error`` set: invalid, dead-lettered.
+Dead letters (a copy, then the ack, atomically; truncated when the whole copy is refused) are
+:mod:`pipeline.sources.redis_dead`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pipeline.errors import AbortedError, SourceError
+from pipeline.errors import AbortedError, DeadLetterError, SourceError
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.decode import json_object
+from pipeline.sources.redis_dead import DeadLetters, Letter
 from pipeline.sources.redis_link import Target, connect
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
@@ -72,15 +74,7 @@ def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
         return RawRecord(location, {}, "entry is not valid UTF-8", handle)
     if "body" not in text:
         return RawRecord(location, text, None, handle)
-    try:
-        body = json.loads(text["body"])
-    except ValueError as exc:
-        return RawRecord(location, {}, f"body is not JSON ({exc})", handle)
-    if not isinstance(body, dict):
-        return RawRecord(
-            location, {}, f"body is a JSON {type(body).__name__}, not an object", handle
-        )
-    return RawRecord(location, body, None, handle)
+    return replace(json_object(location, fields[b"body"]), handle=handle)
 
 
 class RedisStreamSource:
@@ -92,6 +86,8 @@ class RedisStreamSource:
         self._idle_ms = max(1, int(options.claim_idle * 1000))
         self._out: set[bytes] = set()  # handed out and not acked: never handed out twice
         self._released: set[bytes] = set()  # given back, not offered again yet: drain waits
+        self._said: str | None = None  # what a drain waits for (the progress line says it)
+        self._dead = DeadLetters(client, target.stream, target.group, target.dead)
 
     @property
     def name(self) -> str:
@@ -108,6 +104,7 @@ class RedisStreamSource:
                     yield batch
                 batch = await self._new(block=not self._drain)
                 if batch:
+                    self._said = None
                     yield batch
                 elif not found and self._drain:
                     if not await self._waiting():
@@ -169,13 +166,20 @@ class RedisStreamSource:
     async def _waiting(self) -> bool:
         """Whether a drain must wait: for entries pending on another consumer, or for those
         this run released that are still pending on it (XAUTOCLAIM offers them again)."""
-        summary = await self._redis.xpending(self._t.stream, self._t.group)
+        consumers = await self._redis.xinfo_consumers(self._t.stream, self._t.group)
         mine, own = self._t.consumer.encode(), 0
-        for consumer in summary["consumers"] or []:
-            if consumer["name"] == mine:
-                own = int(consumer["pending"])
-            elif consumer["pending"]:
-                return True
+        holders = []
+        for consumer in consumers:
+            name, pending = consumer["name"], int(consumer["pending"])
+            if name in (mine, self._t.consumer):
+                own = pending
+            elif pending:
+                holders.append((_text(name), pending, int(consumer["idle"]) / 1000))
+        if holders:
+            name, pending, idle = max(holders, key=lambda h: h[1])
+            more = f" (and {len(holders) - 1} other consumer(s))" if len(holders) > 1 else ""
+            self._said = f"{pending} entries held by consumer {name}, idle {idle:.0f} s{more}"
+            return True
         if self._released and own:
             # Another consumer may have taken one over and acked it: forget those.
             rows = await self._redis.xpending_range(
@@ -184,7 +188,16 @@ class RedisStreamSource:
             self._released &= {row["message_id"] for row in rows}
         else:
             self._released.clear()
+        self._said = (
+            f"{len(self._released)} entries given back (uncertain records), offered again "
+            f"every {self._idle_ms / 1000:g} s until reconciliation settles them"
+            if self._released
+            else None
+        )
         return bool(self._released)
+
+    def waiting(self) -> str | None:
+        return self._said
 
     def release(self, handles: Sequence[object]) -> None:
         ids = {h.id for h in handles if isinstance(h, Entry)}
@@ -200,33 +213,31 @@ class RedisStreamSource:
     async def ack(self, done: Sequence[Done]) -> None:
         stream, group = self._t.stream, self._t.group
         plain = [d.handle.id for d in done if isinstance(d.handle, Entry) and not d.dead_letter]
-        dead = [(d.handle, d.dead_letter) for d in done if isinstance(d.handle, Entry)]
-        dead = [(entry, reason) for entry, reason in dead if reason]
+        prefix = f"redis:{stream}/"
+        letters = [
+            Letter(d.handle.id, prefix + d.handle.id.decode(), d.handle.fields, d.dead_letter)
+            for d in done
+            if isinstance(d.handle, Entry) and d.dead_letter
+        ]
         try:
             if plain:
                 await self._redis.xack(stream, group, *plain)
-            if dead:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for entry, reason in dead:
-                        pipe.xadd(self._t.dead, self._dead_letter(entry, reason or ""))
-                    pipe.xack(stream, group, *(entry.id for entry, _ in dead))
-                    await pipe.execute()
+            problems = await self._dead.write(letters)
         except RedisError as exc:
             raise SourceError(self._t.gone(exc)) from None
-        for settled in (self._out, self._released):
-            settled.difference_update(plain)
-            settled.difference_update(entry.id for entry, _ in dead)
-
-    def _dead_letter(self, entry: Entry, reason: str) -> dict[Any, Any]:
-        location = f"redis:{self._t.stream}/{entry.id.decode()}"
-        copy: dict[Any, Any] = {b"reason": reason.encode(), b"location": location.encode()}
-        for key, value in entry.fields.items():
-            # The original fields as they were; names that clash with ours keep a prefix.
-            copy[b"field:" + key if key in (b"reason", b"location") else key] = value
-        return copy
+        refused = {where for where, what in problems if "stays pending" in what}
+        settled = [*plain, *(lt.id for lt in letters if lt.location not in refused)]
+        for ids in (self._out, self._released):
+            ids.difference_update(settled)
+        if problems:
+            raise DeadLetterError(problems, len(refused))
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode(errors="replace") if isinstance(name, bytes) else name
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
