@@ -35,8 +35,8 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 ASSISTANT = "aia_asst_bench"
-LEASE, CLAIM_IDLE, RECONCILE_EVERY, SETTLE = 5.0, 2.0, 1.0, 0.5
-BOUND = LEASE + SETTLE + RECONCILE_EVERY + CLAIM_IDLE
+LEASE, CLAIM_IDLE, RECONCILE_EVERY, SETTLE, TIMEOUT = 5.0, 2.0, 1.0, 0.5, 5.0
+BOUND = LEASE + TIMEOUT + SETTLE + RECONCILE_EVERY + CLAIM_IDLE
 DEADLINE = 600.0
 
 
@@ -122,7 +122,7 @@ class Story:
         argv += ["--assistant-id", ASSISTANT, "--concurrency", "8", "--max-invalid", "1000"]
         argv += ["--report", str(self.tmp / f"{self.queue.name}-{name}.json"), "--log-every", "5"]
         argv += extra
-        env = {"FEEDBACK_PIPELINE_SETTLE": str(SETTLE)}
+        env = {"FEEDBACK_PIPELINE_SETTLE": str(SETTLE), "FEEDBACK_PIPELINE_TIMEOUT": str(TIMEOUT)}
         if token is not None:
             env["TWILIO_AUTH_TOKEN"] = token
         if batch is not None:
