@@ -38,6 +38,8 @@ def api(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer
     monkeypatch.setenv("FEEDBACK_PIPELINE_BATCH_SIZE", "10")  # small reads: all workers get some
     # The survivors look for a dead worker's records this often (the default is 15 s).
     monkeypatch.setenv("FEEDBACK_PIPELINE_RECONCILE_EVERY", "0.3")
+    # A dead worker's records are settled once its lease and its requests' time bound passed.
+    monkeypatch.setenv("FEEDBACK_PIPELINE_TIMEOUT", "2")
     with FakeServer(FakeState(faults=Faults(seed=7), known_assistants=[OK])) as server:
         # Slow enough that the victim always has requests on the wire when it is killed.
         server.state.update_faults({"latency_ms": 40})

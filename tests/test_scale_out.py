@@ -26,6 +26,8 @@ OK = "aia_asst_test"
 @pytest.fixture
 def api(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     monkeypatch.setenv("FEEDBACK_PIPELINE_SETTLE", "0.05")
+    # A dead worker's records are settled once its lease and its requests' time bound passed.
+    monkeypatch.setenv("FEEDBACK_PIPELINE_TIMEOUT", "2")
     with FakeServer(FakeState(faults=Faults(seed=7), known_assistants=[OK])) as server:
         yield server
 
