@@ -129,7 +129,9 @@ class Delivery:
             if item.record.assistant_id in self._missing:  # found out while this one waited
                 raise NotSentError(f"not sent: {_not_found(item.record.assistant_id)}")
             if not self._lease.valid():  # the last check before the request is written
-                await self._lease.admit()
+                await self._lease.admit()  # waits for a renewal (the run may stop meanwhile)
+                if self._control.stopped:
+                    raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             sent.requests += 1
             if sent.requests > 1:
                 self.retries += 1
