@@ -15,7 +15,9 @@ import asyncio
 import email.utils
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -81,6 +83,22 @@ class FeedbackPage:
     next_page_url: str | None
 
 
+def last_check_config() -> aiohttp.TraceConfig:
+    """Tracing that calls a request's ``trace_request_ctx`` (when it is a check) once the
+    request's connection is ready, new or reused: the last moment before the request is
+    written, with nothing awaited in between (aiohttp releases the connection if it raises)."""
+
+    async def check(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        last = context.trace_request_ctx
+        if callable(last):
+            last()
+
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_end.append(check)
+    config.on_connection_reuseconn.append(check)
+    return config
+
+
 class FeedbackClient:
     """Calls ``{base_url}/v1/Assistants/{id}/Feedbacks`` on a session the caller owns.
 
@@ -88,8 +106,18 @@ class FeedbackClient:
     Redirects are never followed (``allow_redirects=False`` on every request).
     """
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        last_check: Callable[[], None] | None = None,
+    ) -> None:
+        """``last_check``: called once a POST's connection is ready, right before the request
+        is written (on a session made with :func:`last_check_config`); an error it raises
+        stops the request unwritten."""
         self._session = session
+        self._last_check = last_check
         self._base = base_url.rstrip("/")
         self._confirmed = False  # a real feedback came back at least once
         self._urls: dict[str, URL] = {}  # by assistant id: a URL costs a quote and a parse
@@ -117,7 +145,11 @@ class FeedbackClient:
                 data, headers = io.BytesIO(payload), _JSON
             url = self._urls.get(assistant_id) or self._url_of(assistant_id)
             async with self._session.post(
-                url, data=data, headers=headers, allow_redirects=False
+                url,
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                trace_request_ctx=self._last_check,
             ) as resp:
                 if 300 <= resp.status < 400:
                     raise self._redirect(resp, "POST")

@@ -20,6 +20,7 @@ from pipeline.errors import (
     AuthError,
     BaseUrlError,
     DeliveryError,
+    LeaseLapsedError,
     NotSentError,
     OutageError,
     PermanentApiError,
@@ -128,14 +129,7 @@ class Delivery:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             if item.record.assistant_id in self._missing:  # found out while this one waited
                 raise NotSentError(f"not sent: {_not_found(item.record.assistant_id)}")
-            if not self._lease.valid():  # the last check before the request is written
-                await self._lease.admit()  # waits for a renewal (the run may stop meanwhile)
-                if self._control.stopped:
-                    raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
-            sent.requests += 1
-            if sent.requests > 1:
-                self.retries += 1
-            created = await self._client.create(item.record.assistant_id, item.record.body())
+            created = await self._post(item, sent)
             self.gate.succeeded()
             result = _OK
             return created
@@ -144,6 +138,25 @@ class Delivery:
             raise
         finally:
             self.flow.release(ticket, result)
+
+    async def _post(self, item: Accepted, sent: _Sent) -> Created:
+        """The request itself, once this worker's lease lets it start (a shared ledger's: its
+        claims must still be its own; checked again right before the write, see
+        ``FeedbackClient(last_check=)``)."""
+        if not self._lease.valid():
+            await self._lease.admit()  # waits for a renewal (the run may stop meanwhile)
+            if self._control.stopped:
+                raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
+        sent.requests += 1
+        if sent.requests > 1:
+            self.retries += 1
+        try:
+            return await self._client.create(item.record.assistant_id, item.record.body())
+        except LeaseLapsedError:
+            sent.requests -= 1  # stopped unwritten by the last check
+            if sent.requests:
+                self.retries -= 1
+            raise
 
     def _observe(self, exc: DeliveryError) -> Result:
         """What a failure says about load, for flow control (and the circuit breaker)."""
@@ -167,6 +180,8 @@ class Delivery:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             try:
                 return await self._request(item, sent)
+            except LeaseLapsedError:
+                continue  # unwritten: the next try waits for the renewal (or finds it lost)
             except RetryableApiError as exc:
                 if exc.status != 429:
                     raise

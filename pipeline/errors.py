@@ -17,7 +17,9 @@ can catch the family; the CLI maps each branch to an exit code::
     │   └── SettleInterruptedError  stopped before the settle wait ended -> records stay unknown
     └── DeliveryError           one request did not produce a feedback
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
-        │   └── LeaseLostError  this worker's lease on its claims ran out -> left in flight
+        │   ├── LeaseLostError  this worker's lease on its claims ran out -> left in flight
+        │   └── LeaseLapsedError  the lease was due a renewal as the request was about to be
+        │                       written: not written; sent once it is renewed
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
         └── ApiError            the API answered, but not with a feedback
@@ -100,6 +102,12 @@ class NotSentError(DeliveryError):
 class LeaseLostError(NotSentError):
     """This worker's lease in the shared ledger ran out: it may no longer start requests for
     its claims (other workers settle them), so the record is left in flight, unwritten."""
+
+
+class LeaseLapsedError(NotSentError):
+    """The last check before the request is written (its connection ready) found the lease
+    due a renewal: the request was not written; delivery waits for the renewal, then sends
+    it (or finds the lease lost)."""
 
 
 class Ambiguous:

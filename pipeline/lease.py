@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from pipeline.errors import LeaseLostError, LedgerError
+from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError
 
 #: How often a sending run renews its lease (and notes that it is alive).
 HEARTBEAT_S = 1.0
@@ -51,10 +51,18 @@ class LeaseGate(Protocol):
         """Wait until a request may start; raise :class:`LeaseLostError` if it never may."""
         ...
 
+    def check(self) -> None:
+        """Raise :class:`LeaseLapsedError` unless a request may be written now: the last
+        check, once the request's connection is ready (see pipeline.client.last_check)."""
+        ...
+
 
 class _NoLease:
     def valid(self) -> bool:
         return True
+
+    def check(self) -> None:
+        return None
 
     async def admit(self) -> None:
         return None
@@ -94,6 +102,10 @@ class Lease:
 
     def valid(self) -> bool:
         return self.lost is None and self._clock() < self._renewed_at + self.seconds - self.margin
+
+    def check(self) -> None:
+        if not self.valid():
+            raise LeaseLapsedError(f"not sent: {self.lost or 'the lease is due a renewal'}")
 
     def remaining(self) -> float:
         """Seconds until the lease surely ran out at the ledger (negative: it has)."""

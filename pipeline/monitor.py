@@ -197,12 +197,15 @@ async def log_progress(monitor: Monitor, every: float, ended: asyncio.Event) -> 
 
 
 def observed_client(
-    session: aiohttp.ClientSession, base_url: str, listeners: Sequence[ResponseListener]
+    session: aiohttp.ClientSession,
+    base_url: str,
+    listeners: Sequence[ResponseListener],
+    last_check: Callable[[], None] | None = None,
 ) -> FeedbackClient:
     """The client, observed when anything listens (a wrapper costs every POST a coroutine)."""
     if not listeners:
-        return FeedbackClient(session, base_url)
-    return ObservedClient(session, base_url, listeners=listeners)
+        return FeedbackClient(session, base_url, last_check=last_check)
+    return ObservedClient(session, base_url, listeners=listeners, last_check=last_check)
 
 
 class ObservedClient(FeedbackClient):

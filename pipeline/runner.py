@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from pipeline import __version__
-from pipeline.client import FeedbackClient
+from pipeline.client import FeedbackClient, last_check_config
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
@@ -201,12 +201,14 @@ async def _deliver(
         run.summary,
         run.progress,
     )
+    lease = _lease(ledger, control, progress)
     async with (
-        _session(settings, auth) as session,
+        _session(settings, auth, last_check=lease is not None) as session,
         _shared_rate(settings, auth, control, progress.notice) as shared,
     ):
-        client = observed_client(session, settings.base_url, run.observer.listeners)
-        lease = _lease(ledger, control, progress)
+        client = observed_client(
+            session, settings.base_url, run.observer.listeners, lease.check if lease else None
+        )
         delivery = _delivery(settings, client, control, progress, lease or NO_LEASE)
         delivery.shared = shared
         run.observer.monitor.attach(delivery)
@@ -380,8 +382,10 @@ async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress:
 
 @contextlib.asynccontextmanager
 async def _session(
-    settings: Settings, auth: tuple[str, str]
+    settings: Settings, auth: tuple[str, str], *, last_check: bool = False
 ) -> AsyncIterator[aiohttp.ClientSession]:
+    """The run's one HTTP session; ``last_check``: with the tracing that runs a POST's last
+    check right before it is written (a shared ledger's lease)."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency)
     headers = {
         # Only ever in this header: never logged, never part of an error message.
@@ -392,5 +396,6 @@ async def _session(
         timeout=aiohttp.ClientTimeout(total=settings.timeout),
         connector=connector,
         headers=headers,
+        trace_configs=[last_check_config()] if last_check else None,
     ) as session:
         yield session

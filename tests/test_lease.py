@@ -8,10 +8,10 @@ import asyncio
 import aiohttp
 import pytest
 
-from pipeline.client import FeedbackClient
+from pipeline.client import FeedbackClient, last_check_config
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
-from pipeline.errors import LeaseLostError, LedgerError
+from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
 from pipeline.lease import Lease
 from pipeline.models import Accepted, FeedbackRecord, Status
@@ -142,3 +142,41 @@ async def test_delivery_never_starts_a_request_once_the_lease_is_lost() -> None:
         assert (second.error_message or "").startswith("not sent: lease lost")
         assert server.state.posts_received == 1
     assert control.lease_lost and (control.reason or "").startswith("lease lost")
+
+
+class _LapsesOnce:
+    """Valid when delivery asks; due a renewal at the last check once (the process was held
+    up between the two), then renewed."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def valid(self) -> bool:
+        return True
+
+    async def admit(self) -> None:
+        return None
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.checks == 1:
+            raise LeaseLapsedError("not sent: the lease is due a renewal")
+
+
+async def test_the_last_check_right_before_the_write_stops_the_request_unwritten() -> None:
+    gate = _LapsesOnce()
+    record = FeedbackRecord(assistant_id="aia_asst_x", session_id="s1", score=0.5)
+    with FakeServer(FakeState()) as server:
+        auth = aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+        async with aiohttp.ClientSession(
+            headers={"Authorization": auth}, trace_configs=[last_check_config()]
+        ) as session:
+            client = FeedbackClient(session, server.url, last_check=gate.check)
+            delivery = Delivery(client, max_attempts=1, rate=None, control=RunControl(),
+                                lease=gate)  # fmt: skip
+            outcome = await delivery.send(Accepted.of("in.csv:2", record))
+            # A List request carries no check: reconciliation reads whatever the lease says.
+            await client.list_page("aia_asst_x")
+        assert outcome.status is Status.SENT and outcome.attempts == 1
+        assert server.state.posts_received == 1 and gate.checks == 2
+        assert delivery.retries == 0
