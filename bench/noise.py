@@ -39,16 +39,25 @@ _CPU_BOUND = 1500.0
 
 @dataclass(frozen=True)
 class Noise:
+    """Shares of POSTs answered 503, reset after they were stored, answered late."""
+
     name: str
-    server: tuple[str, ...]
+    fail: float = 0.0
+    reset: float = 0.0
+    late: float = 0.0
+
+    def server_args(self, timeout: float) -> list[str]:
+        # Late means well after the client gave up: it times out, and the record is stored.
+        late = ["--slow-rate", str(self.late), "--slow-ms", str(4000 * timeout)]
+        return ["--fail-rate", str(self.fail), "--reset-rate", str(self.reset), *late]
 
 
 NOISES = (
-    Noise("503 0.5%", ("--fail-rate", "0.005")),
-    Noise("503 2%", ("--fail-rate", "0.02")),
-    Noise("503 5%", ("--fail-rate", "0.05")),
-    Noise("reset 1%", ("--reset-rate", "0.01")),
-    Noise("late 1%", ("--slow-rate", "0.01")),
+    Noise("503 0.5%", fail=0.005),
+    Noise("503 2%", fail=0.02),
+    Noise("503 5%", fail=0.05),
+    Noise("reset 1%", reset=0.01),
+    Noise("late 1%", late=0.01),
 )
 #: (concurrency, latency ms) of the noise cells.
 GROUPS = ((16, 20.0), (16, 100.0), (64, 20.0), (64, 100.0))
@@ -58,10 +67,16 @@ GROUPS = ((16, 20.0), (16, 100.0), (64, 20.0), (64, 100.0))
 class Overload:
     name: str
     concurrency: int
-    server: tuple[str, ...]
+    stall: bool  # answers late beyond ``limit`` at work, else a 503 beyond it in flight
     limit: int = 8
     latency_ms: float = 100.0
     jitter_ms: float = 20.0
+
+    def server_args(self) -> list[str]:
+        args = ["--latency-ms", str(self.latency_ms), "--latency-jitter-ms", str(self.jitter_ms)]
+        if self.stall:
+            return [*args, "--stall-above", str(self.limit), "--stall-ms", "2000"]
+        return [*args, "--shed-above", str(self.limit)]
 
     @property
     def ideal(self) -> float:
@@ -69,11 +84,8 @@ class Overload:
 
 
 OVERLOADS = tuple(
-    Overload(name, c, args)
-    for name, args in (
-        ("503 beyond 8 in flight", ("--shed-above", "8")),
-        ("2 s late beyond 8 at work", ("--stall-above", "8", "--stall-ms", "2000")),
-    )
+    Overload(name, c, stall)
+    for name, stall in (("503 beyond 8 in flight", False), ("2 s late beyond 8 at work", True))
     for c in (16, 64)
 )
 
@@ -118,7 +130,6 @@ def _group(
     ideal = min(concurrency / (latency_ms / 1000), _CPU_BOUND)
     n = max(50, int(ideal * ctx.sizes.noise_seconds))
     where = f"c={concurrency}, {latency_ms:.0f} ms"
-    late = ("--slow-ms", str(4000 * timeout))
     base = ["--latency-ms", str(latency_ms)]
     try:
         with ServerProcess(ctx.workdir, extra=base) as server:
@@ -130,7 +141,7 @@ def _group(
     for noise in noises:
         scenario = f"13 {noise.name}, {where}"
         try:
-            with ServerProcess(ctx.workdir, extra=[*base, *noise.server, *late]) as server:
+            with ServerProcess(ctx.workdir, extra=[*base, *noise.server_args(timeout)]) as server:
                 run, stats = _run(ctx, server, n, concurrency, timeout)
         except BenchError as exc:
             rows.append(failed_row(scenario, str(exc)))
@@ -163,9 +174,8 @@ def _group(
 def _overload(ctx: Context, cell: Overload) -> Row:
     scenario = f"13 {cell.name}, c={cell.concurrency}"
     n = max(50, int(cell.ideal * 2 * ctx.sizes.noise_seconds))
-    extra = ["--latency-ms", str(cell.latency_ms), "--latency-jitter-ms", str(cell.jitter_ms)]
     try:
-        with ServerProcess(ctx.workdir, extra=[*extra, *cell.server]) as server:
+        with ServerProcess(ctx.workdir, extra=cell.server_args()) as server:
             run, stats = _run(ctx, server, n, cell.concurrency, timeout_for(cell.latency_ms))
     except BenchError as exc:
         return failed_row(scenario, str(exc))

@@ -177,7 +177,7 @@ class FlowControl:
             result.kind is Kind.OK
             and self._limit.slow_start
             and self._slots.waiting
-            and not self._overdue.stalling(now, self.rtt, self._slots.on_wire)
+            and not self._stalling(now)
         ):
             # Slow start as TCP's: one more per success while requests wait for a slot, so
             # it doubles every round trip (a clean epoch may double it once more).
@@ -295,9 +295,10 @@ class FlowControl:
         """A 503, a timeout or a reset sent at ``level``, as it comes (or a request overdue):
         it is judged later (:meth:`_judge`), but must not be sent into again meanwhile."""
         # So too above a limit the API showed (a probe), and for an overdue request in slow
-        # start (the levels that succeeded lately counted the stalled ones).
+        # start while many stall (the levels that succeeded lately counted the stalled ones).
         shown = self.shown is not None and level > self.shown
-        above = level > self._ok_level or shown or (ticket.overdue and self._limit.slow_start)
+        stalls = ticket.overdue and self._limit.slow_start and self._stalling(now)
+        above = level > self._ok_level or shown or stalls
         if above and ticket.started >= self._limit.pressured_at:
             # Above every level that succeeded lately: until the evidence is in, the limit
             # drops below the level (slow start goes on), as for the first 429s. Noise costs
@@ -338,11 +339,14 @@ class FlowControl:
     def _refused(self) -> None:
         self._epoch.refused = True
 
+    def _stalling(self, now: float) -> bool:
+        return self._overdue.stalling(now, self.rtt, self._slots.on_wire)
+
     def _unknown(self, now: float) -> bool:
         """The epoch's evidence is not in: in slow start, requests stall; probing, a request
         sent above the level that held is unanswered two round trips after."""
         if self._limit.slow_start:
-            return self._overdue.stalling(now, self.rtt, self._slots.on_wire)
+            return self._stalling(now)
         good = self._limit.good
         return good is not None and self._overdue.pending_above(good, now, self.rtt)
 
