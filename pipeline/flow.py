@@ -25,15 +25,12 @@ The API's answers are two different signals, and each moves only its own limit. 
 - before anything came back, nothing can tell an in-flight limit of N from a bucket of N
   tokens: without a Retry-After it is read as concurrency, but slow start goes on from the
   lower level (a rate limit's first burst must not pin the run); with one, as rate;
-- a 503, a timeout or a reset is load only when errors rise with the level of requests in
-  flight (:mod:`pipeline.overload`): a server that sheds load or stalls beyond N. The limit
-  drops to the highest level that succeeded below it, once per round trip, and the epoch is
-  not clean. Errors at the same share at every level are noise: they move nothing, and are
-  only counted (the summary says so: "not a limit").
+- a 503, a timeout, a reset or a stall (:mod:`pipeline.overdue`) is load only when errors
+  rise with the level of requests in flight (:mod:`pipeline.overload`); a steady share at
+  every level is noise: counted ("not a limit"), nothing more.
 
 A limit the API showed (an in-flight 429 confirmed, errors that rose with the level) is
-:attr:`FlowControl.shown`: the summary's advice for next time comes from it alone, never from
-noise, an outage or a hold.
+:attr:`FlowControl.shown`, the only source of the summary's advice for next time.
 
 A Retry-After is obeyed by the request that got it (``pipeline.delivery``); everyone holds
 back only when refusals are all there is (:mod:`pipeline.hold`).
@@ -50,8 +47,7 @@ from dataclasses import dataclass
 from pipeline.aimd import Seeker, make_limiter
 from pipeline.hold import Hold
 from pipeline.levels import Levels
-from pipeline.overdue import Overdue
-from pipeline.overload import Overload
+from pipeline.overload import NOTHING, Overload
 from pipeline.ratecap import RATE_WINDOW, RateCap
 from pipeline.slots import Slots
 from pipeline.tickets import Kind as Kind
@@ -96,9 +92,7 @@ class FlowControl:
         self._inflight_limit = math.inf  # the in-flight level a 20429 was last refused above
         self._ok_level = 0  # highest in-flight level that succeeded since the last drop
         self._levels = Levels(concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
-        self.errors = Overload(concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
-        self._overdue = Overdue()
-        self._tentative = False  # slow start ended by errors not judged yet
+        self.errors = Overload(self._limit, concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
         #: The in-flight limit the API showed last (see the module's doc), if any.
         self.shown: int | None = None
         self.rtt: float | None = None
@@ -160,7 +154,7 @@ class FlowControl:
         level = self._slots.sent()
         self._rate.started(now)
         ticket = Ticket(now, level, paced)
-        self._overdue.sent(ticket)
+        self.errors.overdue.sent(ticket)
         return ticket
 
     async def pace(self) -> None:
@@ -177,7 +171,7 @@ class FlowControl:
             result.kind is Kind.OK
             and self._limit.slow_start
             and self._slots.waiting
-            and not self._stalling(now)
+            and not self.errors.overdue.stalling(now, self.rtt, self._slots.on_wire)
         ):
             # Slow start as TCP's: one more per success while requests wait for a slot, so
             # it doubles every round trip (a clean epoch may double it once more).
@@ -185,7 +179,7 @@ class FlowControl:
         ticket.answered = True
         self._slots.give_back(sent=not ticket.overdue)
         self._roll_epoch(now)
-        self._stalls(now)
+        self._look(now)
         if ticket.overdue:
             pass  # judged when it became overdue
         elif result.kind is Kind.OK:
@@ -193,8 +187,7 @@ class FlowControl:
         elif result.kind is Kind.THROTTLED:
             self._throttled(ticket, result.retry_after, now)
         elif result.kind is Kind.OVERLOADED:
-            self._failed(ticket, ticket.level, now)
-            self._overdue.answered(ticket, failed=True)
+            self.errors.failed(ticket, ticket.level, now, self._ok_level, self.shown)
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
@@ -202,6 +195,15 @@ class FlowControl:
             self.highest = limit
         if self._slots.waiting:
             self._slots.wake()
+
+    def _look(self, now: float) -> None:
+        """What the errors judged by now (see :mod:`pipeline.overload`)."""
+        moved = self.errors.look(now, self.rtt, self._slots.on_wire, self._ok_level, self.shown)
+        if moved is not NOTHING:
+            self._slots.on_wire -= moved.off_wire  # stalled: no longer in flight
+            if moved.shown is not None:
+                self._refused()
+                self.shown = moved.shown
 
     def calm(self) -> bool:
         """Errors lately are noise: none was load for a while (see :mod:`pipeline.overload`),
@@ -223,7 +225,7 @@ class FlowControl:
         if self.hold.ended_by(ticket.started, now, self.rtt) and self._rate.window_new(now):
             self._room()
         self._epoch.successes += 1
-        self._overdue.answered(ticket, failed=False)
+        self.errors.overdue.answered(ticket, failed=False)
         # The highest in-flight level that succeeded lately (a max that decays in a second);
         # not from the first requests, sent together before anything came back: the order
         # they arrive in is anybody's guess, so their levels say nothing.
@@ -277,55 +279,6 @@ class FlowControl:
             if confirmed:
                 self.shown = self.concurrency
 
-    def _stalls(self, now: float) -> None:
-        """Requests overdue by now are failures; answers are noted once no stall can be
-        found before them (see :mod:`pipeline.overdue`)."""
-        overdue = self._overdue.due(now, self.rtt)
-        for ticket, level, failed in self._overdue.ripe(now, self.rtt):
-            if failed:
-                self._judge(ticket, level, now)
-            else:
-                self.errors.answered(level, now)
-        for late, level in overdue:
-            self._slots.on_wire -= 1
-            self._failed(late, level, now)
-            self._judge(late, level, now)
-
-    def _failed(self, ticket: Ticket, level: int, now: float) -> None:
-        """A 503, a timeout or a reset sent at ``level``, as it comes (or a request overdue):
-        it is judged later (:meth:`_judge`), but must not be sent into again meanwhile."""
-        # So too above a limit the API showed (a probe), and for an overdue request in slow
-        # start while many stall (the levels that succeeded lately counted the stalled ones).
-        shown = self.shown is not None and level > self.shown
-        stalls = ticket.overdue and self._limit.slow_start and self._stalling(now)
-        above = level > self._ok_level or shown or stalls
-        if above and ticket.started >= self._limit.pressured_at:
-            # Above every level that succeeded lately: until the evidence is in, the limit
-            # drops below the level (slow start goes on), as for the first 429s. Noise costs
-            # a round trip; a server that fails at once is not sent a flood meanwhile.
-            starting = self._limit.slow_start
-            self._limit.pressure(now, max(1.0, level - 1.0), confirmed=False)
-            # The same level twice ends slow start (a server that fails at once beyond N
-            # must not be sent into again and again), until the evidence says noise.
-            self._tentative = self._tentative or (starting and not self._limit.slow_start)
-
-    def _judge(self, ticket: Ticket, level: int, now: float) -> None:
-        """A failure sent at ``level``: load only when errors rise with the level."""
-        load = self.errors.failed(level, now)
-        if not load:
-            if load is False and self._tentative:  # noise ended slow start: it goes on
-                self._tentative = False
-                self._limit.slow_start = True
-                self._limit.relax()
-            return
-        self._tentative = False
-        self._refused()
-        # Once per round trip; and a drop before the evidence was in is confirmed now.
-        if ticket.started >= self._limit.pressured_at or self._limit.slow_start:
-            below = level - 1
-            self._limit.pressure(now, max(1.0, min(below, self._ok_level or below)))
-        self.shown = self.concurrency
-
     def _room(self) -> None:
         """The cap sets the pace now: the concurrency limit must leave it room to do so."""
         cap = self._rate.value or 0.0
@@ -339,17 +292,6 @@ class FlowControl:
     def _refused(self) -> None:
         self._epoch.refused = True
 
-    def _stalling(self, now: float) -> bool:
-        return self._overdue.stalling(now, self.rtt, self._slots.on_wire)
-
-    def _unknown(self, now: float) -> bool:
-        """The epoch's evidence is not in: in slow start, requests stall; probing, a request
-        sent above the level that held is unanswered two round trips after."""
-        if self._limit.slow_start:
-            return self._stalling(now)
-        good = self._limit.good
-        return good is not None and self._overdue.pending_above(good, now, self.rtt)
-
     def _roll_epoch(self, now: float) -> None:
         epoch = self._epoch
         length = now - epoch.start
@@ -359,7 +301,7 @@ class FlowControl:
         if length < max(0.05, 2 * (self.rtt or 0.0), 8.0 / cap if cap else 0.0):
             return
         if not epoch.refused and epoch.successes:
-            if self._slots.filled and not self._unknown(now):
+            if self._slots.filled and not self.errors.unknown(now, self.rtt, self._slots.on_wire):
                 self._limit.clean(now)
             self._rate.clean(now, epoch.successes / length)
         self._epoch = _Epoch(now)
