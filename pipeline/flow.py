@@ -81,7 +81,9 @@ class FlowControl:
     ) -> None:
         self.ceiling = concurrency
         self.rate = rate or None
-        self._limit = Seeker(min(initial, concurrency), ceiling=concurrency, min_step=1.0)
+        self._limit = Seeker(
+            min(initial, concurrency), ceiling=concurrency, min_step=1.0, probe_after=2.0
+        )
         self._rate = RateCap(self.rate, clock=clock, sleep=sleep)
         self._fixed = make_limiter(self.rate)
         self._clock, self._sleep = clock, sleep
@@ -187,7 +189,8 @@ class FlowControl:
         elif result.kind is Kind.THROTTLED:
             self._throttled(ticket, result.retry_after, now)
         elif result.kind is Kind.OVERLOADED:
-            self.errors.failed(ticket, ticket.level, now, self._ok_level, self.shown)
+            noted = ticket.started >= self._first_answer
+            self.errors.failed(ticket, now, self._ok_level, self.shown, noted=noted)
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
@@ -198,7 +201,9 @@ class FlowControl:
 
     def _look(self, now: float) -> None:
         """What the errors judged by now (see :mod:`pipeline.overload`)."""
-        moved = self.errors.look(now, self.rtt, self._slots.on_wire, self._ok_level, self.shown)
+        moved = self.errors.look(
+            now, self.rtt, self._slots.on_wire, self._ok_level, self.shown, self._first_answer
+        )
         if moved is not NOTHING:
             self._slots.on_wire -= moved.off_wire  # stalled: no longer in flight
             if moved.shown is not None:
@@ -225,12 +230,12 @@ class FlowControl:
         if self.hold.ended_by(ticket.started, now, self.rtt) and self._rate.window_new(now):
             self._room()
         self._epoch.successes += 1
-        self.errors.overdue.answered(ticket, failed=False)
         # The highest in-flight level that succeeded lately (a max that decays in a second);
         # not from the first requests, sent together before anything came back: the order
         # they arrive in is anybody's guess, so their levels say nothing.
         if ticket.started < self._first_answer:
             return
+        self.errors.overdue.answered(ticket, failed=False)
         if ticket.level >= self._ok_level or now - self._ok_at > RATE_WINDOW:
             self._ok_level, self._ok_at = ticket.level, now
         self._levels.note(ticket.level, True, now)

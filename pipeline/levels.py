@@ -65,21 +65,20 @@ class Levels:
         """Whether errors at ``level`` are load (errors count as refusals here): at least
         ``LOAD_EVIDENCE`` of them at ``level`` and above (among ``LOAD_ANSWERS``), at
         ``LOAD_FACTOR`` times the share below, and a difference not down to chance
-        (``LOAD_Z``). A steady share at every level never is, whatever the share. None while
-        too few answers at ``level`` and above, or below it, say either way."""
+        (``LOAD_Z``). A steady share at every level never is, whatever the share: False. None
+        while too few answers or errors say either way, or the share rises but not yet
+        beyond chance."""
         level = max(1, min(level, len(self._ok) - 1))
         errors, failed = sum(self._refused[level:]), sum(self._refused[:level])
         above, below = errors + sum(self._ok[level:]), failed + sum(self._ok[:level])
-        if above < LOAD_ANSWERS or below < LOAD_ANSWERS:
+        if above < LOAD_ANSWERS or below < LOAD_ANSWERS or errors < LOAD_EVIDENCE:
             return None
-        if errors < LOAD_EVIDENCE:
-            return False
         share, share_below = errors / above, failed / below
         if share < LOAD_FACTOR * share_below:
             return False
         pooled = (errors + failed) / (above + below)
         spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / above + 1.0 / below))
-        return share - share_below >= LOAD_Z * spread
+        return True if share - share_below >= LOAD_Z * spread else None
 
     def _refused_share(self, level: int) -> float | None:
         """The share refused lately at ``level`` or above; None under ``MIN_EVIDENCE``."""

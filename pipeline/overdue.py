@@ -12,10 +12,10 @@ works". So answers (successes and errors alike, so that neither is counted befor
 are noted only once any stall before them would have been found (the same ``OVERDUE_RTTS``
 after they left), at their level less the stalls found on the wire then.
 
-Before a request is overdue, a quarter of those on the wire unanswered after two round trips
-(or overdue and still unanswered) already says the server stalls (or the network does): slow
-start does not grow into it; and a probe above a level that held does not step further while
-a request sent above that level is unanswered after two round trips (its evidence is not in).
+Before a request is overdue, a quarter of those on the wire unanswered after ``LATE_RTTS``
+round trips (or overdue and still unanswered) already says the server stalls (or the network
+does): slow start does not grow into it; and a probe above a level that held does not step
+further while a request sent above that level is that late (its evidence is not in).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pipeline.tickets import Ticket
 OVERDUE_RTTS = 4.0
 #: ... and never sooner than this (a busy client's own delays are not a stall).
 MIN_OVERDUE = 0.1
-#: This share of the requests on the wire unanswered after two round trips is a stall.
+#: This share of the requests on the wire unanswered after this many round trips is a stall.
 STALLED_SHARE = 0.25
+LATE_RTTS = 1.5
 
 
 class Overdue:
@@ -49,9 +50,9 @@ class Overdue:
         self._answered.append((ticket, failed))
 
     def _old(self, now: float, rtt: float) -> list[Ticket]:
-        """Requests unanswered two round trips after they left (overdue ones included)."""
+        """Requests unanswered ``LATE_RTTS`` round trips after they left (overdue ones too)."""
         self._stuck = [ticket for ticket in self._stuck if not ticket.answered]
-        since = now - max(MIN_OVERDUE / 2, 2 * rtt)
+        since = now - max(MIN_OVERDUE / 2, LATE_RTTS * rtt)
         old = list(self._stuck)
         for ticket in self._wire:
             if ticket.started >= since:
@@ -62,14 +63,14 @@ class Overdue:
 
     def stalling(self, now: float, rtt: float | None, on_wire: int) -> bool:
         """Whether ``STALLED_SHARE`` of the requests on the wire (``on_wire``, and the
-        overdue ones) are unanswered two round trips after they left."""
+        overdue ones) are unanswered ``LATE_RTTS`` round trips after they left."""
         if rtt is None:
             return False
         old = len(self._old(now, rtt))
         return old >= STALLED_SHARE * (on_wire + len(self._stuck)) > 0
 
     def pending_above(self, level: float, now: float, rtt: float | None) -> bool:
-        """Whether a request sent above ``level`` is unanswered two round trips after."""
+        """Whether a request sent above ``level`` is unanswered ``LATE_RTTS`` round trips after."""
         return rtt is not None and any(t.level > level for t in self._old(now, rtt))
 
     def due(self, now: float, rtt: float | None) -> list[tuple[Ticket, int]]:
@@ -78,6 +79,8 @@ class Overdue:
         wire = self._wire
         while wire and wire[0].answered:
             wire.popleft()
+        if self._stuck and self._stuck[0].answered:  # answered by now: not stuck any more
+            self._stuck = [ticket for ticket in self._stuck if not ticket.answered]
         if rtt is None or not wire:
             return []
         since = now - max(MIN_OVERDUE, OVERDUE_RTTS * rtt)

@@ -48,23 +48,31 @@ class Overload:
         self.noise = 0  # errors that came at every level: no evidence of load
         self.load = 0  # errors that rose with the level
         self._load_at = -math.inf
-        self._tentative = False  # slow start ended by errors not judged yet
+        self._noise_at = -math.inf
 
     def calm(self, now: float) -> bool:
-        """No error was load for ``CALM_AFTER`` seconds."""
-        return now - self._load_at > CALM_AFTER
+        """Errors lately are noise: the last verdict said so, and none was load for
+        ``CALM_AFTER`` seconds."""
+        return self._noise_at > self._load_at and now - self._load_at > CALM_AFTER
 
-    def failed(self, ticket: Ticket, level: int, now: float, ok: int, shown: int | None) -> None:
-        """A request sent at ``level`` failed (a 503, a timeout, a reset), ``ok`` being the
-        highest level that succeeded lately: judged later (:meth:`look`), but not sent into
-        again meanwhile."""
-        self.overdue.answered(ticket, failed=True)
+    def failed(
+        self, ticket: Ticket, now: float, ok: int, shown: int | None, *, noted: bool
+    ) -> None:
+        """A request failed (a 503, a timeout, a reset), ``ok`` being the highest level that
+        succeeded lately: judged later (:meth:`look`) if ``noted`` (not one of the first
+        requests, sent before anything came back: the order they arrived in is anybody's
+        guess), but not sent into again meanwhile."""
+        level = ticket.level
+        if noted:
+            self.overdue.answered(ticket, failed=True)
         self._hold(ticket, level, now, ok, shown, stalling=False)
 
     def look(
-        self, now: float, rtt: float | None, on_wire: int, ok: int, shown: int | None
+        self, now: float, rtt: float | None, on_wire: int, ok: int, shown: int | None, first: float
     ) -> Moved:
-        """Judge what can be judged by now: requests overdue, answers whose evidence is in."""
+        """Judge what can be judged by now: requests overdue, answers whose evidence is in;
+        not requests sent before ``first``, the first answer (as :meth:`failed` says), though
+        an overdue one holds the limit back all the same."""
         overdue = self.overdue.due(now, rtt)
         found: int | None = None
         for ticket, level, failed in self.overdue.ripe(now, rtt):
@@ -75,26 +83,31 @@ class Overload:
         if not overdue and found is None:
             return NOTHING
         stalling = self.overdue.stalling(now, rtt, on_wire)
+        live = on_wire - len(overdue)
         for late, level in overdue:
+            if late.started < first:
+                # The first requests left together: the order they arrived in is anybody's
+                # guess, and so is the level of one that stalled; what is answered in time
+                # is not.
+                level = max(level, live + 1)
             self._hold(late, level, now, ok, shown, stalling=stalling)
-            if self._judge(late, level, now, ok):
+            if late.started >= first and self._judge(late, level, now, ok):
                 found = max(1, int(self._limit.value))
         return Moved(len(overdue), found)
 
     def _hold(
         self, ticket: Ticket, level: int, now: float, ok: int, shown: int | None, *, stalling: bool
     ) -> None:
-        # An overdue request in slow start too, while many stall: the levels that succeeded
-        # lately counted the stalled ones.
-        above = level > ok or (shown is not None and level > shown)
-        above = above or (ticket.overdue and self._limit.slow_start and stalling)
+        # An overdue request in slow start too, while many stall (the levels that succeeded
+        # lately counted the stalled ones): that ends slow start, which would double into
+        # the stall again while the evidence of the levels comes in.
+        stalls = ticket.overdue and self._limit.slow_start and stalling
+        above = stalls or level > ok or (shown is not None and level > shown)
         if above and ticket.started >= self._limit.pressured_at:
             # As for the first 429s, slow start goes on from below the level; but the same
             # level twice ends it (a server that fails at once beyond N must not be sent
-            # into again and again), until the evidence says noise.
-            starting = self._limit.slow_start
-            self._limit.pressure(now, max(1.0, level - 1.0), confirmed=False)
-            self._tentative = self._tentative or (starting and not self._limit.slow_start)
+            # into again and again).
+            self._limit.pressure(now, max(1.0, level - 1.0), confirmed=stalls)
 
     def _judge(self, ticket: Ticket, level: int, now: float, ok: int) -> bool:
         """A failure sent at ``level``: True when it is load (the limit moved)."""
@@ -102,14 +115,11 @@ class Overload:
         load = self._levels.rises(level)
         if not load:
             self.noise += 1
-            if load is False and self._tentative:  # noise ended slow start: it goes on
-                self._tentative = False
-                self._limit.slow_start = True
-                self._limit.relax()
+            if load is False:
+                self._noise_at = now
             return False
         self.load += 1
         self._load_at = now
-        self._tentative = False
         # Once per round trip; and a drop made before the evidence was in is a measure now.
         if ticket.started >= self._limit.pressured_at or self._limit.slow_start:
             below = level - 1
@@ -118,7 +128,7 @@ class Overload:
 
     def unknown(self, now: float, rtt: float | None, on_wire: int) -> bool:
         """Growth must wait, the evidence is not in: in slow start, requests stall; probing,
-        a request sent above the level that held is unanswered two round trips after."""
+        a request sent above the level that held is unanswered a while after."""
         if self._limit.slow_start:
             return self.overdue.stalling(now, rtt, on_wire)
         good = self._limit.good

@@ -84,7 +84,9 @@ def test_a_server_that_sheds_load_or_stalls_is_found(cell: Overload) -> None:
         ratio, outcome = _overload(cell, seed)
         assert ratio >= OVERLOAD_TARGET, (seed, ratio, outcome)
         assert outcome.error_share < ERROR_SHARE, (seed, outcome)
-        assert outcome.shown == cell.limit, (seed, outcome)
+        # Found and respected; shown (advice) once the evidence passed the test, or not yet.
+        assert outcome.concurrency in (cell.limit, cell.limit + 1), (seed, outcome)
+        assert outcome.shown in (None, cell.limit), (seed, outcome)
 
 
 def _bound(latency: float, noise: Noise) -> float:
@@ -123,4 +125,5 @@ def test_limits_of_other_sizes_are_found(limit: int, stall: bool) -> None:
     assert ratio >= 0.85, (ratio, outcome)
     # Each probe above the limit costs an error or two: a larger share of a small limit's.
     assert outcome.error_share < (0.08 if limit < 8 else 0.03), outcome
-    assert outcome.shown is not None and abs(outcome.shown - limit) <= max(1, limit // 8)
+    assert abs(outcome.concurrency - limit) <= max(1, limit // 8), outcome
+    assert outcome.shown is None or abs(outcome.shown - limit) <= max(1, limit // 8), outcome
