@@ -10,8 +10,12 @@ every request at that level: the share there is compared with what the levels be
 before (on the way up, or before a probe). Errors are judged once any stall before them is
 known (:mod:`pipeline.overdue`), so a few round trips late; meanwhile an error above every
 level that succeeded lately (or above a limit shown before: a probe) holds the limit below
-it, so that a server that fails at once is not sent a flood. If the evidence then says noise,
-nothing stays of it.
+it, so that a server that fails at once is not sent a flood. Such a drop is no limit shown:
+the limit grows back as after any drop, and it never becomes advice.
+
+The first requests, sent together before anything came back, are not counted by level: the
+order they arrived in is anybody's guess. A stall among them still holds the limit at what is
+answered in time, and ends slow start.
 """
 
 from __future__ import annotations
@@ -85,10 +89,7 @@ class Overload:
         stalling = self.overdue.stalling(now, rtt, on_wire)
         live = on_wire - len(overdue)
         for late, level in overdue:
-            if late.started < first:
-                # The first requests left together: the order they arrived in is anybody's
-                # guess, and so is the level of one that stalled; what is answered in time
-                # is not.
+            if late.started < first:  # its level is anybody's guess; what is answered is not
                 level = max(level, live + 1)
             self._hold(late, level, now, ok, shown, stalling=stalling)
             if late.started >= first and self._judge(late, level, now, ok):
