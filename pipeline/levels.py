@@ -30,6 +30,8 @@ LOAD_Z = 5.0
 #: ``LOAD_ANSWERS`` answers (a level first reached has a few: their share is anybody's guess).
 LOAD_EVIDENCE = 3.0
 LOAD_ANSWERS = 8.0
+#: ... unless this many answered below.
+LOAD_BELOW = 100.0
 
 
 class Levels:
@@ -63,7 +65,8 @@ class Levels:
 
     def rises(self, level: int) -> bool | None:
         """Whether errors at ``level`` are load (errors count as refusals here): at least
-        ``LOAD_EVIDENCE`` of them at ``level`` and above (among ``LOAD_ANSWERS``), at
+        ``LOAD_EVIDENCE`` of them at ``level`` and above (among ``LOAD_ANSWERS``, or fewer
+        over ``LOAD_BELOW`` below), at
         ``LOAD_FACTOR`` times the share below, and a difference not down to chance
         (``LOAD_Z``). A steady share at every level never is, whatever the share: False. None
         while too few answers or errors say either way, or the share rises but not yet
@@ -71,7 +74,10 @@ class Levels:
         level = max(1, min(level, len(self._ok) - 1))
         errors, failed = sum(self._refused[level:]), sum(self._refused[:level])
         above, below = errors + sum(self._ok[level:]), failed + sum(self._ok[:level])
-        if above < LOAD_ANSWERS or below < LOAD_ANSWERS or errors < LOAD_EVIDENCE:
+        # Few answers above (a probe's) need many below: a few errors among a few answers at
+        # levels first reached come by chance, and the share below is then a rough guess.
+        few = above < LOAD_ANSWERS and below < LOAD_BELOW
+        if few or below < LOAD_ANSWERS or errors < LOAD_EVIDENCE:
             return None
         share, share_below = errors / above, failed / below
         if share < LOAD_FACTOR * share_below:

@@ -31,6 +31,8 @@ OVERDUE_RTTS = 4.0
 MIN_OVERDUE = 0.1
 #: This share of the requests on the wire unanswered after this many round trips is a stall.
 STALLED_SHARE = 0.25
+#: This share of them overdue ends slow start (see pipeline.overload).
+STUCK_SHARE = 0.4
 LATE_RTTS = 1.5
 
 
@@ -68,6 +70,12 @@ class Overdue:
             return False
         old = len(self._old(now, rtt))
         return old >= STALLED_SHARE * (on_wire + len(self._stuck)) > 0
+
+    def stuck(self, on_wire: int) -> bool:
+        """Whether ``STUCK_SHARE`` of the requests on the wire (``on_wire``, and the overdue
+        ones) are overdue and still unanswered."""
+        self._stuck = [ticket for ticket in self._stuck if not ticket.answered]
+        return len(self._stuck) >= STUCK_SHARE * (on_wire + len(self._stuck)) > 0
 
     def pending_above(self, level: float, now: float, rtt: float | None) -> bool:
         """Whether a request sent above ``level`` is unanswered ``LATE_RTTS`` round trips after."""

@@ -86,8 +86,8 @@ class Overload:
                 found = max(1, int(self._limit.value))
         if not overdue and found is None:
             return NOTHING
-        stalling = self.overdue.stalling(now, rtt, on_wire)
         live = on_wire - len(overdue)
+        stalling = self.overdue.stuck(live)
         for late, level in overdue:
             if late.started < first:  # its level is anybody's guess; what is answered is not
                 level = max(level, live + 1)
@@ -99,9 +99,9 @@ class Overload:
     def _hold(
         self, ticket: Ticket, level: int, now: float, ok: int, shown: int | None, *, stalling: bool
     ) -> None:
-        # An overdue request in slow start too, while many stall (the levels that succeeded
-        # lately counted the stalled ones): that ends slow start, which would double into
-        # the stall again while the evidence of the levels comes in.
+        # An overdue request in slow start too, while many are overdue (the levels that
+        # succeeded lately counted the stalled ones): that ends slow start, which would
+        # double into the stall again while the evidence of the levels comes in.
         stalls = ticket.overdue and self._limit.slow_start and stalling
         above = stalls or level > ok or (shown is not None and level > shown)
         if above and ticket.started >= self._limit.pressured_at:
