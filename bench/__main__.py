@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import limits, local, matrix, network, queues, scale_out, shared_rate
+from bench import limits, local, matrix, network, noise, queues, scale_out, shared_rate
 from bench.data import Files
 from bench.procs import BenchError
 from bench.sizes import Context, add_arguments, from_arguments
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "throttle": ("4 unknown server limit", limits.unknown_limit),
     "local": ("5, 6 memory, rerun skip", local.memory_and_rerun),
     "matrix": ("9 flow-control matrix", matrix.flow_matrix),
+    "noise": ("13 noise and overload matrix", noise.noise_matrix),
     "queue": ("10 Redis --drain vs file", queues.redis_vs_file),
     "shared-rate": ("11 shared rate accuracy", shared_rate.shared_rate_accuracy),
     "scale": ("12 scale-out: 1 vs 3 workers, Redis + PostgreSQL", scale_out.one_vs_three),

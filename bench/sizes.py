@@ -32,6 +32,10 @@ class Sizes:
     # 9: the flow-control matrix (seconds of ideal rate per cell; 0 cells = all of them).
     matrix_seconds: float = 20.0
     matrix_cells: int = 0
+    # 13: noise and overload (seconds per noise cell; 0 cells = all of them, else the first
+    # group's first N noises and one overload cell).
+    noise_seconds: float = 8.0
+    noise_cells: int = 0
     # 5, 6: memory and rerun (dry runs need no server).
     small_rows: int
     large_rows: int
@@ -67,6 +71,8 @@ SMOKE = Sizes(
     rerun_rows=5_000,
     matrix_seconds=0.5,
     matrix_cells=2,
+    noise_seconds=0.3,
+    noise_cells=1,
 )
 
 

@@ -405,7 +405,16 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     type=float,
     help="Share of POSTs stored and then answered with a connection reset.",
 )
+@click.option(
+    "--slow-rate", default=0.0, type=float, help="Share of POSTs stored, then answered late."
+)
+@click.option("--slow-ms", default=2000.0, type=float, help="How late --slow-rate answers.")
 @click.option("--max-inflight", type=int, help="Requests in flight beyond this get 429 (20429).")
+@click.option("--shed-above", type=int, help="Requests in flight beyond this get 503 at once.")
+@click.option(
+    "--stall-above", type=int, help="Requests beyond this many at work are answered late."
+)
+@click.option("--stall-ms", default=2000.0, type=float, help="How late --stall-above answers.")
 @click.option("--rate-limit", type=float, help="Requests per second beyond which POSTs get 429.")
 @click.option("--burst-ms", default=1000.0, type=float, help="Token bucket burst, in ms of rate.")
 @click.option("--window", type=click.Choice(["bucket", "fixed", "sliding"]), default="bucket")
@@ -422,8 +431,11 @@ def fake_server(host: str, port: int, **options: Any) -> None:
     """Run the fake Feedback API (for demos, tests and benchmarks)."""
     from pipeline.fake import FakeState, Faults, Limits, serve
 
-    limit_names = ("max_inflight", "rate_limit", "burst_ms", "window", "retry_after")
-    limits = {name: options.pop(name) for name in (*limit_names, "latency_jitter_ms")}
+    limit_names = (
+        *("max_inflight", "rate_limit", "burst_ms", "window", "retry_after"),
+        *("shed_above", "stall_above", "stall_ms", "latency_jitter_ms"),
+    )
+    limits = {name: options.pop(name) for name in limit_names}
     try:
         state = FakeState(faults=Faults(**options), limits=Limits(**limits))
     except ValueError as exc:

@@ -102,7 +102,11 @@ class Delivery:
         )
         self._missing: set[str] = set()
         self._policy = retry_policy(
-            max_attempts, sleep=self._wait, initial_backoff=backoff, max_backoff=max_backoff
+            max_attempts,
+            sleep=self._wait,
+            initial_backoff=backoff,
+            max_backoff=max_backoff,
+            noise=(self.flow.calm, lambda: self.flow.retry_wait(None)),
         )
         #: Told True when a record starts a wait that holds no slot (a 429's Retry-After, a
         #: backoff between attempts) and False when it ends: the stages then run a spare

@@ -25,7 +25,12 @@ The API's answers are two different signals, and each moves only its own limit. 
 - before anything came back, nothing can tell an in-flight limit of N from a bucket of N
   tokens: without a Retry-After it is read as concurrency, but slow start goes on from the
   lower level (a rate limit's first burst must not pin the run); with one, as rate;
-- 503s and timeouts shrink the concurrency limit by 10% (once per round trip).
+- a 503, a timeout, a reset or a stall (:mod:`pipeline.overdue`) is load only when errors
+  rise with the level of requests in flight (:mod:`pipeline.overload`); a steady share at
+  every level is noise: counted ("not a limit"), nothing more.
+
+A limit the API showed (an in-flight 429 confirmed, errors that rose with the level) is
+:attr:`FlowControl.shown`, the only source of the summary's advice for next time.
 
 A Retry-After is obeyed by the request that got it (``pipeline.delivery``); everyone holds
 back only when refusals are all there is (:mod:`pipeline.hold`).
@@ -36,49 +41,31 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
 
 from pipeline.aimd import Seeker, make_limiter
 from pipeline.hold import Hold
 from pipeline.levels import Levels
+from pipeline.overload import NOTHING, Overload
 from pipeline.ratecap import RATE_WINDOW, RateCap
+from pipeline.slots import Slots
+from pipeline.tickets import Kind as Kind
+from pipeline.tickets import Result as Result
+from pipeline.tickets import Ticket as Ticket
 
 _EWMA = 0.1
 #: How fast the evidence per in-flight level fades.
 _LEVELS_HALF_LIFE = 4.0
 
 
-class Kind(Enum):
-    OK = "ok"
-    THROTTLED = "throttled"  # 429
-    OVERLOADED = "overloaded"  # 503, 408, timeouts: maybe noise, maybe load
-    OTHER = "other"  # says nothing about load (a 400, an ambiguous failure)
-
-
-# Not frozen (one of each per request): see pipeline.models.RawRecord. Never mutated.
-@dataclass(slots=True, unsafe_hash=True)
-class Result:
-    kind: Kind
-    retry_after: float | None = None
-
-
-@dataclass(slots=True, unsafe_hash=True)  # as Result
-class Ticket:
-    started: float
-    level: int  # requests on the wire when this one left, itself included
-    paced: float  # when it took its place under the rate cap (at most ``started``)
-
-
 @dataclass
 class _Epoch:
-    """About two round trips: growth needs one without refusal."""
+    """About two round trips: growth needs one without refusal while every slot was taken
+    at some point (:attr:`Slots.filled`)."""
 
     start: float
     refused: bool = False
-    full: bool = False  # every slot was taken at some point
     successes: int = 0
 
 
@@ -94,19 +81,22 @@ class FlowControl:
     ) -> None:
         self.ceiling = concurrency
         self.rate = rate or None
-        self._limit = Seeker(min(initial, concurrency), ceiling=concurrency, min_step=1.0)
+        self._limit = Seeker(
+            min(initial, concurrency), ceiling=concurrency, min_step=1.0, probe_after=2.0
+        )
         self._rate = RateCap(self.rate, clock=clock, sleep=sleep)
         self._fixed = make_limiter(self.rate)
         self._clock, self._sleep = clock, sleep
-        self._slots = 0  # requests holding a slot (on the wire or about to be)
-        self._on_wire = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._slots = Slots(lambda: self.concurrency)
         self.hold = Hold(concurrency)
         self._ok_at = -math.inf
         self._first_answer = math.inf  # when the first answer came back
         self._inflight_limit = math.inf  # the in-flight level a 20429 was last refused above
         self._ok_level = 0  # highest in-flight level that succeeded since the last drop
         self._levels = Levels(concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
+        self.errors = Overload(self._limit, concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
+        #: The in-flight limit the API showed last (see the module's doc), if any.
+        self.shown: int | None = None
         self.rtt: float | None = None
         self._epoch = _Epoch(clock())
         self.lowest = self.highest = self.concurrency
@@ -130,13 +120,13 @@ class FlowControl:
 
     @property
     def in_flight(self) -> int:
-        return self._slots
+        return self._slots.taken
 
     # -- acquire / release -----------------------------------------------------------------
 
     async def acquire(self) -> Ticket:
         """Wait for a slot, a held-back storm, the rate cap and the fixed rate; in that order."""
-        await self._slot()
+        await self._slots.take()
         try:
             now = self._clock()
             if now < self.hold.until:
@@ -146,8 +136,8 @@ class FlowControl:
             if self._fixed is not None:
                 await self._fixed.acquire()
         except BaseException:
-            self._slots -= 1
-            self._wake()
+            self._slots.give_back(sent=False)
+            self._slots.wake()
             raise
         return self._start(self._clock(), paced)
 
@@ -157,15 +147,17 @@ class FlowControl:
         if self._fixed is not None or self._rate.seeker is not None:
             return None
         now = self._clock()
-        if self._slots >= self.concurrency or now < self.hold.until:
+        if not self._slots.free or now < self.hold.until:
             return None
-        self._take_slot()
+        self._slots.take_now()
         return self._start(now, now)
 
     def _start(self, now: float, paced: float) -> Ticket:
-        self._on_wire += 1
+        level = self._slots.sent()
         self._rate.started(now)
-        return Ticket(now, self._on_wire, paced)
+        ticket = Ticket(now, level, paced)
+        self.errors.overdue.sent(ticket)
+        return ticket
 
     async def pace(self) -> None:
         """Wait for the rate cap and the fixed rate, without taking a slot: for requests that
@@ -177,57 +169,57 @@ class FlowControl:
     def release(self, ticket: Ticket, result: Result) -> None:
         now = self._clock()
         self._first_answer = min(self._first_answer, now)
-        if result.kind is Kind.OK and self._limit.slow_start and self._waiters:
+        if (
+            result.kind is Kind.OK
+            and self._limit.slow_start
+            and self._slots.waiting
+            and not self.errors.overdue.stalling(now, self.rtt, self._slots.on_wire)
+        ):
             # Slow start as TCP's: one more per success while requests wait for a slot, so
             # it doubles every round trip (a clean epoch may double it once more).
             self._limit.value = min(float(self.ceiling), self._limit.value + 1.0)
-        self._slots -= 1
-        self._on_wire -= 1
+        ticket.answered = True
+        self._slots.give_back(sent=not ticket.overdue)
         self._roll_epoch(now)
-        if result.kind is Kind.OK:
+        self._look(now)
+        if ticket.overdue:
+            pass  # judged when it became overdue
+        elif result.kind is Kind.OK:
             self._succeeded(ticket, now)
         elif result.kind is Kind.THROTTLED:
             self._throttled(ticket, result.retry_after, now)
-        elif result.kind is Kind.OVERLOADED and ticket.started >= self._limit.pressured_at:
-            self._refused()
-            self._limit.pressure(now, self._limit.value * 0.9)
+        elif result.kind is Kind.OVERLOADED:
+            noted = ticket.started >= self._first_answer
+            self.errors.failed(ticket, now, self._ok_level, self.shown, noted=noted)
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
         elif limit > self.highest:
             self.highest = limit
-        if self._waiters:
-            self._wake()
+        if self._slots.waiting:
+            self._slots.wake()
+
+    def _look(self, now: float) -> None:
+        """What the errors judged by now (see :mod:`pipeline.overload`)."""
+        moved = self.errors.look(
+            now, self.rtt, self._slots.on_wire, self._ok_level, self.shown, self._first_answer
+        )
+        if moved is not NOTHING:
+            self._slots.on_wire -= moved.off_wire  # stalled: no longer in flight
+            if moved.shown is not None:
+                self._refused()
+                self.shown = moved.shown
+
+    def calm(self) -> bool:
+        """Errors lately are noise: none was load for a while (see :mod:`pipeline.overload`),
+        and nobody is held back."""
+        now = self._clock()
+        return self.errors.calm(now) and now >= self.hold.until
 
     def retry_wait(self, retry_after: float | None) -> float:
         """How long a refused request waits before it tries again: the API's Retry-After,
         but at least a round trip (``Retry-After: 0`` is no invitation to spin)."""
         return max(retry_after or 0.0, min(1.0, max(0.01, self.rtt or 0.0)))
-
-    async def _slot(self) -> None:
-        while self._slots >= self.concurrency:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-        self._take_slot()
-
-    def _take_slot(self) -> None:
-        self._slots += 1
-        if self._slots >= self.concurrency:
-            self._epoch.full = True
-
-    def _wake(self) -> None:
-        free = self.concurrency - self._slots
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -243,6 +235,7 @@ class FlowControl:
         # they arrive in is anybody's guess, so their levels say nothing.
         if ticket.started < self._first_answer:
             return
+        self.errors.overdue.answered(ticket, failed=False)
         if ticket.level >= self._ok_level or now - self._ok_at > RATE_WINDOW:
             self._ok_level, self._ok_at = ticket.level, now
         self._levels.note(ticket.level, True, now)
@@ -266,23 +259,30 @@ class FlowControl:
         if inflight is None:
             pass  # one refusal above what worked: no pattern yet, the record just waits
         elif inflight:
-            if ticket.started >= self._limit.pressured_at:
-                # Before anything succeeded, a refusal cannot tell an in-flight limit from a
-                # rate limit's first burst: keep slow start on from the lower level.
-                confirmed = self._ok_level > 0
-                self._limit.pressure(now, max(1.0, ticket.level - 1.0), confirmed=confirmed)
-                self._inflight_limit = self._limit.value
+            self._inflight(ticket, now)
         else:
             if ticket.level <= self._inflight_limit < math.inf:
                 # Refused at a level an in-flight limit admits: the rate is what is refused,
                 # and the in-flight limit was a rate limit's refusals misread.
                 self._inflight_limit = math.inf
+                self.shown = None
                 self._limit.relax()
             run = self.hold.in_run(now, self.rtt)
             if self._rate.refused(ticket.paced, now, self.rtt, ticket.started, run=run):
                 self._room()
         if self.hold.refused(retry_after, now, self.rtt):
             self._limit.cut(now, 0.0, confirmed=self._ok_level > 0)
+
+    def _inflight(self, ticket: Ticket, now: float) -> None:
+        """An in-flight refusal: the limit drops to the level below it, once per round trip."""
+        if ticket.started >= self._limit.pressured_at:
+            # Before anything succeeded, a refusal cannot tell an in-flight limit from a rate
+            # limit's first burst: keep slow start on from the lower level.
+            confirmed = self._ok_level > 0
+            self._limit.pressure(now, max(1.0, ticket.level - 1.0), confirmed=confirmed)
+            self._inflight_limit = self._limit.value
+            if confirmed:
+                self.shown = self.concurrency
 
     def _room(self) -> None:
         """The cap sets the pace now: the concurrency limit must leave it room to do so."""
@@ -306,7 +306,8 @@ class FlowControl:
         if length < max(0.05, 2 * (self.rtt or 0.0), 8.0 / cap if cap else 0.0):
             return
         if not epoch.refused and epoch.successes:
-            if epoch.full:
+            if self._slots.filled and not self.errors.unknown(now, self.rtt, self._slots.on_wire):
                 self._limit.clean(now)
             self._rate.clean(now, epoch.successes / length)
-        self._epoch = _Epoch(now, full=self._slots >= self.concurrency)
+        self._epoch = _Epoch(now)
+        self._slots.filled = self._slots.full

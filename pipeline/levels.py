@@ -1,14 +1,18 @@
 """What happened lately at each in-flight level: the evidence that tells the two kinds of 429
-apart (see :mod:`pipeline.flow`).
+apart, and errors that are load from errors that are noise (see :mod:`pipeline.flow`).
 
 An in-flight limit of N refuses every request sent while more than N were on the wire and
 none at or below N: above the level it was refused at, refusals are the rule. A rate limit
 refuses at any level, a few among many successes (requests that arrived too close together).
 So a refusal at level L is an in-flight refusal when most requests lately at L or above were
 refused. Counts fade by half every ``half_life`` seconds, so a limit that moves is found again.
+Errors (503s, timeouts, resets) are load when their share rises with the level
+(:mod:`pipeline.overload`).
 """
 
 from __future__ import annotations
+
+import math
 
 #: Refusals (faded counts) at a level and above before their share says anything.
 MIN_EVIDENCE = 1.5
@@ -16,6 +20,18 @@ MIN_EVIDENCE = 1.5
 INFLIGHT_SHARE = 0.5
 #: Above an in-flight limit found before, this share refused says it again (a probe refused).
 PROBE_SHARE = 0.2
+#: Errors at a level and above are load when their share there is this many times the share
+#: below...
+LOAD_FACTOR = 3.0
+#: ... and the difference is this many standard errors (a one-sided two-proportion test:
+#: about 3 in ten million by chance), so that a few errors among a few answers say little...
+LOAD_Z = 5.0
+#: ... and at least this many errors (faded) at the level and above, among at least
+#: ``LOAD_ANSWERS`` answers (a level first reached has a few: their share is anybody's guess).
+LOAD_EVIDENCE = 3.0
+LOAD_ANSWERS = 8.0
+#: ... unless this many answered below.
+LOAD_BELOW = 100.0
 
 
 class Levels:
@@ -46,6 +62,29 @@ class Levels:
         above were refused. None while too few were refused there to say."""
         share = self._refused_share(level)
         return None if share is None else share >= PROBE_SHARE
+
+    def rises(self, level: int) -> bool | None:
+        """Whether errors at ``level`` are load (errors count as refusals here): at least
+        ``LOAD_EVIDENCE`` of them at ``level`` and above (among ``LOAD_ANSWERS``, or fewer
+        over ``LOAD_BELOW`` below), at
+        ``LOAD_FACTOR`` times the share below, and a difference not down to chance
+        (``LOAD_Z``). A steady share at every level never is, whatever the share: False. None
+        while too few answers or errors say either way, or the share rises but not yet
+        beyond chance."""
+        level = max(1, min(level, len(self._ok) - 1))
+        errors, failed = sum(self._refused[level:]), sum(self._refused[:level])
+        above, below = errors + sum(self._ok[level:]), failed + sum(self._ok[:level])
+        # Few answers above (a probe's) need many below: a few errors among a few answers at
+        # levels first reached come by chance, and the share below is then a rough guess.
+        few = above < LOAD_ANSWERS and below < LOAD_BELOW
+        if few or below < LOAD_ANSWERS or errors < LOAD_EVIDENCE:
+            return None
+        share, share_below = errors / above, failed / below
+        if share < LOAD_FACTOR * share_below:
+            return False
+        pooled = (errors + failed) / (above + below)
+        spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / above + 1.0 / below))
+        return True if share - share_below >= LOAD_Z * spread else None
 
     def _refused_share(self, level: int) -> float | None:
         """The share refused lately at ``level`` or above; None under ``MIN_EVIDENCE``."""

@@ -59,6 +59,9 @@ class Summary:
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times every request held back (only refusals came back for a while)
     rate_cap: float | None = None  # the request-rate cap it converged to, if any
+    concurrency_found: int | None = None  # the in-flight limit the API showed, if any
+    errors_noise: int = 0  # 503s, timeouts, resets at every level: no evidence of load
+    errors_load: int = 0  # ... that rose with the requests in flight: a limit
     dry_run: bool = False
     max_invalid: int = 0  # exit 0 with up to this many invalid records (--max-invalid)
     max_failed: int = 0  # ... and up to this many failed ones (--max-failed)
@@ -147,12 +150,15 @@ class Summary:
 
     @property
     def next_time(self) -> str | None:
-        """The options that start a run where flow control converged, if it found a limit."""
-        if self.concurrency is None or self.concurrency_range is None:
+        """The options that start a run at the limits the API showed: an in-flight limit
+        (refusals or errors that rose with the requests in flight), a rate it refused above.
+        Never a limit that noise, an outage or a pause drove the run down to."""
+        if self.concurrency_range is None:
             return None
         options = []
-        if self.concurrency < self.concurrency_range[1]:
-            options.append(f"--concurrency {self.concurrency}")
+        found = self.concurrency_found
+        if found is not None and found < self.concurrency_range[1]:
+            options.append(f"--concurrency {found}")
         if self.rate_cap:
             options.append(f"--rate {int(self.rate_cap)}")
         return " ".join(options) or None
@@ -176,6 +182,22 @@ class Summary:
 
     def text(self) -> str:
         return "\n".join([self.line(), *self.details()])
+
+    def _error_lines(self) -> list[str]:
+        """What the errors (503s, timeouts, resets) said about the API's limits."""
+        lines = []
+        if self.errors_noise:
+            lines.append(
+                f"  {self.errors_noise} errors (503, timeout, reset) at every level of requests "
+                "in flight: not a limit"
+            )
+        if self.errors_load:
+            found = self.concurrency_found
+            limit = f" of {found} in flight" if found else ""
+            lines.append(
+                f"  {self.errors_load} errors rose with the requests in flight: a limit{limit}"
+            )
+        return lines
 
     def _leftover_lines(self) -> list[str]:
         """What is left open: unknown, not sent, in flight, released; and how the run ended."""
@@ -228,6 +250,7 @@ class Summary:
                 f"  flow control converged to: concurrency limit {self.concurrency} (ranged "
                 f"{low}-{high}), rate cap {cap}; everyone held back {self.pauses} times"
             )
+            lines.extend(self._error_lines())
             if self.next_time:
                 lines.append(f"  to start there next time: {self.next_time}")
         if self.reconciled_found or self.reconciled_missing:

@@ -32,6 +32,20 @@ class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wai
         return backoff
 
 
+class wait_unless_noise(wait_base):  # noqa: N801 - named like tenacity's own wait strategies
+    """The backoff, unless failures lately are noise (``noise()``): then a short wait
+    (``short()``). A backoff that doubles is for a server under load; a record that met a
+    background 503 backing off for seconds only makes the run's last seconds longer."""
+
+    def __init__(
+        self, backoff: wait_base, noise: Callable[[], bool], short: Callable[[], float]
+    ) -> None:
+        self._backoff, self._noise, self._short = backoff, noise, short
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return self._short() if self._noise() else self._backoff(retry_state)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Not sent, and worth another try. Ambiguous failures are settled, never resent blindly."""
     return isinstance(exc, RetryableApiError | TransportError) and not isinstance(exc, Ambiguous)
@@ -44,22 +58,25 @@ def retry_policy(
     initial_backoff: float = 0.5,
     max_backoff: float = 30.0,
     idempotent: bool = False,
+    noise: tuple[Callable[[], bool], Callable[[], float]] | None = None,
 ) -> AsyncRetrying:
     """A tenacity policy: retry 408/429/503 and unsent requests with jittered backoff.
 
     Other 4xx (and 401/403, which abort the run) are never retried, nor are ambiguous
     failures. ``sleep`` is injectable so that tests run on a fake clock and shutdown can cut
-    a backoff short. Use one
-    ``.copy()`` per record: tenacity keeps per-call state on the instance.
+    a backoff short. ``noise``: whether failures lately are noise, and the short wait then
+    (see :class:`wait_unless_noise`). Use one ``.copy()`` per record: tenacity keeps per-call
+    state on the instance.
     """
+    # Jitter up to one initial backoff spreads out workers that failed together.
+    backoff: wait_base = wait_exponential_jitter(
+        multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
+    )
+    if noise is not None:
+        backoff = wait_unless_noise(backoff, *noise)
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        # Jitter up to one initial backoff spreads out workers that failed together.
-        wait=wait_retry_after(
-            wait_exponential_jitter(
-                multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
-            )
-        ),
+        wait=wait_retry_after(backoff),
         # An idempotent request (a GET) can be repeated after an ambiguous failure too.
         retry=retry_if_exception(
             (lambda e: isinstance(e, RetryableApiError | TransportError))

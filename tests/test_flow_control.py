@@ -192,7 +192,9 @@ async def test_a_long_outage_gives_up() -> None:
 
 
 def test_the_summary_says_where_flow_control_converged() -> None:
-    summary = Summary("run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap=190.4)
+    summary = Summary(
+        "run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap=190.4, concurrency_found=8
+    )
     assert summary.next_time == "--concurrency 8 --rate 190"
     assert "converged to: concurrency limit 8 (ranged 8-16), rate cap 190/s" in summary.text()
     assert "next time: --concurrency 8 --rate 190" in summary.text()

@@ -225,6 +225,9 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
     if odd is not None:
         return odd
     resource = state.store(assistant_id, body, account_sid=account_sid)
+    if state.roll(state.faults.slow_rate):
+        state.note_late()
+        await asyncio.sleep(state.faults.slow_ms / 1000.0)
     if state.roll(state.faults.reset_rate):
         state.note_reset()
         _abort_connection(request)

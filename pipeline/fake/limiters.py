@@ -10,6 +10,13 @@ Pure and clock-injected (no aiohttp, no sleeping), so the same limiters serve th
 - ``FixedWindow(rate)``: ``rate`` requests per calendar second since the limiter started.
 - ``SlidingWindow(rate)``: ``rate`` requests in any one-second window (a sliding log).
 
+And two ways a server that is not rate limited shows load (no 429 at all):
+
+- ``shed_above=n``: beyond ``n`` requests in flight, a 503 at once (a server shedding load);
+- ``stall_above=n``: beyond ``n`` requests being worked on, the request is still stored but
+  answered ``stall_ms`` late (a server past its capacity, timing out); a stalled request does
+  not count as being worked on (its work is done, only its answer waits).
+
 Each rate shape's ``take(now)`` returns None (admitted) or the seconds until it would admit.
 """
 
@@ -95,10 +102,17 @@ class Limits:
     window: Window = "bucket"
     retry_after: RetryAfterMode = "present"
     latency_jitter_ms: float = 0.0
+    shed_above: int | None = None
+    stall_above: int | None = None
+    stall_ms: float = 2000.0
 
     def __post_init__(self) -> None:
-        if self.max_inflight is not None and self.max_inflight < 1:
-            raise ValueError("max_inflight must be >= 1")
+        for name in ("max_inflight", "shed_above", "stall_above"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not self.stall_ms >= 0:
+            raise ValueError("stall_ms must be >= 0")
         if self.rate_limit is not None and not self.rate_limit > 0:
             raise ValueError("rate_limit must be > 0")
         if not self.burst_ms >= 0 or not self.latency_jitter_ms >= 0:
@@ -110,15 +124,27 @@ class Limits:
 
     @property
     def active(self) -> bool:
-        return bool(self.max_inflight or self.rate_limit or self.latency_jitter_ms)
+        return bool(
+            self.max_inflight
+            or self.rate_limit
+            or self.latency_jitter_ms
+            or self.shed_above
+            or self.stall_above
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A 429: Twilio's code and message, and the Retry-After header value (None: absent)."""
+    """A 429 (or a 503 when shedding load): the message, and the Retry-After header value
+    (None: absent)."""
 
     message: str
     retry_after: str | None
+    status: int = 429
+
+
+#: What a server shedding load answers beyond its limit (no Retry-After: it cannot tell).
+SHED = Refusal("Service Unavailable", None, 503)
 
 
 class Limiter:
@@ -135,6 +161,8 @@ class Limiter:
 
     def admit(self, now: float) -> Refusal | None:
         limits = self.limits
+        if limits.shed_above is not None and self.in_flight >= limits.shed_above:
+            return SHED
         if limits.max_inflight is not None and self.in_flight >= limits.max_inflight:
             return Refusal("Too many concurrent requests", self._header(1.0))
         if limits.rate_limit is not None:
@@ -147,6 +175,13 @@ class Limiter:
                 return Refusal("Too Many Requests", self._header(wait))
         self.in_flight += 1
         return None
+
+    def stalls(self) -> bool:
+        """Whether an admitted request is answered ``stall_ms`` late: it came while
+        ``stall_above`` others were being worked on. If so, it gives its slot back at once
+        (call :meth:`done` now, not after the answer)."""
+        above = self.limits.stall_above
+        return above is not None and self.in_flight > above
 
     def done(self) -> None:
         self.in_flight -= 1

@@ -1,8 +1,9 @@
 """The middleware that applies the fake API's :class:`~pipeline.fake.limiters.Limits` to POSTs.
 
 It runs inside the response counter, before the create handler: an in-flight or rate refusal
-is answered at once (a gateway refuses before the application sees the request), an admitted
-request holds its in-flight slot until the handler has answered, and gets its latency jitter.
+(or a load-shedding 503) is answered at once (a gateway refuses before the application sees
+the request), an admitted request holds its in-flight slot until the handler has answered, and
+gets its latency jitter; a stalled one gives its slot back at once and is answered late.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ async def apply_limits(request: web.Request, handler: Handler) -> web.StreamResp
     if refusal is not None:
         state.note_post()
         headers = {} if refusal.retry_after is None else {"Retry-After": refusal.retry_after}
-        return twilio_error(429, 20429, refusal.message, headers=headers)
+        return twilio_error(refusal.status, 20000 + refusal.status, refusal.message, headers)
+    if limiter.stalls():
+        limiter.done()
+        response = await handler(request)
+        state.note_late()
+        await asyncio.sleep(limiter.limits.stall_ms / 1000.0)
+        return response
     try:
         jitter = limiter.limits.latency_jitter_ms
         if jitter > 0:

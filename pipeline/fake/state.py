@@ -37,6 +37,9 @@ class Faults:
     throttle_rps: float | None = None
     latency_ms: float = 0.0
     reset_rate: float = 0.0
+    #: A share of POSTs stored and then answered ``slow_ms`` late (later than a client waits).
+    slow_rate: float = 0.0
+    slow_ms: float = 2000.0
     error_status: int | None = None
     seed: int | None = None
     #: A misbehaviour from pipeline.fake.hostile; a mode name or an object on the wire.
@@ -48,12 +51,13 @@ class Faults:
 
     def validate(self) -> None:
         """Raise ValueError when a field is out of range or of the wrong type."""
-        for name in ("fail_rate", "reset_rate"):
+        for name in ("fail_rate", "reset_rate", "slow_rate"):
             value = _number(name, getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if _number("latency_ms", self.latency_ms) < 0:
-            raise ValueError("latency_ms must be >= 0")
+        for name in ("latency_ms", "slow_ms"):
+            if _number(name, getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if self.throttle_rps is not None and _number("throttle_rps", self.throttle_rps) <= 0:
             raise ValueError("throttle_rps must be > 0 or null")
         if self.error_status is not None and (
@@ -141,6 +145,7 @@ class FakeState:
         # Answer the next POST with 429 and this Retry-After (seconds), once; then None again.
         self.retry_after_once: int | None = None
         self.resets = 0
+        self.late = 0  # answered late on purpose (slow_rate, a stall beyond stall_above)
         self.responses: Counter[int] = Counter()
         self.hostile_stats: Counter[str] = Counter()  # kept by pipeline.fake.hostile
         self._lock = threading.Lock()
@@ -225,6 +230,10 @@ class FakeState:
         with self._lock:
             self.resets += 1
 
+    def note_late(self) -> None:
+        with self._lock:
+            self.late += 1
+
     def store(
         self,
         assistant_id: str,
@@ -290,6 +299,7 @@ class FakeState:
                 # Extra copies beyond the first of each content: 0 means exactly-once.
                 "duplicates": sum(n - 1 for n in counts.values()),
                 "resets": self.resets,
+                "late": self.late,
                 "responses": {str(k): v for k, v in sorted(self.responses.items())},
                 "hostile": dict(self.hostile_stats),
             }
@@ -302,6 +312,7 @@ class FakeState:
             self.posts_received = 0
             self.post_times.clear()
             self.resets = 0
+            self.late = 0
             self.responses.clear()
             self.hostile_stats.clear()
             self._bucket = None
