@@ -17,12 +17,12 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesPayload
 from yarl import URL
 
@@ -31,6 +31,7 @@ from pipeline.errors import (
     AmbiguousTransportError,
     ApiError,
     AuthError,
+    LeaseLapsedError,
     NotTheApiError,
     PermanentApiError,
     RedirectError,
@@ -83,20 +84,20 @@ class FeedbackPage:
     next_page_url: str | None
 
 
-def last_check_config() -> aiohttp.TraceConfig:
-    """Tracing that calls a request's ``trace_request_ctx`` (when it is a check) once the
-    request's connection is ready, new or reused: the last moment before the request is
-    written, with nothing awaited in between (aiohttp releases the connection if it raises)."""
+class _CheckedBody(BytesPayload):
+    """A request body that runs ``check`` right before it is written. aiohttp holds the
+    request's headers back until its body's first write, so nothing of the request is on the
+    socket yet; a check that raises leaves it unwritten (aiohttp then drops the connection)."""
 
-    async def check(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        last = context.trace_request_ctx
-        if callable(last):
-            last()
+    def __init__(self, value: bytes, check: Callable[[], None]) -> None:
+        super().__init__(value, content_type=_JSON_TYPE)
+        self._check = check
 
-    config = aiohttp.TraceConfig()
-    config.on_connection_create_end.append(check)
-    config.on_connection_reuseconn.append(check)
-    return config
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._check()
+        await super().write_with_length(writer, content_length)
 
 
 class FeedbackClient:
@@ -113,9 +114,8 @@ class FeedbackClient:
         *,
         last_check: Callable[[], None] | None = None,
     ) -> None:
-        """``last_check``: called once a POST's connection is ready, right before the request
-        is written (on a session made with :func:`last_check_config`); an error it raises
-        stops the request unwritten."""
+        """``last_check``: called right before a POST is written (its headers and body go out
+        together); a :class:`LeaseLapsedError` it raises stops the request unwritten."""
         self._session = session
         self._last_check = last_check
         self._base = base_url.rstrip("/")
@@ -138,18 +138,18 @@ class FeedbackClient:
         try:
             payload = orjson.dumps(body)
             # aiohttp warns about (and blocks the loop on) bodies over 1 MiB sent as bytes.
-            if len(payload) <= _LARGE_BODY:
-                data: Any = BytesPayload(payload, content_type=_JSON_TYPE)
+            if self._last_check is not None:
+                # Checked as it is written (a large body too: bytes block the loop a moment).
+                data: Any = _CheckedBody(payload, self._last_check)
+                headers = None
+            elif len(payload) <= _LARGE_BODY:
+                data = BytesPayload(payload, content_type=_JSON_TYPE)
                 headers = None  # the payload's own: no header merge per request
             else:
                 data, headers = io.BytesIO(payload), _JSON
             url = self._urls.get(assistant_id) or self._url_of(assistant_id)
             async with self._session.post(
-                url,
-                data=data,
-                headers=headers,
-                allow_redirects=False,
-                trace_request_ctx=self._last_check,
+                url, data=data, headers=headers, allow_redirects=False
             ) as resp:
                 if 300 <= resp.status < 400:
                     raise self._redirect(resp, "POST")
@@ -159,6 +159,8 @@ class FeedbackClient:
         except _NOT_SENT as exc:
             raise TransportError(describe_transport(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(exc.__cause__, LeaseLapsedError):
+                raise exc.__cause__ from None  # stopped by the last check: never written
             # The connection broke or went quiet after the request may have been written.
             raise AmbiguousTransportError(describe_transport(exc)) from exc
         return self._created(resp.status, raw)

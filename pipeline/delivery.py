@@ -145,7 +145,7 @@ class Delivery:
 
     async def _post(self, item: Accepted, sent: _Sent) -> Created:
         """The request itself, once this worker's lease lets it start (a shared ledger's: its
-        claims must still be its own; checked again right before the write, see
+        claims must still be its own; checked again as the request is written, see
         ``FeedbackClient(last_check=)``)."""
         if not self._lease.valid():
             await self._lease.admit()  # waits for a renewal (the run may stop meanwhile)

@@ -18,7 +18,7 @@ can catch the family; the CLI maps each branch to an exit code::
     └── DeliveryError           one request did not produce a feedback
         ├── NotSentError        the run is stopping: never sent          -> failed, 0 attempts
         │   ├── LeaseLostError  this worker's lease on its claims ran out -> left in flight
-        │   └── LeaseLapsedError  the lease was due a renewal as the request was about to be
+        │   └── LeaseLapsedError  the lease was due a renewal as the request was being
         │                       written: not written; sent once it is renewed
         ├── TransportError      not sent: refused, DNS, connect timeout  -> retried
         │   └── AmbiguousTransportError  reset or timeout after sending  -> unknown, reconciled
@@ -105,9 +105,9 @@ class LeaseLostError(NotSentError):
 
 
 class LeaseLapsedError(NotSentError):
-    """The last check before the request is written (its connection ready) found the lease
-    due a renewal: the request was not written; delivery waits for the renewal, then sends
-    it (or finds the lease lost)."""
+    """The last check, as the request was being written, found the lease due a renewal: the
+    request was not written; delivery waits for the renewal, then sends it (or finds the
+    lease lost)."""
 
 
 class Ambiguous:

@@ -53,7 +53,7 @@ class LeaseGate(Protocol):
 
     def check(self) -> None:
         """Raise :class:`LeaseLapsedError` unless a request may be written now: the last
-        check, once the request's connection is ready (see pipeline.client.last_check)."""
+        check, as the request's body is written (``FeedbackClient(last_check=)``)."""
         ...
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from pipeline import __version__
-from pipeline.client import FeedbackClient, last_check_config
+from pipeline.client import FeedbackClient
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
@@ -203,7 +203,7 @@ async def _deliver(
     )
     lease = _lease(ledger, control, progress)
     async with (
-        _session(settings, auth, last_check=lease is not None) as session,
+        _session(settings, auth) as session,
         _shared_rate(settings, auth, control, progress.notice) as shared,
     ):
         client = observed_client(
@@ -385,10 +385,8 @@ async def _dry_run(ledger: Ledger, batches: Batches, summary: Summary, progress:
 
 @contextlib.asynccontextmanager
 async def _session(
-    settings: Settings, auth: tuple[str, str], *, last_check: bool = False
+    settings: Settings, auth: tuple[str, str]
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    """The run's one HTTP session; ``last_check``: with the tracing that runs a POST's last
-    check right before it is written (a shared ledger's lease)."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency)
     headers = {
         # Only ever in this header: never logged, never part of an error message.
@@ -399,6 +397,5 @@ async def _session(
         timeout=aiohttp.ClientTimeout(total=settings.timeout),
         connector=connector,
         headers=headers,
-        trace_configs=[last_check_config()] if last_check else None,
     ) as session:
         yield session

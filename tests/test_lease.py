@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from pipeline.client import FeedbackClient, last_check_config
+from pipeline.client import FeedbackClient
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
 from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError
@@ -145,8 +145,8 @@ async def test_delivery_never_starts_a_request_once_the_lease_is_lost() -> None:
 
 
 class _LapsesOnce:
-    """Valid when delivery asks; due a renewal at the last check once (the process was held
-    up between the two), then renewed."""
+    """Valid when delivery asks; due a renewal at the last check, as the request is written,
+    once (the process was held up between the two), then renewed."""
 
     def __init__(self) -> None:
         self.checks = 0
@@ -163,14 +163,12 @@ class _LapsesOnce:
             raise LeaseLapsedError("not sent: the lease is due a renewal")
 
 
-async def test_the_last_check_right_before_the_write_stops_the_request_unwritten() -> None:
+async def test_the_last_check_as_the_request_is_written_stops_it_unwritten() -> None:
     gate = _LapsesOnce()
     record = FeedbackRecord(assistant_id="aia_asst_x", session_id="s1", score=0.5)
     with FakeServer(FakeState()) as server:
         auth = aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
-        async with aiohttp.ClientSession(
-            headers={"Authorization": auth}, trace_configs=[last_check_config()]
-        ) as session:
+        async with aiohttp.ClientSession(headers={"Authorization": auth}) as session:
             client = FeedbackClient(session, server.url, last_check=gate.check)
             delivery = Delivery(client, max_attempts=1, rate=None, control=RunControl(),
                                 lease=gate)  # fmt: skip
