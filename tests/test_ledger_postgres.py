@@ -7,11 +7,12 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from pg_helpers import PgSchema, pg_schema
+from pg_helpers import PG_URL, PgSchema, pg_schema
 
 from pipeline.errors import ConfigError, LedgerError
 from pipeline.ledger import Decision, open_ledger
 from pipeline.ledger.postgres import PostgresLedger
+from pipeline.ledger.postgres_link import Link
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
 
 __all__ = ["pg_schema"]
@@ -205,3 +206,31 @@ async def test_an_unreachable_server_names_the_url_without_its_password() -> Non
     with pytest.raises(LedgerError, match="cannot connect") as caught:
         await open_ledger("postgresql://u:hunter2@127.0.0.1:1/db", "r", command="run")
     assert "hunter2" not in str(caught.value)
+
+
+async def test_a_call_its_caller_gave_up_on_does_not_break_the_link(pg_schema: PgSchema) -> None:
+    """A run that ends during a lease renewal cancels it: the link stays usable, so the
+    run's end (and its lease's) is still written."""
+    link, conn = await Link.connect(PG_URL, "ledger")
+    await link.pool.release(conn)
+    call = asyncio.create_task(
+        link.call("sleeping", lambda: link.pool.execute("SELECT pg_sleep(0.3)"))
+    )
+    await asyncio.sleep(0.05)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not link.broken
+    assert await link.call("reading", lambda: link.pool.fetchval("SELECT 1")) == 1
+    await link.close()
+
+
+async def test_a_call_that_does_not_answer_in_time_is_abandoned_and_named() -> None:
+    link, conn = await Link.connect(PG_URL, "postgresql://u:***@h/db")
+    await link.pool.release(conn)
+    with pytest.raises(
+        LedgerError, match=r"postgresql://u:\*\*\*@h/db: sleeping: no answer within"
+    ):
+        await link.call("sleeping", lambda: link.pool.execute("SELECT pg_sleep(5)"), 0.2)
+    assert link.broken
+    await asyncio.wait_for(link.close(), 6)

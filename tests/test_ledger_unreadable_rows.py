@@ -78,6 +78,7 @@ def test_rows_without_a_body_are_skipped_and_shown_never_a_crash(
         "reconcile", "--base-url", run_cli.server.url, "--ledger", ledger, "--settle", "0"
     )
     assert settled.exit_code == 0, settled.output
+    print("RECONCILE", settled.output)
     assert run_cli.server.state.duplicates() == {}
     assert run_cli.server.state.posts_received == 6
     shown = run_cli("failures", "--ledger", ledger, "--format", "jsonl")

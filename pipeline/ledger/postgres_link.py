@@ -45,7 +45,8 @@ class Link:
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
         self.pool = pool
         self.shown = shown
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._abandoned: set[asyncio.Task[Any]] = set()  # calls that did not answer in time
+        self._stray: set[asyncio.Task[Any]] = set()  # calls whose caller was cancelled
 
     @classmethod
     async def connect(cls, dsn: str, shown: str) -> tuple[Link, asyncpg.Connection]:
@@ -78,19 +79,18 @@ class Link:
         try:
             done, _ = await asyncio.wait({task}, timeout=bound)
         except asyncio.CancelledError:
-            self._abandon(task)
+            # The caller gave up (a renewal as the run ends): not a sign of a broken link.
+            task.cancel()
+            self._stray.add(task)
             raise
         if not done:
-            self._abandon(task)
+            task.cancel()
+            self._abandoned.add(task)
             raise LedgerError(f"ledger {self.shown}: {what}: no answer within {bound:g} s")
         try:
             return task.result()
         except DRIVER_ERRORS as exc:
             raise LedgerError(f"ledger {self.shown}: {what}{verb}: {why(exc)}") from exc
-
-    def _abandon(self, task: asyncio.Task[T]) -> None:
-        task.cancel()
-        self._abandoned.add(task)
 
     @property
     def broken(self) -> bool:
@@ -110,8 +110,11 @@ class Link:
             await self._bury()
 
     async def _bury(self) -> None:
-        """Let the abandoned calls end (their sockets are closed now), without waiting long."""
-        tasks = list(self._abandoned)
+        """Let the abandoned and stray calls end (their sockets closed), without waiting long."""
+        for task in (*self._abandoned, *self._stray):
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: nobody is left to read it
+        tasks = [t for t in (*self._abandoned, *self._stray) if not t.done()]
         if tasks:
             self.pool.terminate()
             with contextlib.suppress(TimeoutError):

@@ -201,8 +201,12 @@ class BrokerContract:
         # see the wait said.
         idle = _SPREAD_IDLE if broker.takes_over_idle else CLAIM_IDLE
         worker = workers.start("w0", broker.url("w0"), "--claim-idle", str(idle))
+        # Waiting once everything but the held entries is sent (the line may come earlier).
         workers.wait_until(
-            lambda: "waiting for" in worker.output or worker.proc.poll() is not None,
+            lambda: (
+                ("waiting for" in worker.output and never_sent(api, rows) == 4)
+                or worker.proc.poll() is not None
+            ),
             "the worker to wait",
         )
         assert worker.proc.poll() is None, "ended, or never said for what it waits"
