@@ -1,9 +1,11 @@
-"""A TCP proxy of the tests' own, between one worker and a server (PostgreSQL here), so that
-a test can stall or cut that link alone while everything else goes on.
+"""A TCP proxy of the tests' own, between one worker and a server (PostgreSQL, a broker), so
+that a test can stall, freeze or cut that link alone while everything else goes on.
 
 It runs its own event loop in a thread. ``stall()`` stops forwarding in both directions and
 holds every connection open (a blackholed link: nothing arrives, nothing fails); ``resume()``
-forwards again. ``cut()`` closes every connection and refuses new ones until ``restore()``.
+forwards again. ``freeze()`` drops what the client sends for good (a broker never hears its
+acks, as when a worker dies between its outcome and its ack). ``cut()`` closes every
+connection and refuses new ones until ``restore()``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._flowing: asyncio.Event | None = None
         self._refusing = False
+        self._frozen = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -56,7 +59,9 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer, upstream=True),
+            self._pipe(up_reader, writer, upstream=False),
+            return_exceptions=True,
         )
         for w in (writer, up_writer):
             self._writers.discard(w)
@@ -64,11 +69,15 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 await w.wait_closed()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         assert self._flowing is not None
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()  # a stall holds the bytes here
+                if upstream and self._frozen:
+                    continue  # dropped: the server never hears it
                 writer.write(data)
                 await writer.drain()
         finally:
@@ -86,6 +95,12 @@ class TcpProxy:
         assert self._flowing is not None
         self._call(self._flowing.set)
 
+    def freeze(self) -> None:
+        def freeze() -> None:
+            self._frozen = True
+
+        self._call(freeze)
+
     def cut(self) -> None:
         """Close every connection now, and refuse new ones until :meth:`restore`."""
 
@@ -99,6 +114,8 @@ class TcpProxy:
     def restore(self) -> None:
         def restore() -> None:
             self._refusing = False
+
+        self._frozen = False
 
         self._call(restore)
 

@@ -26,9 +26,9 @@ import asyncpg
 import pytest
 from conftest import content_of, make_rows
 from pg_helpers import PgSchema
+from tcp_proxy import TcpProxy
 
 from brokers.corpus import corpus_lines
-from brokers.proxy import Proxy
 from brokers.workers import BOUND, CLAIM_IDLE, LEASE, SLACK, Workers
 from pipeline.fake import FakeServer, FakeState, Faults
 
@@ -290,7 +290,7 @@ class BrokerContract:
         broker.publish_rows(rows)
         in_flight = "SELECT count(*) FROM {s}.records WHERE state = 'in_flight'"
         sent = "SELECT count(*) FROM {s}.records WHERE state = 'sent'"
-        proxy = Proxy(broker.port)  # the victim's way to the broker
+        proxy = _proxy(broker.port)  # the victim's way to the broker
         try:
             # Claimed and held back by 429s (never stored); on the wire (stored late, after
             # the kill); or sent and recorded while its acks are lost on the way.
@@ -337,7 +337,7 @@ class BrokerContract:
         rows = make_rows(ROWS, OK)
         broker.publish_rows(rows)
         api.state.update_faults({"latency_ms": 100})
-        proxy = Proxy(broker.port)
+        proxy = _proxy(broker.port)
         try:
             cut = workers.start("cut", broker.url("cut", proxy.port))
             workers.wait_until(lambda: api.state.stored_count >= 2, "records stored")
@@ -378,3 +378,10 @@ class BrokerContract:
         check_once(api, rows)
         assert broker.left() == 0
         figures("401", broker=broker.name, records=ROWS, never_sent=0, longest_s=round(took, 1))
+
+
+def _proxy(port: int) -> TcpProxy:
+    """A proxy of the test's own in front of the broker's ``port``, started."""
+    proxy = TcpProxy("127.0.0.1", port)
+    proxy.start()
+    return proxy
