@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.payload import BytesPayload
+from aiohttp.payload import BytesIOPayload, BytesPayload
 from yarl import URL
 
 from pipeline.errors import (
@@ -84,20 +84,28 @@ class FeedbackPage:
     next_page_url: str | None
 
 
-class _CheckedBody(BytesPayload):
+class _Checked:
     """A request body that runs ``check`` right before it is written. aiohttp holds the
     request's headers back until its body's first write, so nothing of the request is on the
     socket yet; a check that raises leaves it unwritten (aiohttp then drops the connection)."""
 
-    def __init__(self, value: bytes, check: Callable[[], None]) -> None:
-        super().__init__(value, content_type=_JSON_TYPE)
+    def __init__(self, value: Any, check: Callable[[], None]) -> None:
+        super().__init__(value, content_type=_JSON_TYPE)  # type: ignore[call-arg]
         self._check = check
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         self._check()
-        await super().write_with_length(writer, content_length)
+        await super().write_with_length(writer, content_length)  # type: ignore[misc]
+
+
+class _CheckedBytes(_Checked, BytesPayload):
+    pass
+
+
+class _CheckedBytesIO(_Checked, BytesIOPayload):  # a body over 1 MiB, as aiohttp wants it
+    pass
 
 
 class FeedbackClient:
@@ -138,13 +146,16 @@ class FeedbackClient:
         try:
             payload = orjson.dumps(body)
             # aiohttp warns about (and blocks the loop on) bodies over 1 MiB sent as bytes.
-            if self._last_check is not None:
-                # Checked as it is written (a large body too: bytes block the loop a moment).
-                data: Any = _CheckedBody(payload, self._last_check)
-                headers = None
-            elif len(payload) <= _LARGE_BODY:
+            check, large = self._last_check, len(payload) > _LARGE_BODY
+            headers = None  # the payload's own: no header merge per request
+            if check is not None:  # checked as it is written (see _Checked)
+                data: Any = (
+                    _CheckedBytesIO(io.BytesIO(payload), check)
+                    if large
+                    else _CheckedBytes(payload, check)
+                )
+            elif not large:
                 data = BytesPayload(payload, content_type=_JSON_TYPE)
-                headers = None  # the payload's own: no header merge per request
             else:
                 data, headers = io.BytesIO(payload), _JSON
             url = self._urls.get(assistant_id) or self._url_of(assistant_id)

@@ -11,7 +11,7 @@ import pytest
 from pipeline.client import FeedbackClient
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
-from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError
+from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError, PermanentApiError
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
 from pipeline.lease import Lease
 from pipeline.models import Accepted, FeedbackRecord, Status
@@ -178,3 +178,16 @@ async def test_the_last_check_as_the_request_is_written_stops_it_unwritten() -> 
         assert outcome.status is Status.SENT and outcome.attempts == 1
         assert server.state.posts_received == 1 and gate.checks == 2
         assert delivery.retries == 0
+
+
+async def test_a_body_over_a_mebibyte_is_checked_as_it_is_written_too() -> None:
+    checks: list[int] = []
+    record = FeedbackRecord(assistant_id="aia_asst_x", session_id="s1", text="x" * (1 << 21))
+    with FakeServer(FakeState()) as server:
+        auth = aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+        async with aiohttp.ClientSession(headers={"Authorization": auth}) as session:
+            client = FeedbackClient(session, server.url, last_check=lambda: checks.append(1))
+            # The fake API takes at most 1 MiB (as aiohttp's servers do): the request went out.
+            with pytest.raises(PermanentApiError, match="413"):
+                await client.create("aia_asst_x", record.body())
+        assert checks == [1]  # checked as it was written, with no warning about its size

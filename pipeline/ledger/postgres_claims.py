@@ -146,7 +146,7 @@ class PostgresClaims:
             else:
                 decisions.append(self._verdict(known.get(item.key)))
             seen.add(item.key)
-        await self._heal([first[k] for k, (_, owner, gone) in known.items() if gone])
+        await self._heal([first[k] for k, (_, _, gone) in known.items() if gone])
         return decisions
 
     async def _heal(self, items: list[Accepted]) -> None:

@@ -19,6 +19,9 @@ from pipeline.ledger.schema import migrate
 from pipeline.ledger.sqlite_writes import CLAIM, OUTCOME, Write
 from pipeline.models import Accepted, Outcome, Rejection, Status, invalid_key
 
+#: The state a claim reads for a row without the body it needs (see sqlite_queries.HEAL).
+_BODILESS = "bodiless"
+
 _INVALID = """
 INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
 VALUES (?, 'invalid', ?, ?, ?, ?, ?)
@@ -115,7 +118,7 @@ class SqliteStore:
             )
             # A row that needs its request body and has none (an older version wrote it over
             # a sent row): the record may be stored, so it is uncertain, never sent blindly.
-            found.update((k, (Status.UNKNOWN if gone else s, r)) for k, s, r, gone in rows)
+            found.update((k, (_BODILESS if gone else s, r)) for k, s, r, gone in rows)
             if self._dry_run:
                 rows = self._rows("key", f"temp.dry_claims WHERE key IN ({marks})", chunk)
                 found.update((k, (Status.IN_FLIGHT, self.run_id)) for (k,) in rows)
@@ -139,7 +142,7 @@ class SqliteStore:
                 continue
             key = item.key
             decision = self._decide(known.get(key))
-            if decision is Decision.UNCERTAIN:
+            if known.get(key, ("", ""))[0] == _BODILESS:
                 # Its body from the input, so that reconciliation can settle the row.
                 body = orjson.dumps(item.record.body()).decode()
                 heal.append((body, item.record.assistant_id, key))
