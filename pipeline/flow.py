@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pipeline.aimd import Seeker, make_limiter
 from pipeline.hold import Hold
 from pipeline.levels import Levels
+from pipeline.overdue import STALLED_SHARE, Growth
 from pipeline.overload import NOTHING, Overload
 from pipeline.ratecap import RATE_WINDOW, RateCap
 from pipeline.slots import Slots
@@ -88,9 +89,11 @@ class FlowControl:
         self._fixed = make_limiter(self.rate)
         self._clock, self._sleep = clock, sleep
         self._slots = Slots(lambda: self.concurrency)
+        self._growth = Growth()
         self.hold = Hold(concurrency)
         self._ok_at = -math.inf
         self._first_answer = math.inf  # when the first answer came back
+        self._first_sent = 0  # requests sent before it
         self._inflight_limit = math.inf  # the in-flight level a 20429 was last refused above
         self._ok_level = 0  # highest in-flight level that succeeded since the last drop
         self._levels = Levels(concurrency, half_life=_LEVELS_HALF_LIFE, now=clock())
@@ -136,7 +139,7 @@ class FlowControl:
             if self._fixed is not None:
                 await self._fixed.acquire()
         except BaseException:
-            self._slots.give_back(sent=False)
+            self._slots.give_back(None)
             self._slots.wake()
             raise
         return self._start(self._clock(), paced)
@@ -154,6 +157,8 @@ class FlowControl:
 
     def _start(self, now: float, paced: float) -> Ticket:
         level = self._slots.sent()
+        if self._first_answer == math.inf:
+            self._first_sent += 1
         self._rate.started(now)
         ticket = Ticket(now, level, paced)
         self.errors.overdue.sent(ticket)
@@ -169,17 +174,18 @@ class FlowControl:
     def release(self, ticket: Ticket, result: Result) -> None:
         now = self._clock()
         self._first_answer = min(self._first_answer, now)
-        if (
-            result.kind is Kind.OK
-            and self._limit.slow_start
-            and self._slots.waiting
-            and not self.errors.overdue.stalling(now, self.rtt, self._slots.on_wire)
-        ):
-            # Slow start as TCP's: one more per success while requests wait for a slot, so
-            # it doubles every round trip (a clean epoch may double it once more).
-            self._limit.value = min(float(self.ceiling), self._limit.value + 1.0)
         ticket.answered = True
-        self._slots.give_back(sent=not ticket.overdue)
+        # Slow start as TCP's: one more per success while requests wait for a slot, so it
+        # doubles every round trip (a clean epoch may double it once more); a success of the
+        # first requests, sent together, waits while others of them are unanswered
+        # (pipeline.overdue).
+        earned = result.kind is Kind.OK and self._limit.slow_start and self._slots.waiting
+        first = self._first_answer
+        if earned and ticket.started < first and self._first_late(first):
+            self._growth.earned(now, self.rtt or now - ticket.started)
+            earned = False
+        self._grow(now, earned=earned)
+        self._slots.give_back(ticket)
         self._roll_epoch(now)
         self._look(now)
         if ticket.overdue:
@@ -199,13 +205,31 @@ class FlowControl:
         if self._slots.waiting:
             self._slots.wake()
 
+    def _grow(self, now: float, *, earned: bool) -> None:
+        if not self._limit.slow_start:
+            return
+        if self.errors.overdue.stalling(now, self.rtt, self._slots.on_wire):
+            return
+        grown = int(earned)
+        if self._growth.pending:
+            late = self._first_late(self._first_answer)
+            dropped = self._limit.pressured_at
+            grown += self._growth.granted(now, late=late, dropped_at=dropped)
+        if grown:
+            self._limit.value = min(float(self.ceiling), self._limit.value + grown)
+
+    def _first_late(self, first: float) -> bool:
+        """Whether a quarter of the first requests, sent before ``first``, are unanswered."""
+        return self.errors.overdue.unanswered(before=first) >= STALLED_SHARE * self._first_sent
+
     def _look(self, now: float) -> None:
         """What the errors judged by now (see :mod:`pipeline.overload`)."""
         moved = self.errors.look(
             now, self.rtt, self._slots.on_wire, self._ok_level, self.shown, self._first_answer
         )
         if moved is not NOTHING:
-            self._slots.on_wire -= moved.off_wire  # stalled: no longer in flight
+            for late in moved.late:  # stalled: no longer in flight
+                self._slots.overdue(late)
             if moved.shown is not None:
                 self._refused()
                 self.shown = moved.shown

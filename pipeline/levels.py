@@ -24,8 +24,13 @@ PROBE_SHARE = 0.2
 #: below...
 LOAD_FACTOR = 3.0
 #: ... and the difference is this many standard errors (a one-sided two-proportion test:
-#: about 3 in ten million by chance), so that a few errors among a few answers say little...
+#: about 3 in ten million by chance)...
 LOAD_Z = 5.0
+#: ... and as unlikely by a bound that holds for few answers too, where the test above does
+#: not (a normal approximation: 3 errors among the 14 answers of a level first reached, 2%
+#: of errors everywhere, passed it): Chernoff's bound on the chance of that many errors
+#: there, were the share the same at every level...
+LOAD_CHANCE = 3e-7
 #: ... and at least this many errors (faded) at the level and above, among at least
 #: ``LOAD_ANSWERS`` answers (a level first reached has a few: their share is anybody's guess).
 LOAD_EVIDENCE = 3.0
@@ -66,11 +71,10 @@ class Levels:
     def rises(self, level: int) -> bool | None:
         """Whether errors at ``level`` are load (errors count as refusals here): at least
         ``LOAD_EVIDENCE`` of them at ``level`` and above (among ``LOAD_ANSWERS``, or fewer
-        over ``LOAD_BELOW`` below), at
-        ``LOAD_FACTOR`` times the share below, and a difference not down to chance
-        (``LOAD_Z``). A steady share at every level never is, whatever the share: False. None
-        while too few answers or errors say either way, or the share rises but not yet
-        beyond chance."""
+        over ``LOAD_BELOW`` below), at ``LOAD_FACTOR`` times the share below, and a
+        difference not down to chance (``LOAD_Z`` and ``LOAD_CHANCE``). A steady share at
+        every level never is, whatever the share: False. None while too few answers or
+        errors say either way, or the share rises but not yet beyond chance."""
         level = max(1, min(level, len(self._ok) - 1))
         errors, failed = sum(self._refused[level:]), sum(self._refused[:level])
         above, below = errors + sum(self._ok[level:]), failed + sum(self._ok[:level])
@@ -84,7 +88,16 @@ class Levels:
             return False
         pooled = (errors + failed) / (above + below)
         spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / above + 1.0 / below))
-        return True if share - share_below >= LOAD_Z * spread else None
+        if share - share_below < LOAD_Z * spread:
+            return None
+        return True if _tail_bound(above, share, pooled) <= LOAD_CHANCE else None
+
+    def error_share(self) -> float | None:
+        """The share of errors among the answers lately, at every level; None under
+        ``LOAD_ANSWERS`` answers."""
+        errors = sum(self._refused)
+        answers = errors + sum(self._ok)
+        return None if answers < LOAD_ANSWERS else errors / answers
 
     def _refused_share(self, level: int) -> float | None:
         """The share refused lately at ``level`` or above; None under ``MIN_EVIDENCE``."""
@@ -93,3 +106,15 @@ class Levels:
         if refused < MIN_EVIDENCE:
             return None
         return refused / (refused + sum(self._ok[level:]))
+
+
+def _tail_bound(answers: float, share: float, expected: float) -> float:
+    """An upper bound on the chance of ``share`` or more errors among ``answers`` when each
+    fails with chance ``expected`` < ``share``: exp(-n KL(share || expected)), Chernoff's."""
+    if share >= 1.0:
+        divergence = -math.log(expected)
+    else:
+        divergence = share * math.log(share / expected) + (1.0 - share) * math.log(
+            (1.0 - share) / (1.0 - expected)
+        )
+    return math.exp(-answers * divergence)

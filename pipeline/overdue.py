@@ -16,6 +16,13 @@ Before a request is overdue, a quarter of those on the wire unanswered after ``L
 round trips (or overdue and still unanswered) already says the server stalls (or the network
 does): slow start does not grow into it; and a probe above a level that held does not step
 further while a request sent above that level is that late (its evidence is not in).
+
+The first requests of a run leave together, before any round trip is known, and a server
+that stalls beyond N answers the first N of them in time: a slot each of those successes
+earned in slow start, granted at once, doubled the run into the stall before the rest could
+look late. So while a quarter of the first requests are unanswered, the slots their
+successes earn (:class:`Growth`) wait half a round trip (the spread of answers to requests
+sent together), and are forgotten if that many are still unanswered then.
 """
 
 from __future__ import annotations
@@ -34,6 +41,42 @@ STALLED_SHARE = 0.25
 #: This share of them overdue ends slow start (see pipeline.overload).
 STUCK_SHARE = 0.4
 LATE_RTTS = 1.5
+
+
+class Growth:
+    """Slow start's growth from the first requests' successes, held until those requests
+    that are late would show (see the module's doc)."""
+
+    def __init__(self) -> None:
+        self._due: deque[tuple[float, float]] = deque()  # (may be granted at, earned at)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._due)
+
+    def earned(self, now: float, rtt: float) -> None:
+        """A success, answered ``now``, of one of the first requests while others waited
+        for a slot and some of the first requests were unanswered: granted once those had
+        half a round trip more (answers of requests sent together spread that much)."""
+        self._due.append((now + rtt / 2, now))
+
+    def granted(self, now: float, *, late: bool, dropped_at: float) -> int:
+        """How many slots earned may be added now, ``late`` saying whether a quarter of the
+        first requests are unanswered: one an answer, as TCP's ack clock (slots granted
+        together would send a burst into a limit before its first refusal came back), once
+        they are not, or had their half round trip; none if they are late then, and those
+        earned are forgotten, as are those earned before the limit last dropped
+        (``dropped_at``: earned above it)."""
+        due = self._due
+        while due and due[0][1] < dropped_at:
+            due.popleft()
+        if not due or (late and due[0][0] > now):
+            return 0
+        if late:
+            due.clear()
+            return 0
+        due.popleft()
+        return 1
 
 
 class Overdue:
@@ -62,6 +105,16 @@ class Overdue:
             if not ticket.answered:
                 old.append(ticket)
         return old
+
+    def unanswered(self, *, before: float) -> int:
+        """Requests that left before ``before`` and are unanswered (overdue ones too)."""
+        stuck = sum(1 for ticket in self._stuck if not ticket.answered)
+        wire = 0
+        for ticket in self._wire:
+            if ticket.started >= before:
+                break
+            wire += not ticket.answered
+        return stuck + wire
 
     def stalling(self, now: float, rtt: float | None, on_wire: int) -> bool:
         """Whether ``STALLED_SHARE`` of the requests on the wire (``on_wire``, and the

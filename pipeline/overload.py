@@ -28,16 +28,19 @@ from pipeline.levels import Levels
 from pipeline.overdue import Overdue
 from pipeline.tickets import Ticket
 
-#: No error was load for this long: errors lately are noise (a retry need not back off).
+#: No error was load for this long: errors lately are noise (a retry need not back off)...
 CALM_AFTER = 5.0
+#: ... when the last verdict said so, or none could be reached (a run at its ceiling sends
+#: at one level: nothing below to compare with) and errors were under this share lately.
+QUIET_SHARE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class Moved:
-    """What the errors judged since the last look: requests that left the wire (overdue),
-    and the limit the API showed, if an error was load."""
+    """What the errors judged since the last look: requests that left the wire (overdue,
+    ``late``), and the limit the API showed, if an error was load."""
 
-    off_wire: int = 0
+    late: tuple[Ticket, ...] = ()
     shown: int | None = None
 
 
@@ -55,9 +58,14 @@ class Overload:
         self._noise_at = -math.inf
 
     def calm(self, now: float) -> bool:
-        """Errors lately are noise: the last verdict said so, and none was load for
-        ``CALM_AFTER`` seconds."""
-        return self._noise_at > self._load_at and now - self._load_at > CALM_AFTER
+        """Errors lately are noise: none was load for ``CALM_AFTER`` seconds, and the last
+        verdict said noise, or none was reached and errors are rare (``QUIET_SHARE``)."""
+        if now - self._load_at <= CALM_AFTER:
+            return False
+        if self._noise_at > self._load_at:
+            return True
+        share = self._levels.error_share()
+        return share is not None and share < QUIET_SHARE
 
     def failed(
         self, ticket: Ticket, now: float, ok: int, shown: int | None, *, noted: bool
@@ -94,7 +102,7 @@ class Overload:
             self._hold(late, level, now, ok, shown, stalling=stalling)
             if late.started >= first and self._judge(late, level, now, ok):
                 found = max(1, int(self._limit.value))
-        return Moved(len(overdue), found)
+        return Moved(tuple(late for late, _ in overdue), found)
 
     def _hold(
         self, ticket: Ticket, level: int, now: float, ok: int, shown: int | None, *, stalling: bool

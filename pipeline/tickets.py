@@ -29,4 +29,6 @@ class Ticket:
     #: Still unanswered many round trips after it left: flow control counted it as failed
     #: then, and no longer counts it on the wire (see pipeline.overdue).
     overdue: bool = False
+    #: Gave its slot back when it became overdue (pipeline.slots): its answer gives none.
+    freed: bool = False
     answered: bool = False

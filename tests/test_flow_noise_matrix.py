@@ -78,19 +78,12 @@ def _overload(cell: Overload, seed: int) -> tuple[float, Outcome]:
     return outcome.rate / cell.ideal, outcome
 
 
-#: Where a cell misses the target, what it reaches (so that a regression still fails): a
-#: server that stalls beyond 8 meets 64 requests sent at once, and slow start has doubled
-#: into the stall before the first stalled request is overdue (4 round trips).
-ERROR_FLOOR = {("2 s late beyond 8 at work", 64): 0.05}
-
-
 @pytest.mark.parametrize("cell", OVERLOADS, ids=[f"{c.name}, c={c.concurrency}" for c in OVERLOADS])
 def test_a_server_that_sheds_load_or_stalls_is_found(cell: Overload) -> None:
-    errors = ERROR_FLOOR.get((cell.name, cell.concurrency), ERROR_SHARE)
     for seed in (1, 2, 3):
         ratio, outcome = _overload(cell, seed)
         assert ratio >= OVERLOAD_TARGET, (seed, ratio, outcome)
-        assert outcome.error_share < errors, (seed, outcome)
+        assert outcome.error_share < ERROR_SHARE, (seed, outcome)
         # Found and respected; shown (advice) once the evidence passed the test, or not yet.
         assert outcome.concurrency in (cell.limit, cell.limit + 1), (seed, outcome)
         assert outcome.shown in (None, cell.limit), (seed, outcome)
