@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.html_report import is_html, write_html
+from pipeline.ledger.fleet import Identity
 from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
 from pipeline.metrics import RunMetrics
@@ -79,12 +80,20 @@ class Observer:
             if self.metrics is not None:
                 self.metrics.close()
 
-    def started(self) -> None:
-        """Said once the ledger is open (a usage error found opening it is the only line)."""
+    def started(self, who: Identity | None = None) -> None:
+        """Said once the ledger is open (a usage error found opening it is the only line);
+        ``who``: the process, its queue consumer and job, so that a fleet's logs say which
+        worker each run is."""
         summary = self.summary
         where = mask_url(self._settings.ledger)
         message = f"{summary.command} started: run {summary.run_id}, ledger {where}"
-        event(logging.INFO, message, "start", run_id=summary.run_id)
+        fields: dict[str, object] = {}
+        if who is not None:
+            fields = {"pid": who.pid, "consumer": who.consumer, "job": who.job}
+            message += f", pid {who.pid}"
+            message += f", consumer {who.consumer}" if who.consumer else ""
+            message += f", job {who.job}" if who.job else ""
+        event(logging.INFO, message, "start", run_id=summary.run_id, **fields)
 
     def ended(self, error: BaseException | None) -> None:
         """Note how the run ended and write its outputs; never raises over ``error``.

@@ -29,10 +29,12 @@ from pipeline.errors import (
     ReconcileError,
     SettleInterruptedError,
 )
+from pipeline.fleet import identity, keep_reporting
 from pipeline.flow import FlowControl
 from pipeline.follow import housekeeping
 from pipeline.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
 from pipeline.ledger import Ledger, open_ledger
+from pipeline.ledger.fleet import FleetLedger
 from pipeline.logs import event
 from pipeline.models import Rejection
 from pipeline.monitor import observed_client
@@ -134,7 +136,10 @@ async def _execute(
                 read_only=dry_run,
                 request_bound=settings.timeout,
             )
-            observer.started()
+            who = identity(settings.job, sources)
+            if isinstance(ledger, FleetLedger):
+                await ledger.introduce(who)
+            observer.started(who)
             await _on_ledger(
                 command, settings, ledger, observer, auth, batches, dry_run, follow, queue
             )
@@ -236,6 +241,9 @@ async def _deliver(
                 control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
             else:
                 control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
+            if isinstance(ledger, FleetLedger):  # the fleet view: counts, and `stop`
+                report = keep_reporting(ledger, summary, control, HEARTBEAT_S, progress.notice)
+                control.background("fleet", lambda: report)
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:

@@ -93,6 +93,11 @@ class RedisStreamSource:
     def name(self) -> str:
         return self._t.shown
 
+    @property
+    def consumer(self) -> str:
+        """The consumer name this source reads as (``status`` shows it for each worker)."""
+        return self._t.consumer
+
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
         try:
             async for batch in self._own_pending(stop):

@@ -1,0 +1,75 @@
+"""A worker's part in the fleet view (a shared ledger, :mod:`pipeline.ledger.fleet`).
+
+As it starts, the run says who it is (pid, queue consumer, job, sources); every heartbeat it
+writes its counts so far, and when a record last settled, and reads whether ``stop`` asked it
+to end. Asked, it ends as a following run ends on SIGTERM: it takes no new record, lets the
+requests on the wire finish (``--grace`` at most), and leaves the entries it had not sent
+unacked on their queue (Redis: pending, taken over by another consumer or the next start;
+RabbitMQ: requeued as the channel closes), their records ``failed`` "not sent", which any
+worker claims and sends again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+
+from pipeline.control import RunControl
+from pipeline.errors import LedgerError
+from pipeline.ledger.fleet import FleetLedger, Identity
+from pipeline.report import Summary
+
+#: The counts a heartbeat writes (the summary's names).
+PROGRESS = (
+    "read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown", "released",
+    "fenced", "reconciled_found", "reconciled_missing",
+)  # fmt: skip
+
+
+def identity(job: str | None, sources: Sequence[object]) -> Identity:
+    """This process as ``status`` shows it: a source's ``consumer`` (a Redis consumer name)
+    and ``name`` (its URL, password masked)."""
+    consumers = [c for s in sources if (c := getattr(s, "consumer", None))]
+    names = [n for s in sources if isinstance(n := getattr(s, "name", None), str)]
+    return Identity(
+        pid=os.getpid(),
+        consumer=", ".join(consumers) or None,
+        job=job,
+        source=" ".join(names) or None,
+    )
+
+
+def progress(summary: Summary) -> dict[str, int]:
+    counts = {name: int(getattr(summary, name)) for name in PROGRESS}
+    counts["in_flight"] = summary.in_flight
+    return counts
+
+
+async def keep_reporting(
+    ledger: FleetLedger,
+    summary: Summary,
+    control: RunControl,
+    every: float,
+    notice: Callable[[str], None],
+) -> None:
+    """Write the run's counts every ``every`` seconds; end the run gracefully once ``stop``
+    asked. A write that fails is tried again at the next beat: the lease's heartbeat is what
+    judges the ledger (this one only shows)."""
+    settled_before = -1
+    asked = False
+    while True:
+        settled = summary.read - summary.in_flight
+        try:
+            stop = await ledger.beat(progress(summary), settled != settled_before)
+        except LedgerError:
+            stop = None
+        settled_before = settled
+        if stop and not asked:
+            asked = True
+            notice(
+                f"stop requested ({stop}): taking no new records, finishing the requests on "
+                "the wire; what was not sent stays on the queue for the other workers"
+            )
+            control.end(f"stopped by request ({stop})")
+        await asyncio.sleep(every)
