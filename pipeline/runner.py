@@ -241,9 +241,7 @@ async def _deliver(
                 control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
             else:
                 control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
-            if isinstance(ledger, FleetLedger):  # the fleet view: counts, and `stop`
-                report = keep_reporting(ledger, summary, control, HEARTBEAT_S, progress.notice)
-                control.background("fleet", lambda: report)
+            _join_fleet(run, shared=lease is not None)
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:
@@ -291,6 +289,21 @@ async def _deliver(
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load
+
+
+def _join_fleet(run: _Run, *, shared: bool) -> None:
+    """A worker of a shared ledger: its counts in the fleet view, `stop` heard, and a word
+    on a --rate that is its own budget, not the fleet's."""
+    settings, ledger, control, progress = run.settings, run.ledger, run.control, run.progress
+    if shared and settings.rate and not settings.rate_scope:
+        progress.notice(
+            f"--rate {settings.rate:g} is this worker's own budget: N workers on this shared "
+            f"ledger send up to N x {settings.rate:g} requests/s together; give them all "
+            "--rate-scope redis://... to make --rate their total"
+        )
+    if isinstance(ledger, FleetLedger):
+        report = keep_reporting(ledger, run.summary, control, HEARTBEAT_S, progress.notice)
+        control.background("fleet", lambda: report)
 
 
 def _shared_rate(

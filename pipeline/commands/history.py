@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
@@ -139,8 +140,8 @@ def _queue_of(view: FleetView) -> str | None:
     password is stored masked, so such a queue needs ``--queue``."""
     for run in view.runs:
         for source in (run.source or "").split():
-            if scheme(source) in _QUEUES and mask_url(source) == source and ":***@" not in source:
-                return source
+            if scheme(source) in _QUEUES and ":***@" not in source:
+                return _without_consumer(source)
     return None
 
 
@@ -149,6 +150,7 @@ def _result(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {state: view.counts.get(state, 0) for state in STATES}
     result["total"] = sum(view.counts.values())
+    result["failed_unsent"] = view.failed_unsent
     result["job"] = job
     result["now"] = view_.iso(view.now)
     runs = [view_.worker(run, view.now, stalled_after) for run in view.runs]
@@ -164,7 +166,9 @@ def _result(
 def _text(result: dict[str, Any], ledger: str) -> list[str]:
     job = f", job {result['job']}" if result["job"] else ""
     lines = [f"ledger {mask_url(ledger)}{job}"]
-    lines += [f"  {name:<10}{result[name]:>10}" for name in (*STATES, "total")]
+    lines += [
+        f"  {name:<10}{result[name]:>10}{_meaning(name, result)}" for name in (*STATES, "total")
+    ]
     queue = result["queue"]
     if queue is not None:
 
@@ -183,6 +187,18 @@ def _text(result: dict[str, Any], ledger: str) -> list[str]:
     return lines
 
 
+def _meaning(name: str, result: dict[str, Any]) -> str:
+    """What a count is, where its name alone misleads."""
+    if name == "in_flight" and result[name]:
+        return "  (claimed, not settled: on the wire, at most --concurrency per worker, or next)"
+    if name == "failed" and result["failed_unsent"]:
+        return (
+            f"  ({result['failed_unsent']} never sent: found not stored or released at a "
+            "stop; the next worker to read them, or replay, sends them)"
+        )
+    return ""
+
+
 def _verdict(result: dict[str, Any]) -> str:
     if result["complete"]:
         return "complete: every record settled, nothing left on the queue or no worker alive"
@@ -191,3 +207,10 @@ def _verdict(result: dict[str, Any]) -> str:
     queue = result["queue"]
     waiting = f", {queue['backlog']} waiting on the queue" if queue and queue["backlog"] else ""
     return f"not complete: {alive} workers alive, {left} records not settled{waiting}"
+
+
+def _without_consumer(url: str) -> str:
+    """The queue, not one worker's consumer of it."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "consumer"]
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -54,6 +54,7 @@ class FleetView:
     now: float
     runs: Sequence[FleetRun]
     counts: dict[str, int] = field(default_factory=dict)
+    failed_unsent: int = 0  # of ``failed``: never sent (found not stored, or released)
 
 
 @runtime_checkable

@@ -21,7 +21,10 @@ WHERE $1::text IS NULL OR to_jsonb(o)->>'job' = $1 ORDER BY o.seq DESC LIMIT $2"
 _OPEN = """SELECT run_id, count(*) AS n FROM {s}.records
 WHERE state IN ('in_flight', 'unknown') AND run_id = ANY($1::text[]) GROUP BY run_id"""
 
-_COUNTS = """SELECT r.state, count(*) AS n FROM {s}.records r
+#: By state; ``failed_unsent``: failed rows never sent (attempts 0: found not stored by
+#: reconciliation, or released at a stop), which a worker or ``replay`` sends again.
+_COUNTS = """SELECT r.state, count(*) AS n,
+    count(*) FILTER (WHERE r.state = 'failed' AND r.attempts = 0) AS unsent FROM {s}.records r
 WHERE $1::text IS NULL
    OR r.run_id IN (SELECT run_id FROM {s}.runs o WHERE to_jsonb(o)->>'job' = $1)
 GROUP BY r.state"""
@@ -93,9 +96,11 @@ class PostgresFleet:
                 runs = [json.loads(r["run"]) for r in rows]
                 ids = [run["run_id"] for run in runs]
                 open_ = {r["run_id"]: r["n"] for r in await conn.fetch(_OPEN.format(s=s), ids)}
-                counts = {r["state"]: r["n"] for r in await conn.fetch(_COUNTS.format(s=s), job)}
+                tally = await conn.fetch(_COUNTS.format(s=s), job)
+                counts = {r["state"]: r["n"] for r in tally}
+                unsent = sum(r["unsent"] for r in tally)
                 now = rows[0]["now"] if rows else await conn.fetchval(f"SELECT {NOW}")
-            return FleetView(float(now), [_run(run, open_) for run in runs], counts)
+            return FleetView(float(now), [_run(run, open_) for run in runs], counts, unsent)
 
         return await self._link.call("reading the fleet", read)
 

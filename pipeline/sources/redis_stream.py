@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +43,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from pipeline.errors import AbortedError, DeadLetterError, SourceError
+from pipeline.logs import event
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
@@ -146,6 +148,16 @@ class RedisStreamSource:
                 count=self._count,
             )
             start, entries = reply[0], [(e, f) for e, f in reply[1] if e not in self._out]
+            taken = sum(1 for e, _ in entries if e not in self._released)
+            if taken:
+                event(
+                    logging.INFO,
+                    f"takeover: {self.name}: took {taken} entries pending on another consumer "
+                    f"for over {self._idle_ms / 1000:g} s (--claim-idle): a dead or stopped "
+                    "worker's, a slow one's, or given back as uncertain",
+                    "takeover",
+                    entries=taken,
+                )
             if entries:
                 yield self._records(entries)
             if start in (b"0-0", "0-0"):
