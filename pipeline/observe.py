@@ -23,6 +23,7 @@ from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
 from pipeline.metrics import RunMetrics
 from pipeline.monitor import Monitor, ResponseListener, log_progress
+from pipeline.pulse import Pulse
 from pipeline.report import Progress, Summary
 from pipeline.timeline import Timeline
 from pipeline.urls import mask_url
@@ -34,8 +35,11 @@ class Observer:
         self.summary = summary
         self.monitor = Monitor(summary, sources)
         self.progress = Progress()
+        self._sources = sources
+        consumers = [c for s in sources if isinstance(c := getattr(s, "consumer", None), str)]
+        self.pulse = Pulse(summary.run_id, ", ".join(consumers))
         wanted = settings.metrics_port is not None or settings.metrics_textfile is not None
-        self.metrics = RunMetrics(self.monitor) if wanted else None
+        self.metrics = RunMetrics(self.monitor, self.pulse) if wanted else None
         html = settings.report is not None and is_html(settings.report)
         self.timeline = Timeline(self.monitor) if html else None
 
@@ -50,6 +54,11 @@ class Observer:
         if log.isEnabledFor(logging.DEBUG):
             listeners.append(_debug_attempt)
         return listeners
+
+    async def beating(self, every: float) -> None:
+        """The run's pulse for its metrics (heartbeat, last progress, queue lag), until
+        cancelled."""
+        await self.pulse.keep(self.summary, self._sources, every)
 
     def live(self) -> bool:
         settings = self._settings

@@ -242,6 +242,8 @@ async def _deliver(
             else:
                 control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
             _join_fleet(run, shared=lease is not None)
+            if run.observer.metrics is not None:
+                control.background("pulse", functools.partial(run.observer.beating, HEARTBEAT_S))
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:

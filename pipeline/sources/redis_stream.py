@@ -216,6 +216,15 @@ class RedisStreamSource:
     def waiting(self) -> str | None:
         return self._said
 
+    async def depth(self) -> tuple[int | None, int | None]:
+        """The group's entries not handed out yet (its lag; None where Redis cannot tell)
+        and those handed out and not acked (pending), for the queue-lag metrics."""
+        for group in await self._redis.xinfo_groups(self._t.stream):
+            if _text(group["name"]) == self._t.group:
+                lag = group.get("lag")
+                return (None if lag is None else int(lag)), int(group["pending"])
+        return None, None
+
     def release(self, handles: Sequence[object]) -> None:
         ids = {h.id for h in handles if isinstance(h, Entry)}
         self._out -= ids
