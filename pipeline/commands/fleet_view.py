@@ -164,4 +164,6 @@ def worker_line(row: dict[str, Any], now: float) -> str:
     if progressed is not None and row["alive"]:
         line += f"; last record settled {max(0.0, now - progressed):.0f} s ago"
     line += f"; started {row['started_at']}"
+    if counts and row["state"] in ("killed", "paused"):
+        counts = f"at its last heartbeat: {counts}"
     return line + (f"; {counts}" if counts else "")
