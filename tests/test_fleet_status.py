@@ -58,8 +58,9 @@ def _status(ledger: str, *extra: str) -> dict[str, Any]:
 
 
 def _row(status: dict[str, Any], worker: Worker) -> dict[str, Any]:
-    [row] = [r for r in status["runs"] if r["run_id"] == worker.run_id()]
-    return row
+    rows: list[dict[str, Any]] = [r for r in status["runs"] if r["run_id"] == worker.run_id()]
+    assert len(rows) == 1, status
+    return rows[0]
 
 
 def _start(

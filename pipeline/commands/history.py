@@ -20,7 +20,7 @@ from pipeline.commands import fleet_view as view_
 from pipeline.commands.common import EXIT_PROBLEMS, config_option, epilog, guarded, ledger_option
 from pipeline.commands.failures import reading
 from pipeline.config import Settings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SourceError
 from pipeline.ledger.fleet import FleetLedger, FleetView
 from pipeline.queue_depth import Depth, depth
 from pipeline.urls import mask_url, scheme
@@ -131,8 +131,20 @@ async def collect(
             pid = int(holder.split()[-1]) if holder and holder.split()[-1].isdigit() else None
             view = view_.from_runs(await ledger.runs(limit), pid, counts)
     found = queue or _queue_of(view)
-    queue_depth = await depth(found) if found else None
-    return _result(view, job, queue_depth, stalled_after)
+    queue_depth: Depth | None = None
+    unread: str | None = None
+    if found:
+        try:
+            queue_depth = await depth(found)
+        except (ConfigError, SourceError) as exc:
+            if queue is not None:
+                raise  # asked for by name: its error is the answer
+            unread = f"{exc}; pass --queue URL"  # the stored one: the counts still matter
+    result = _result(view, job, queue_depth, stalled_after)
+    if unread is not None:
+        # Not known to be empty, so not known to be complete.
+        result.update(queue_error=unread, complete=False)
+    return result
 
 
 def _queue_of(view: FleetView) -> str | None:
@@ -179,6 +191,8 @@ def _text(result: dict[str, Any], ledger: str) -> list[str]:
             f"queue {queue['source']}: {shown(queue['backlog'])} waiting, "
             f"{shown(queue['pending'])} pending (handed out, not acked)"
         )
+    if result.get("queue_error"):
+        lines.append(f"queue: cannot be read: {result['queue_error']}")
     if result["runs"]:
         lines.append("runs (newest first):")
     now = view_.epoch(result["now"]) or time.time()
