@@ -18,13 +18,14 @@ from redis_helpers import Stream, stream
 from test_lease import Clock, Ledger
 
 from pipeline.cli import cli as cli_main
-from pipeline.commands.history import collect
+from pipeline.commands.history import _result, collect
 from pipeline.lease import Lease
 from pipeline.ledger import open_ledger
-from pipeline.ledger.fleet import Identity
+from pipeline.ledger.fleet import FleetView, Identity
 from pipeline.ledger.postgres import PostgresLedger
 from pipeline.ledger.postgres_schema import MIGRATIONS
 from pipeline.monitor import Monitor, progress_line
+from pipeline.queue_depth import Depth
 from pipeline.report import Summary
 
 __all__ = ["pg_schema", "stream"]  # fixtures, used by name
@@ -161,3 +162,21 @@ def test_failures_into_head_ends_quietly(run_cli: Cli, tmp_path: Path) -> None:
     reader.stderr.close()
     assert reader.wait(60) == 0, errors
     assert first.startswith(b"assistant_id,") and errors == ""
+
+
+def test_the_share_done_counts_what_the_queue_still_holds() -> None:
+    counts = {"sent": 600, "failed": 100, "in_flight": 50}
+    view = FleetView(now=0.0, runs=[], counts=counts)
+    shown = _result(view, "j", Depth("redis://q", backlog=1000, pending=250), 60.0)
+    # 700 settled of 700 + 1,000 waiting + 250 pending (the 50 in flight among them).
+    assert (shown["done_fraction"], shown["complete"]) == (round(700 / 1950, 4), False)
+    empty = _result(view, "j", Depth("redis://q", backlog=0, pending=0), 60.0)
+    assert not empty["complete"]  # 50 records still in flight
+    settled = FleetView(now=0.0, runs=[], counts={"sent": 700})
+    assert _result(settled, "j", Depth("redis://q", 0, 0), 60.0)["done_fraction"] == 1.0
+
+
+def test_a_bad_job_label_fails_fast_naming_the_setting(run_cli: Cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", make_rows(2))
+    result = run_cli.run(str(path), "--job", "two words")
+    assert result.exit_code == 2 and "--job" in result.output and "Traceback" not in result.output

@@ -172,7 +172,21 @@ def _result(
     ]
     result["queue"] = queue.as_dict() if queue is not None else None
     result["complete"] = view_.complete(view, [r["state"] for r in runs], queue)
+    result["done_fraction"] = _done(result, queue)
     return result
+
+
+def _done(result: dict[str, Any], queue: Depth | None) -> float | None:
+    """The job's share done: its settled records over those plus what its queue still holds
+    (an entry pending is on its way, counted once with its in-flight record); None without a
+    queue's counts (a file job's size is not in the ledger)."""
+    if result["complete"]:
+        return 1.0
+    if queue is None or queue.backlog is None or queue.pending is None:
+        return None
+    settled = result["total"] - result["in_flight"] - result["unknown"]
+    whole = settled + queue.backlog + queue.pending
+    return round(settled / whole, 4) if whole else None
 
 
 def _text(result: dict[str, Any], ledger: str) -> list[str]:
@@ -220,7 +234,9 @@ def _verdict(result: dict[str, Any]) -> str:
     left = result["in_flight"] + result["unknown"]
     queue = result["queue"]
     waiting = f", {queue['backlog']} waiting on the queue" if queue and queue["backlog"] else ""
-    return f"not complete: {alive} workers alive, {left} records not settled{waiting}"
+    done = result["done_fraction"]
+    share = f"about {done:.0%} done: " if done is not None else ""
+    return f"not complete: {share}{alive} workers alive, {left} records not settled{waiting}"
 
 
 def _without_consumer(url: str) -> str:
