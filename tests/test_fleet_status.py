@@ -7,15 +7,18 @@ Judged by the fake API's stored records and by what the queue and the ledger hol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from amqp_helpers import Msg, Queue, unique_queue
 from conftest import assert_exactly_once, make_rows
 from fleet import Fleet, Worker, in_flight_of, lease_expired
 from pg_helpers import PgSchema, pg_schema
@@ -187,6 +190,45 @@ def test_stop_ends_every_worker_gracefully_and_loses_nothing(
     assert_exactly_once(api, rows)
     assert stream.pending() == 0
     assert _status(ledger)["complete"]
+
+
+def test_stop_on_rabbitmq_requeues_what_was_not_sent(
+    api: FakeServer, fleet: Fleet, pg_schema: PgSchema
+) -> None:
+    rows = make_rows(1500, assistant=OK)
+    with contextlib.ExitStack() as stack:
+        queue = stack.enter_context(contextlib.closing(_QueueCloser(unique_queue())))
+        q = queue.queue
+        q.publish([Msg(json.dumps(r).encode(), message_id=uuid.uuid4().hex) for r in rows])
+        ledger = pg_schema.url(lease="2")
+        workers = [
+            fleet.start(name, q.url(), ledger, "--job", JOB, "--rate", "40", "--quiet")
+            for name in ("w0", "w1", "w2")
+        ]
+        fleet.wait(lambda: api.state.stored_count >= 60, "records stored")
+        stopped = _cli("stop", "--ledger", ledger, "--wait", "30")
+        assert stopped.returncode == 0 and "all 3 workers ended" in stopped.stdout, fleet
+        for worker in workers:
+            assert fleet.end(worker, 30) == 0, fleet
+        stored = api.state.stored_count
+        assert stored < len(rows) and api.state.duplicates() == {}
+        # Every consumer is gone: what they did not settle is ready on the queue again.
+        assert q.ready() == len(rows) - stored, fleet
+        rest = fleet.start("w3", q.url(), ledger, "--job", JOB)
+        assert fleet.end(rest, 120) == 0, fleet
+        assert_exactly_once(api, rows)
+        assert q.ready() == 0
+
+
+class _QueueCloser:
+    """A unique queue (a generator fixture's body) for one test, deleted at close."""
+
+    def __init__(self, made: Iterator[Queue]) -> None:
+        self._made = made
+        self.queue = next(made)
+
+    def close(self) -> None:
+        next(self._made, None)
 
 
 def _number(output: str, phrase: str) -> int:
