@@ -53,23 +53,40 @@ async def keep_reporting(
     every: float,
     notice: Callable[[str], None],
 ) -> None:
-    """Write the run's counts every ``every`` seconds; end the run gracefully once ``stop``
-    asked. A write that fails is tried again at the next beat: the lease's heartbeat is what
-    judges the ledger (this one only shows)."""
+    """Write the run's counts every ``every`` seconds until the run stops; end the run
+    gracefully once ``stop`` asked.
+
+    One write at a time, never awaited past ``every``: on a stalled ledger it is left to end
+    (or fail) on its own, as the lease's renewal is, and no second one piles up behind it (the
+    lease is what judges the ledger; this only shows). A write that failed is tried again."""
     settled_before = -1
     asked = False
-    while True:
-        settled = summary.read - summary.in_flight
-        try:
-            stop = await ledger.beat(progress(summary), settled != settled_before)
-        except LedgerError:
-            stop = None
-        settled_before = settled
-        if stop and not asked:
-            asked = True
-            notice(
-                f"stop requested ({stop}): taking no new records, finishing the requests on "
-                "the wire; what was not sent stays on the queue for the other workers"
-            )
-            control.end(f"stopped by request ({stop})")
-        await asyncio.sleep(every)
+    beat: asyncio.Future[str | None] | None = None
+    try:
+        while not control.stopped:
+            if beat is None:
+                settled = summary.read - summary.in_flight
+                beat = asyncio.ensure_future(
+                    ledger.beat(progress(summary), settled != settled_before)
+                )
+                settled_before = settled
+            await asyncio.wait({beat}, timeout=every)
+            if beat.done():
+                failed = beat.exception()
+                if failed is not None and not isinstance(failed, LedgerError):
+                    raise failed  # a bug: the run ends with it (control.background)
+                stop = None if failed is not None else beat.result()
+                beat = None
+                if stop and not asked:
+                    asked = True
+                    notice(
+                        f"stop requested ({stop}): taking no new records, finishing the "
+                        "requests on the wire; what was not sent stays on the queue for the "
+                        "other workers"
+                    )
+                    control.end(f"stopped by request ({stop})")
+                    return
+                await control.pause(every)
+    finally:
+        if beat is not None and not beat.done():
+            beat.cancel()

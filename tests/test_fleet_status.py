@@ -160,7 +160,9 @@ def test_stop_ends_every_worker_gracefully_and_loses_nothing(
     rows = make_rows(1500, assistant=OK)
     stream.add(*rows)
     ledger = pg_schema.url(lease="2")
-    workers = _start(fleet, stream, ledger, ["w0", "w1", "w2"])
+    # No takeover while they stop (one may hear the request a second after another): each
+    # consumer keeps exactly what its worker left.
+    workers = _start(fleet, stream, ledger, ["w0", "w1", "w2"], "--claim-idle", "60")
     fleet.wait(lambda: api.state.stored_count >= 60, "records stored")
     stopped = _cli("stop", "--ledger", ledger, "--job", JOB, "--wait", "30")
     fleet.note("stop:\n" + stopped.stdout + stopped.stderr)
