@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -18,10 +19,11 @@ from redis_helpers import Stream, stream
 from test_lease import Clock, Ledger
 
 from pipeline.cli import cli as cli_main
+from pipeline.commands.fleet_view import judge
 from pipeline.commands.history import _result, collect
 from pipeline.lease import Lease
 from pipeline.ledger import open_ledger
-from pipeline.ledger.fleet import FleetView, Identity
+from pipeline.ledger.fleet import FleetRun, FleetView, Identity
 from pipeline.ledger.postgres import PostgresLedger
 from pipeline.ledger.postgres_schema import MIGRATIONS
 from pipeline.monitor import Monitor, progress_line
@@ -180,3 +182,34 @@ def test_a_bad_job_label_fails_fast_naming_the_setting(run_cli: Cli, tmp_path: P
     path = write_csv(tmp_path / "in.csv", make_rows(2))
     result = run_cli.run(str(path), "--job", "two words")
     assert result.exit_code == 2 and "--job" in result.output and "Traceback" not in result.output
+
+
+def _fleet_run(**changes: object) -> FleetRun:
+    run = FleetRun(
+        run_id="r1", command="run", host="elsewhere", pid=1, consumer="w1", job="j",
+        source=None, started_at="2026-12-01T00:00:00+00:00", finished_at=None,
+        last_seen=1000.0, last_progress=1000.0, lease_until=1015.0, stop_requested=None,
+        counts={"read": 10, "in_flight": 4}, summary=None, open_records=4,
+    )  # fmt: skip
+    return replace(run, **changes)  # type: ignore[arg-type]
+
+
+def test_each_state_of_a_run_in_one_word_and_why() -> None:
+    now = 1000.5
+    assert judge(_fleet_run(), now, 60)[0] == "running"
+    # Killed a moment ago: its lease still runs, but no heartbeat came. One state, not two.
+    state, why = judge(_fleet_run(last_seen=995.0), 1000.0, 60)
+    assert state == "stalled" and "no heartbeat for 5 s" in why and "runs out in 15 s" in why
+    # Heartbeats go on, but nothing settles: stuck, not slow.
+    moving = _fleet_run(last_seen=1100.0, last_progress=1000.0, lease_until=1115.0)
+    state, why = judge(moving, 1100.5, 60)
+    assert state == "stalled" and "none settled for 100 s" in why
+    assert judge(_fleet_run(stop_requested="asked"), now, 60)[0] == "stopping"
+    state, why = judge(_fleet_run(lease_until=999.0), now, 60)
+    assert state == "killed" and "4 of its records await reconciliation" in why
+    state, why = judge(_fleet_run(lease_until=999.0, open_records=0), now, 60)
+    assert state == "killed" and "none of its records is left uncertain" in why
+    lost = {"aborted": "lease lost: no renewal reached the ledger for 3.1 s", "exit_code": 3}
+    assert judge(_fleet_run(finished_at="x", summary=lost), now, 60)[0] == "lease lost"
+    ended = {"exit_code": 0}
+    assert judge(_fleet_run(finished_at="x", summary=ended), now, 60) == ("ended", "exit 0")

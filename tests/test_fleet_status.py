@@ -86,6 +86,8 @@ def test_status_shows_each_worker_during_a_run_after_a_kill_and_at_completion(
     workers = _start(fleet, stream, ledger, ["w0"], "--metrics-textfile", str(textfile))
     workers += _start(fleet, stream, ledger, ["w1", "w2"])
 
+    fleet.wait(lambda: all(w.run_id() for w in workers), "every worker to start")
+
     def all_settled_some() -> bool:
         found = _status(ledger)
         mine = {r["run_id"]: r for r in found["runs"]}
