@@ -15,8 +15,10 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 
+from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.errors import LedgerError
+from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger.fleet import FleetLedger, Identity
 from pipeline.report import Summary
 
@@ -38,6 +40,37 @@ def identity(job: str | None, sources: Sequence[object]) -> Identity:
         job=job,
         source=" ".join(names) or None,
     )
+
+
+async def introduce(ledger: object, job: str | None, sources: Sequence[object]) -> Identity:
+    """Who this run is, recorded where the ledger keeps the fleet view."""
+    who = identity(job, sources)
+    if isinstance(ledger, FleetLedger):
+        await ledger.introduce(who)
+    return who
+
+
+def join_fleet(
+    ledger: object,
+    settings: Settings,
+    summary: Summary,
+    control: RunControl,
+    notice: Callable[[str], None],
+    *,
+    shared: bool,
+) -> None:
+    """A worker of a shared ledger (``shared``: its ledger has leases): a word on a --rate
+    that is its own budget, not the fleet's; its counts in the fleet view, and ``stop``
+    heard (a ledger that keeps the fleet view)."""
+    if shared and settings.rate and not settings.rate_scope:
+        notice(
+            f"--rate {settings.rate:g} is this worker's own budget: N workers on this shared "
+            f"ledger send up to N x {settings.rate:g} requests/s together; give them all "
+            "--rate-scope redis://... to make --rate their total"
+        )
+    if isinstance(ledger, FleetLedger):
+        report = keep_reporting(ledger, summary, control, HEARTBEAT_S, notice)
+        control.background("fleet", lambda: report)
 
 
 def progress(summary: Summary) -> dict[str, int]:

@@ -29,12 +29,11 @@ from pipeline.errors import (
     ReconcileError,
     SettleInterruptedError,
 )
-from pipeline.fleet import identity, keep_reporting
+from pipeline.fleet import introduce, join_fleet
 from pipeline.flow import FlowControl
 from pipeline.follow import housekeeping
 from pipeline.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
 from pipeline.ledger import Ledger, open_ledger
-from pipeline.ledger.fleet import FleetLedger
 from pipeline.logs import event
 from pipeline.models import Rejection
 from pipeline.monitor import observed_client
@@ -136,10 +135,7 @@ async def _execute(
                 read_only=dry_run,
                 request_bound=settings.timeout,
             )
-            who = identity(settings.job, sources)
-            if isinstance(ledger, FleetLedger):
-                await ledger.introduce(who)
-            observer.started(who)
+            observer.started(await introduce(ledger, settings.job, sources))
             await _on_ledger(
                 command, settings, ledger, observer, auth, batches, dry_run, follow, queue
             )
@@ -241,7 +237,9 @@ async def _deliver(
                 control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
             else:
                 control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
-            _join_fleet(run, shared=lease is not None)
+            join_fleet(
+                ledger, settings, summary, control, progress.notice, shared=lease is not None
+            )
             if run.observer.metrics is not None:
                 control.background("pulse", functools.partial(run.observer.beating, HEARTBEAT_S))
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
@@ -291,21 +289,6 @@ async def _deliver(
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load
-
-
-def _join_fleet(run: _Run, *, shared: bool) -> None:
-    """A worker of a shared ledger: its counts in the fleet view, `stop` heard, and a word
-    on a --rate that is its own budget, not the fleet's."""
-    settings, ledger, control, progress = run.settings, run.ledger, run.control, run.progress
-    if shared and settings.rate and not settings.rate_scope:
-        progress.notice(
-            f"--rate {settings.rate:g} is this worker's own budget: N workers on this shared "
-            f"ledger send up to N x {settings.rate:g} requests/s together; give them all "
-            "--rate-scope redis://... to make --rate their total"
-        )
-    if isinstance(ledger, FleetLedger):
-        report = keep_reporting(ledger, run.summary, control, HEARTBEAT_S, progress.notice)
-        control.background("fleet", lambda: report)
 
 
 def _shared_rate(
