@@ -229,7 +229,8 @@ def _meaning(name: str, result: dict[str, Any]) -> str:
 
 def _verdict(result: dict[str, Any]) -> str:
     if result["complete"]:
-        return "complete: every record settled, nothing left on the queue or no worker alive"
+        rest = "nothing left on the queue" if result["queue"] else "no worker alive"
+        return f"complete: every record settled, {rest}"
     alive = len(result["holder"])
     left = result["in_flight"] + result["unknown"]
     queue = result["queue"]
