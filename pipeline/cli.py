@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from pipeline import __version__, logs
-from pipeline.commands import failures, history, preflight, retire, settings_view
+from pipeline.commands import failures, history, preflight, retire, settings_view, stop
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
@@ -255,6 +255,12 @@ def cli() -> None:
     help="Queues: settle this run's unknown outcomes (following) and what killed workers "
     "left (every queue run) this often [15].",
 )
+@click.option(
+    "--job",
+    metavar="NAME",
+    help="A label for the workers of one backfill (shared ledger): `status --job NAME` "
+    "counts its records alone and says when it is complete; `stop --job NAME` ends them.",
+)
 @_delivery_options
 @_guarded
 def run(
@@ -451,6 +457,7 @@ for _command in (
     failures.failures,
     retire.retire,
     history.status,
+    stop.stop,
     preflight.validate,
     preflight.check,
     settings_view.config,

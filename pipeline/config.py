@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     max_failed: Count = Field(0, ge=0, le=1_000_000_000)
     claim_idle: Number = Field(60.0, ge=0.01, le=86400)  # take over an entry left pending this long
     reconcile_every: Number = Field(15.0, ge=0.01, le=86400)  # settle unknowns, dead runs' records
+    # A label shared by the workers of one backfill (a shared ledger keeps it with each run):
+    # ``status --job`` counts that job's records alone, ``stop --job`` ends its workers.
+    job: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$")
 
     # Where each setting that was given came from ("--rate", "FEEDBACK_PIPELINE_RATE",
     # "rate in FILE"), for start-up checks that name it (see :meth:`origin`).

@@ -38,6 +38,8 @@ MARGIN_SHARE, MAX_MARGIN_S = 0.2, 3.0
 #: How long one renewal may take: a stalled ledger is noticed within this (or a third of the
 #: lease, whichever is shorter), well before the lease runs out.
 RENEW_BOUND_S = 5.0
+#: A renewal this many heartbeats after the one before is said to be late (a notice).
+LATE_AFTER = 3
 
 
 class LeaseGate(Protocol):
@@ -99,6 +101,7 @@ class Lease:
         self._renewed = asyncio.Event()
         self.lost: str | None = None  # why, once lost
         self._failing = False  # the last renewal failed (said once, until one succeeds)
+        self._every = HEARTBEAT_S  # how often keep() renews
 
     def valid(self) -> bool:
         return self.lost is None and self._clock() < self._renewed_at + self.seconds - self.margin
@@ -134,6 +137,7 @@ class Lease:
         if self.lost is None:
             self.lost = f"lease lost: {why}"
             self._renewed.set()  # waiters wake up and find it lost
+            self._notice(f"{self.lost}; sending stops now")  # as it happens, not at the end
             self._on_lost(self.lost)
 
     async def keep(self, every: float) -> None:
@@ -142,6 +146,7 @@ class Lease:
         A renewal runs as a task of its own and is waited for at most ``renew_bound``: one
         stuck on a stalled ledger is left to finish (or fail) while the lease's own clock goes
         on, so the lease is found lost in time whatever the ledger does."""
+        self._every = every
         renewal: asyncio.Task[bool] | None = None
         started = self._clock()
         try:
@@ -179,6 +184,12 @@ class Lease:
             if self._failing:
                 self._notice("lease: renewed again")
                 self._failing = False
+            elif started - self._renewed_at > LATE_AFTER * self._every:
+                # Late, not failed: the ledger or this process was slow (a GC, a busy host).
+                self._notice(
+                    f"lease: renewed late, {started - self._renewed_at:.1f} s after the renewal "
+                    f"before (every {self._every:g} s; the lease is {self.seconds:g} s)"
+                )
             self._renewed_at = started
             self._renewed.set()
 

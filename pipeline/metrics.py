@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.errors import ConfigError
 from pipeline.monitor import Monitor
+from pipeline.pulse import Pulse
 
 #: Seconds: from a fast loopback answer to the default 30 s timeout.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -37,8 +38,9 @@ OUTCOMES = ("sent", "failed", "invalid", "skipped", "duplicate", "unknown")
 class _RunCollector(Collector):
     """The run's counts and flow-control state, read from the monitor at each scrape."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, pulse: Pulse | None = None) -> None:
         self._monitor = monitor
+        self._pulse = pulse
 
     def collect(self) -> Iterator[Metric]:
         snap = self._monitor.snapshot()
@@ -72,12 +74,40 @@ class _RunCollector(Collector):
             yield GaugeMetricFamily(
                 "feedback_input_bytes", "Bytes of the input files in all.", value=snap.input[1]
             )
+        if self._pulse is not None:
+            yield from _pulse_metrics(self._pulse)
+
+
+def _pulse_metrics(pulse: Pulse) -> Iterator[Metric]:
+    """Which worker this is (``run``, ``consumer`` labels: many workers' series side by side),
+    and its pulse: a dead worker's heartbeat stops, a stuck one's last progress ages, a queue
+    that falls behind shows its lag."""
+    labels = ["run", "consumer"]
+    values = [pulse.run_id, pulse.consumer]
+    info = GaugeMetricFamily("feedback_run_info", "This worker: its run id and consumer.",
+                             labels=labels)  # fmt: skip
+    info.add_metric(values, 1)
+    yield info
+    gauges = (
+        ("feedback_heartbeat_timestamp_seconds", "When the run was last alive (epoch s).",
+         pulse.heartbeat_at),
+        ("feedback_last_progress_timestamp_seconds", "When a record last settled (epoch s).",
+         pulse.progress_at),
+        ("feedback_queue_backlog", "Queue entries not handed out yet (the group's lag).",
+         pulse.backlog),
+        ("feedback_queue_pending", "Queue entries handed out and not acked.", pulse.pending),
+    )  # fmt: skip
+    for name, help_text, value in gauges:
+        if value is not None:
+            gauge = GaugeMetricFamily(name, help_text, labels=labels)
+            gauge.add_metric(values, value)
+            yield gauge
 
 
 class RunMetrics:
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, pulse: Pulse | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_RunCollector(monitor))
+        self.registry.register(_RunCollector(monitor, pulse))
         self._requests = Counter(
             "feedback_requests",
             "POST attempts by HTTP status ('none': no answer, a transport error).",

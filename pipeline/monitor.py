@@ -64,6 +64,7 @@ class Snapshot:
     rate_cap: float | None
     input: tuple[int, int] | None  # (bytes read, bytes in all) when every size is known
     waiting: str | None = None  # what a draining queue source waits for, in its words
+    released: int = 0  # taken, not sent before a stop: left on the queue (not failed)
 
     @property
     def fraction(self) -> float | None:
@@ -117,6 +118,7 @@ class Monitor:
             rate_cap=d.rate.cap if d is not None else None,
             input=self._input(),
             waiting=self._waiting(),
+            released=s.released,
         )
 
     def _waiting(self) -> str | None:
@@ -164,7 +166,10 @@ def progress_line(snap: Snapshot, rate: float) -> str:
         f"failed {snap.failed}",
         f"invalid {snap.invalid}",
         f"skipped {snap.skipped}",
+        f"duplicate {snap.duplicate}",
     ]
+    if snap.released:
+        parts.append(f"released {snap.released}")
     if snap.limit is not None:
         parts.append(f"limit {snap.limit}")
     parts.append(f"retries {snap.retries}")

@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.html_report import is_html, write_html
+from pipeline.ledger.fleet import Identity
 from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
 from pipeline.metrics import RunMetrics
 from pipeline.monitor import Monitor, ResponseListener, log_progress
+from pipeline.pulse import Pulse
 from pipeline.report import Progress, Summary
 from pipeline.timeline import Timeline
 from pipeline.urls import mask_url
@@ -33,8 +35,11 @@ class Observer:
         self.summary = summary
         self.monitor = Monitor(summary, sources)
         self.progress = Progress()
+        self._sources = sources
+        consumers = [c for s in sources if isinstance(c := getattr(s, "consumer", None), str)]
+        self.pulse = Pulse(summary.run_id, ", ".join(consumers))
         wanted = settings.metrics_port is not None or settings.metrics_textfile is not None
-        self.metrics = RunMetrics(self.monitor) if wanted else None
+        self.metrics = RunMetrics(self.monitor, self.pulse) if wanted else None
         html = settings.report is not None and is_html(settings.report)
         self.timeline = Timeline(self.monitor) if html else None
 
@@ -49,6 +54,11 @@ class Observer:
         if log.isEnabledFor(logging.DEBUG):
             listeners.append(_debug_attempt)
         return listeners
+
+    async def beating(self, every: float) -> None:
+        """The run's pulse for its metrics (heartbeat, last progress, queue lag), until
+        cancelled."""
+        await self.pulse.keep(self.summary, self._sources, every)
 
     def live(self) -> bool:
         settings = self._settings
@@ -79,12 +89,20 @@ class Observer:
             if self.metrics is not None:
                 self.metrics.close()
 
-    def started(self) -> None:
-        """Said once the ledger is open (a usage error found opening it is the only line)."""
+    def started(self, who: Identity | None = None) -> None:
+        """Said once the ledger is open (a usage error found opening it is the only line);
+        ``who``: the process, its queue consumer and job, so that a fleet's logs say which
+        worker each run is."""
         summary = self.summary
         where = mask_url(self._settings.ledger)
         message = f"{summary.command} started: run {summary.run_id}, ledger {where}"
-        event(logging.INFO, message, "start", run_id=summary.run_id)
+        fields: dict[str, object] = {}
+        if who is not None:
+            fields = {"pid": who.pid, "consumer": who.consumer, "job": who.job}
+            message += f", pid {who.pid}"
+            message += f", consumer {who.consumer}" if who.consumer else ""
+            message += f", job {who.job}" if who.job else ""
+        event(logging.INFO, message, "start", run_id=summary.run_id, **fields)
 
     def ended(self, error: BaseException | None) -> None:
         """Note how the run ended and write its outputs; never raises over ``error``.

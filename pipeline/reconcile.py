@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,7 @@ from pipeline.errors import (
     SettleInterruptedError,
 )
 from pipeline.ledger import Ledger
+from pipeline.logs import event
 from pipeline.models import Accepted, Outcome, Status, content_hash
 from pipeline.retry import Sleep, retry_policy
 
@@ -110,7 +112,20 @@ class Reconciler:
         whose += f" ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
         if quiet > 0:
             whose += f", whose last requests may be on their way for {quiet:.1f} s more"
-        return await self._judge([r for r, _ in rows], deadline, whose, own=False)
+        settled = await self._judge([r for r, _ in rows], deadline, whose, own=False)
+        if settled.found or settled.missing:
+            event(
+                logging.WARNING,
+                f"notice: reconciled {settled.found + settled.missing} records of {len(runs)} "
+                f"other runs ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}): "
+                f"{settled.found} were stored (now sent), {settled.missing} were not (now "
+                "failed: sent again when their entries come back)",
+                "reconciled",
+                runs=runs,
+                found=settled.found,
+                missing=settled.missing,
+            )
+        return settled
 
     async def settle_own(self) -> Settled:
         """Settle this run's ambiguous outcomes (all of them are at most now)."""

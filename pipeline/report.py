@@ -41,6 +41,9 @@ class Summary:
     #: The ledger holds them as failed "not sent" (a later run sends them), the queue still
     #: holds them unacked (delivered again).
     released: int = 0
+    #: Read from a queue but not claimed before the run stopped (the batch read ahead): not
+    #: part of ``read`` (no decision was made), left unacked on the queue, delivered again.
+    read_ahead: int = 0
     #: Outcomes the ledger refused: the record was no longer this run's claim (its lease ran
     #: out and another worker settled it). Not counted anywhere else; the ledger has the state.
     fenced: int = 0
@@ -146,6 +149,11 @@ class Summary:
         data["failure_reasons"] = [
             {"reason": reason, "count": count} for reason, count in self.top_reasons(20)
         ]
+        if self.command == "enqueue":
+            # Published to a queue, nothing sent to the API; and no ledger to skip with.
+            data["published"] = data.pop("sent")
+            for name in ("skipped", "duplicate"):
+                data.pop(name, None)
         return data
 
     @property
@@ -174,7 +182,10 @@ class Summary:
         """The counts so far, in one line (a following run logs it every --log-every)."""
         verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
         if self.command == "enqueue":
-            verb = "published"  # to a queue: nothing reaches the API here
+            # To a queue: nothing reaches the API here, and no ledger tells what was sent.
+            return f"enqueue: read {self.read}, published {self.sent}, invalid {self.invalid}" + (
+                f", failed {self.failed}" if self.failed else ""
+            )
         return (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
             f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
@@ -220,6 +231,11 @@ class Summary:
             lines.append(
                 f"  {self.released} taken but not sent before the stop: left unacked on the "
                 "queue, delivered again"
+            )
+        if self.read_ahead:
+            lines.append(
+                f"  {self.read_ahead} more read ahead and not claimed before the stop: left "
+                "unacked on the queue, delivered again"
             )
         if self.dead_letters_refused:
             lines.append(

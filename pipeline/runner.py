@@ -29,6 +29,7 @@ from pipeline.errors import (
     ReconcileError,
     SettleInterruptedError,
 )
+from pipeline.fleet import introduce, join_fleet
 from pipeline.flow import FlowControl
 from pipeline.follow import housekeeping
 from pipeline.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
@@ -134,7 +135,7 @@ async def _execute(
                 read_only=dry_run,
                 request_bound=settings.timeout,
             )
-            observer.started()
+            observer.started(await introduce(ledger, settings.job, sources))
             await _on_ledger(
                 command, settings, ledger, observer, auth, batches, dry_run, follow, queue
             )
@@ -236,6 +237,11 @@ async def _deliver(
                 control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
             else:
                 control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
+            join_fleet(
+                ledger, settings, summary, control, progress.notice, shared=lease is not None
+            )
+            if run.observer.metrics is not None:
+                control.background("pulse", functools.partial(run.observer.beating, HEARTBEAT_S))
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:

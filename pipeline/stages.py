@@ -126,7 +126,10 @@ class Stages:
                     self._taken.clear()
                     await self._taken.wait()
                 if self._control.stopped:
-                    break  # read but not claimed: not acked, so a queue delivers it again
+                    # Read but not claimed: not acked, so a queue delivers it again; counted,
+                    # so the summary's unacked entries match what the queue holds pending.
+                    self._summary.read_ahead += sum(1 for i in batch if i.handle is not None)
+                    break
                 await self._claim(batch)
 
     async def _claim(self, batch: list[Item]) -> None:

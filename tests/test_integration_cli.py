@@ -122,6 +122,9 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 0
     counts = json.loads(result.stdout)
     runs = counts.pop("runs")
+    fleet = {k: counts.pop(k) for k in ("job", "now", "holder", "queue", "complete")}
+    assert fleet["holder"] == [] and fleet["queue"] is None and fleet["complete"]
+    assert counts.pop("done_fraction") == 1.0 and counts.pop("failed_unsent") == 0
     assert counts == {
         "sent": 6,
         "failed": 0,
@@ -131,7 +134,7 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
         "retired": 0,
         "total": 7,
     }
-    assert [(r["command"], r["state"], r["exit_code"]) for r in runs] == [("run", "finished", 1)]
+    assert [(r["command"], r["state"], r["exit_code"]) for r in runs] == [("run", "ended", 1)]
 
 
 def test_a_ledger_in_use_aborts(run_cli: Cli, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from pipeline.sources import FileSource, SourceOptions, open_source
 LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) INFO    progress: read (?P<read>\d+), "
     r"sent (?P<sent>\d+) \((?P<rate>\d+)/s\), failed (?P<failed>\d+), invalid (?P<invalid>\d+), "
-    r"skipped (?P<skipped>\d+), limit (?P<limit>\d+), retries (?P<retries>\d+)"
+    r"skipped (?P<skipped>\d+), duplicate (?P<duplicate>\d+), (?:released \d+, )?"
+    r"limit (?P<limit>\d+), retries (?P<retries>\d+)"
     r"(?:, (?P<pct>\d+)% of input(?:, ETA [\d:]+)?)? \([\d:]+ elapsed\)$"
 )
 
@@ -132,7 +133,8 @@ def test_rate_eta_and_line_on_a_fake_clock() -> None:
     assert meter(snap) == 18.75
     assert snap.fraction == 0.4 and snap.eta == pytest.approx(6.0)  # half read, 80% of it settled
     assert progress_line(snap, 18.75) == (
-        "progress: read 100, sent 75 (19/s), failed 0, invalid 5, skipped 0, retries 0, "
+        "progress: read 100, sent 75 (19/s), failed 0, invalid 5, skipped 0, duplicate 0, "
+        "retries 0, "
         "40% of input, ETA 0:06 (0:04 elapsed)"
     )
     queue = Snapshot(1, 1, 1, 0, 0, 0, 0, 0, 1, 0, None, None, None)

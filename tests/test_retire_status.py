@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -114,9 +115,9 @@ async def test_status_tells_a_live_run_from_one_whose_heartbeat_stopped(tmp_path
     finally:
         await ledger.close()
     finished = (await collect(str(path), 5))["runs"][0]
-    assert (live["state"], live["alive"]) == ("running", True) and live["holder"].startswith("pid ")
-    assert (stale["state"], stale["alive"]) == ("ended without a summary", False)
-    assert finished["state"] == "finished"
+    assert (live["state"], live["alive"], live["pid"]) == ("running", True, os.getpid())
+    assert (stale["state"], stale["alive"]) == ("killed", False)
+    assert finished["state"] == "ended"
 
 
 def test_status_of_a_real_run_while_it_runs_and_after_kill_9(
@@ -142,9 +143,9 @@ def test_status_of_a_real_run_while_it_runs_and_after_kill_9(
                 proc.kill()
                 proc.wait()
         killed = status(cli)["runs"][0]
-    assert (running["state"], running["holder"]) == ("running", f"pid {proc.pid}")
+    assert (running["state"], running["pid"]) == ("running", proc.pid)
     assert running["exit_code"] is None
-    assert (killed["state"], killed["alive"]) == ("ended without a summary", False)
+    assert (killed["state"], killed["alive"]) == ("killed", False)
 
 
 def test_retire_is_refused_while_a_run_holds_the_ledger(strict_cli: Cli, tmp_path: Path) -> None:

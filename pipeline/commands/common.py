@@ -55,6 +55,13 @@ def guarded(fn: F) -> F:
             fail(str(exc), EXIT_ABORTED)
         except KeyboardInterrupt:
             fail("interrupted", EXIT_ABORTED)
+        except BrokenPipeError:
+            # The reader stopped reading (`failures | head`): what it read is right, and there
+            # is nobody left to tell anything to. Python would complain again as it flushes
+            # stdout at exit, so stdout becomes /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_OK)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
             if os.environ.get(DEBUG_ENV):
                 raise

@@ -28,8 +28,10 @@ from pipeline.commands.common import (
     require_ledger,
 )
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.ledger.base import OPEN_PROBLEMS, RECORD_COLUMNS, LedgerRecord, RecordFilter
+from pipeline.urls import mask_url
 
 #: What went wrong, after the record's own columns.
 PROBLEM_COLUMNS = ("state", "location", "http_status", "error_code", "reason")
@@ -56,6 +58,9 @@ async def reading(url: str, command: str) -> AsyncIterator[Ledger]:
     """The ledger opened to read (no lock: works beside a run, and on a read-only file)."""
     require_ledger(url)
     ledger = await open_ledger(url, command, command=command, read_only=True)
+    if getattr(ledger, "missing", False):  # a server ledger no worker created there
+        await ledger.close()
+        raise ConfigError(f"ledger: no ledger at {mask_url(url)} (no worker created it there)")
     try:
         yield ledger
     finally:

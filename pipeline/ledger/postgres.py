@@ -36,6 +36,7 @@ from pipeline.ledger import postgres_schema as schema_
 from pipeline.ledger import postgres_sql as sql
 from pipeline.ledger.base import readable
 from pipeline.ledger.postgres_claims import PostgresClaims
+from pipeline.ledger.postgres_fleet import PostgresFleet
 from pipeline.ledger.postgres_link import CLOSE_S, Link
 from pipeline.ledger.postgres_reads import NOW, PostgresReads, now_iso
 from pipeline.ledger.sqlite_queries import RETRYABLE
@@ -44,7 +45,7 @@ from pipeline.models import Accepted, Outcome
 __all__ = ["PostgresLedger", "open_ledger"]
 
 
-class PostgresLedger(PostgresClaims, PostgresReads):
+class PostgresLedger(PostgresClaims, PostgresReads, PostgresFleet):
     def __init__(
         self,
         link: Link,
@@ -68,6 +69,11 @@ class PostgresLedger(PostgresClaims, PostgresReads):
         # uncertain rows reconciliation read, until it settles them.
         self._fences: dict[str, int] = {}
         self._read_fences: dict[str, int] = {}
+
+    @property
+    def missing(self) -> bool:
+        """Opened to read where no ledger is (no worker created its tables there)."""
+        return self._empty
 
     @classmethod
     async def open(

@@ -16,7 +16,7 @@ import asyncpg
 from pipeline.errors import ConfigError, LedgerError
 from pipeline.urls import mask_url
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: A run's claims are its own this long after its last heartbeat (every second): long enough
 #: for a busy event loop or a GC pause, short enough that a dead worker's records are
@@ -69,8 +69,23 @@ ALTER TABLE {s}.records ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE {s}.runs ADD COLUMN request_bound DOUBLE PRECISION;
 """
 
+#: The fleet view (``status``, ``stop``): who each run is (its process, its queue consumer,
+#: its job), what it has done so far (its counts as of its last heartbeat, so a killed run's
+#: are not lost with it), when a record of it last settled (a stuck worker from a slow one),
+#: and a request to stop that its heartbeat reads (``stop``).
+_V3 = """
+ALTER TABLE {s}.runs ADD COLUMN pid INTEGER;
+ALTER TABLE {s}.runs ADD COLUMN consumer TEXT;
+ALTER TABLE {s}.runs ADD COLUMN job TEXT;
+ALTER TABLE {s}.runs ADD COLUMN source TEXT;
+ALTER TABLE {s}.runs ADD COLUMN progress TEXT;
+ALTER TABLE {s}.runs ADD COLUMN last_progress DOUBLE PRECISION;
+ALTER TABLE {s}.runs ADD COLUMN stop_requested TEXT;
+CREATE INDEX runs_job ON {s}.runs (job) WHERE job IS NOT NULL;
+"""
+
 #: Version -> the statements that bring the previous version to it ({s}: the schema).
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +43,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from pipeline.errors import AbortedError, DeadLetterError, SourceError
+from pipeline.logs import event
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
@@ -93,6 +95,11 @@ class RedisStreamSource:
     def name(self) -> str:
         return self._t.shown
 
+    @property
+    def consumer(self) -> str:
+        """The consumer name this source reads as (``status`` shows it for each worker)."""
+        return self._t.consumer
+
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
         try:
             async for batch in self._own_pending(stop):
@@ -141,6 +148,16 @@ class RedisStreamSource:
                 count=self._count,
             )
             start, entries = reply[0], [(e, f) for e, f in reply[1] if e not in self._out]
+            taken = sum(1 for e, _ in entries if e not in self._released)
+            if taken:
+                event(
+                    logging.INFO,
+                    f"takeover: {self.name}: took {taken} entries pending on another consumer "
+                    f"for over {self._idle_ms / 1000:g} s (--claim-idle): a dead or stopped "
+                    "worker's, a slow one's, or given back as uncertain",
+                    "takeover",
+                    entries=taken,
+                )
             if entries:
                 yield self._records(entries)
             if start in (b"0-0", "0-0"):
@@ -198,6 +215,15 @@ class RedisStreamSource:
 
     def waiting(self) -> str | None:
         return self._said
+
+    async def depth(self) -> tuple[int | None, int | None]:
+        """The group's entries not handed out yet (its lag; None where Redis cannot tell)
+        and those handed out and not acked (pending), for the queue-lag metrics."""
+        for group in await self._redis.xinfo_groups(self._t.stream):
+            if _text(group["name"]) == self._t.group:
+                lag = group.get("lag")
+                return (None if lag is None else int(lag)), int(group["pending"])
+        return None, None
 
     def release(self, handles: Sequence[object]) -> None:
         ids = {h.id for h in handles if isinstance(h, Entry)}
