@@ -234,6 +234,13 @@ def cli() -> None:
     metavar="FIELD=COLUMN",
     help="Read FIELD from COLUMN, e.g. --map score=rating. Repeatable.",
 )
+@click.option(
+    "--ignore-extra-columns",
+    flag_value=True,
+    default=None,
+    help="Leave out columns no record field is read from (else they are an error, exit 2: "
+    "their values would not be sent).",
+)
 @click.option("--dry-run", is_flag=True, help="Read, validate and check the ledger; send nothing.")
 @click.option(
     "--drain",
@@ -288,6 +295,7 @@ def run(
 @click.option(
     "--map", "columns", multiple=True, callback=_parse_map, metavar="FIELD=COLUMN", help="As run."
 )
+@click.option("--ignore-extra-columns", flag_value=True, default=None, help="As run.")
 @click.option("--report", metavar="FILE", help="Write a JSON summary here.")
 @_guarded
 def enqueue(
@@ -298,10 +306,16 @@ def enqueue(
     columns: dict[str, str],
     report: str | None,
     assistant_id: str | None,
+    ignore_extra_columns: bool | None,
 ) -> None:
     """Validate the records of SOURCE files and publish them, with their key, to a queue."""
     settings = Settings.load(
-        config_file, format=fmt, columns=columns or None, assistant_id=assistant_id, progress=False
+        config_file,
+        format=fmt,
+        columns=columns or None,
+        assistant_id=assistant_id,
+        progress=False,
+        ignore_extra_columns=ignore_extra_columns,
     )
     logs.setup(settings.log_level, settings.log_format)
     summary = asyncio.run(enqueue_sources(settings, sources, to))

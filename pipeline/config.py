@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     max_backoff: Number = Field(30.0, ge=0.001, le=600)
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    # A column no record field is read from is an error (its values would not be sent)
+    # unless this says to leave such columns out (pipeline.columns).
+    ignore_extra_columns: Switch = False
     report: str | None = None
     progress: Switch = True
     batch_size: Count = Field(500, ge=1, le=10_000)

@@ -18,6 +18,7 @@ import aiohttp
 
 from pipeline import __version__
 from pipeline.client import FeedbackClient
+from pipeline.columns import check_files
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
@@ -56,7 +57,15 @@ async def run_sources(
     """The ``run`` command: read, validate, claim and deliver every record of ``paths``
     (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
     options = source_options(settings)
-    validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
+    validator = Validator(
+        default_assistant_id=settings.assistant_id,
+        columns=settings.columns,
+        ignore_extra=settings.ignore_extra_columns,
+    )
+    # Before the ledger is opened: a column that would not be sent costs nothing yet.
+    check_files(
+        paths, settings.format, settings.columns, ignore_extra=settings.ignore_extra_columns
+    )
     queue = any(is_queue(path) for path in paths)
     follow = not settings.drain and queue
     async with contextlib.AsyncExitStack() as stack:

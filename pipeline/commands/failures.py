@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import click
 
+from pipeline.columns import PROBLEM_COLUMNS
 from pipeline.commands.common import (
     EXIT_USAGE,
     config_option,
@@ -32,7 +33,6 @@ from pipeline.ledger import Ledger, open_ledger
 from pipeline.ledger.base import OPEN_PROBLEMS, RECORD_COLUMNS, LedgerRecord, RecordFilter
 
 #: What went wrong, after the record's own columns.
-PROBLEM_COLUMNS = ("state", "location", "http_status", "error_code", "reason")
 COLUMNS = RECORD_COLUMNS + PROBLEM_COLUMNS
 #: Records ``retire --dry-run`` (and ``retire``) print one line each, at most.
 SHOWN = 20
