@@ -243,6 +243,19 @@ def cli() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Read, validate and check the ledger; send nothing.")
 @click.option(
+    "--ledger-must-exist",
+    flag_value=True,
+    default=None,
+    help="Refuse to start (exit 2) when the ledger does not exist or holds no record: for "
+    "scheduled jobs, where a mistyped ledger would send everything again.",
+)
+@click.option(
+    "--new-ledger",
+    type=click.Choice(["check", "adopt", "send"]),
+    help="A new ledger's first records found at the API: check stops before sending (exit 2), "
+    "adopt records them as sent and sends the rest, send sends them again [check].",
+)
+@click.option(
     "--drain",
     flag_value=True,
     default=None,

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # A column no record field is read from is an error (its values would not be sent)
     # unless this says to leave such columns out (pipeline.columns).
     ignore_extra_columns: Switch = False
+    # A run refuses to start on a ledger that does not exist (a scheduled job: a mistyped
+    # ledger would send everything again); and what a new ledger does about records the API
+    # already holds: stop (check), record them as sent (adopt), send them (send).
+    ledger_must_exist: Switch = False
+    new_ledger: Literal["check", "adopt", "send"] = "check"
     report: str | None = None
     progress: Switch = True
     batch_size: Count = Field(500, ge=1, le=10_000)

@@ -13,10 +13,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
-from pipeline import __version__
+from pipeline import __version__, fresh_ledger
 from pipeline.client import FeedbackClient
 from pipeline.columns import check_files
 from pipeline.config import Settings
@@ -134,6 +135,11 @@ async def _execute(
     )
     observer = Observer(settings, summary, sources)
     error: BaseException | None = None
+    checked = command == "run" and not dry_run  # a new ledger matters where records are sent
+    must_exist = settings.origin("ledger_must_exist") if settings.ledger_must_exist else None
+    if checked and must_exist:
+        fresh_ledger.refuse_missing(settings.ledger, must_exist)
+    created = fresh_ledger.created_path(settings.ledger) if checked else None
     try:
         async with observer.watching():
             ledger = await open_ledger(
@@ -144,8 +150,9 @@ async def _execute(
                 request_bound=settings.timeout,
             )
             observer.started()
+            fresh = checked and await _announce(settings, ledger, created, must_exist, observer)
             await _on_ledger(
-                command, settings, ledger, observer, auth, batches, dry_run, follow, queue
+                command, settings, ledger, observer, auth, batches, dry_run, follow, queue, fresh
             )
     except BaseException as exc:
         error = exc
@@ -155,6 +162,23 @@ async def _execute(
         # unusable ledger, a bug): a scheduler reads them precisely when something went wrong.
         observer.ended(error)
     return summary
+
+
+async def _announce(
+    settings: Settings,
+    ledger: Ledger,
+    created: Path | None,
+    must_exist: str | None,
+    observer: Observer,
+) -> bool:
+    """Whether the ledger is new, said before anything is sent (see fresh_ledger)."""
+    try:
+        return await fresh_ledger.announce(
+            settings.ledger, ledger, created, must_exist, observer.progress.notice
+        )
+    except BaseException:
+        await ledger.close()
+        raise
 
 
 async def _on_ledger(
@@ -167,6 +191,7 @@ async def _on_ledger(
     dry_run: bool,
     follow: bool,
     queue: bool,
+    fresh: bool = False,
 ) -> None:
     summary, progress = observer.summary, observer.progress
     control = RunControl(grace=settings.grace, service=follow)
@@ -175,7 +200,7 @@ async def _on_ledger(
             await _dry_run(ledger, batches(ledger, control), summary, progress)
             summary.aborted = control.reason  # a source that failed
         else:
-            run = _Run(settings, ledger, control, summary, progress, observer)
+            run = _Run(settings, ledger, control, summary, progress, observer, fresh)
             await _deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()
@@ -198,6 +223,7 @@ class _Run:
     summary: Summary
     progress: Progress
     observer: Observer
+    fresh: bool  # the ledger holds no record: its first batch is looked up at the API
 
 
 async def _deliver(
@@ -252,11 +278,14 @@ async def _deliver(
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
             control.check()
+            stream = batches(ledger, control)
+            if run.fresh and settings.new_ledger != "send":
+                stream = await _looked_up(run, stream, client, _both(delivery))
             every = settings.reconcile_every
             async with housekeeping(
                 control, reconcilers, pipeline, summary, progress, every, follow, leftovers
             ):
-                await pipeline.run(batches(ledger, control))
+                await pipeline.run(stream)
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
                 summary.settled_own(own.found, own.missing)
@@ -292,6 +321,28 @@ async def _deliver(
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load
+
+
+async def _looked_up(
+    run: _Run, stream: Batches, client: FeedbackClient, acquire: Callable[[], Awaitable[None]]
+) -> Batches:
+    """A new ledger's first batch, looked up at the API before anything is sent."""
+    try:
+        return await fresh_ledger.guard(
+            stream,
+            url=run.settings.ledger,
+            mode=run.settings.new_ledger,
+            ledger=run.ledger,
+            client=client,
+            acquire=acquire,
+            notice=run.progress.notice,
+        )
+    except AuthError as exc:
+        run.control.abort(f"authentication refused by the API ({exc})")
+    except BaseUrlError as exc:
+        run.control.abort(str(exc))
+    run.control.check()
+    return stream
 
 
 def _shared_rate(
