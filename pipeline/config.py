@@ -144,6 +144,14 @@ class Settings(BaseSettings):
             raise ValueError("has a port that is not a number from 1 to 65535")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
+        if re.search(r"/v1(/|$)", parts.path, re.IGNORECASE):
+            # Every assistant would be "not found" (404) at .../v1/v1/Assistants/...
+            raise ValueError(
+                f"looks wrong: it has /v1 in its path ({parts.path}), which the tool adds "
+                "itself "
+                "(/v1/Assistants/ID/Feedbacks); give the base without it, such as "
+                "https://assistants.twilio.com"
+            )
         return value.rstrip("/")
 
     @field_validator("rate_scope")

@@ -97,6 +97,7 @@ class Delivery:
             stopped=control.stop.is_set,
             notice=notice,
             max_outage=max_outage,
+            target=f"--base-url {client.base_url}",
             cooldown=min(1.0, max_backoff),
             max_cooldown=max_backoff,
         )
@@ -164,6 +165,8 @@ class Delivery:
 
     def _observe(self, exc: DeliveryError) -> Result:
         """What a failure says about load, for flow control (and the circuit breaker)."""
+        if isinstance(exc, ApiError):
+            self.gate.heard()
         if isinstance(exc, ApiError) and exc.status == 429:
             if exc.retry_after is not None and self.shared is not None:
                 self.shared.throttled(exc.retry_after)  # every worker of the scope waits

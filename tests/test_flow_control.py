@@ -183,6 +183,7 @@ async def test_circuit_opens_probes_with_growing_cooldown_and_closes() -> None:
 async def test_a_long_outage_gives_up() -> None:
     clock, notices = Clock(), list[str]()
     g, _ = gate(clock, notices, max_outage=5.0)
+    g.heard()  # HTTP answers: an API that is down, not a wrong URL (see test_fail_fast)
     for _ in range(3):
         g.failed("HTTP 500")
     with pytest.raises(OutageError, match="failed every request"):
