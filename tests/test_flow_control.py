@@ -157,7 +157,7 @@ def gate(clock: Clock, notices: list[str], **kwargs: float) -> tuple[Gate, Sleep
         threshold=3,
         cooldown=1.0,
         max_cooldown=4.0,
-        **kwargs,
+        max_outage=max_outage,
     )
     return made, sleeps
 
