@@ -147,7 +147,7 @@ class Sleeps:
         self.clock.now += seconds
 
 
-def gate(clock: Clock, notices: list[str], **kwargs: float) -> tuple[Gate, Sleeps]:
+def gate(clock: Clock, notices: list[str], *, max_outage: float = 600.0) -> tuple[Gate, Sleeps]:
     sleeps = Sleeps(clock)
     made = Gate(
         sleep=sleeps,
