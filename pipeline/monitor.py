@@ -64,6 +64,7 @@ class Snapshot:
     rate_cap: float | None
     input: tuple[int, int] | None  # (bytes read, bytes in all) when every size is known
     waiting: str | None = None  # what a draining queue source waits for, in its words
+    stopped: int = 0  # not sent because the run stopped (no failure)
 
     @property
     def fraction(self) -> float | None:
@@ -117,6 +118,7 @@ class Monitor:
             rate_cap=d.rate.cap if d is not None else None,
             input=self._input(),
             waiting=self._waiting(),
+            stopped=s.stopped_records,
         )
 
     def _waiting(self) -> str | None:

@@ -25,8 +25,8 @@ _REASON_CHARS = 160
 
 @dataclass
 class Summary:
-    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + released``
-    at the end."""
+    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + unknown +
+    released + stopped_records`` at the end."""
 
     command: str
     run_id: str
@@ -41,6 +41,10 @@ class Summary:
     #: The ledger holds them as failed "not sent" (a later run sends them), the queue still
     #: holds them unacked (delivered again).
     released: int = 0
+    #: Claimed, then not sent because the run stopped first (a signal, a refused credential,
+    #: an abort): not a failure of the record. The ledger holds them as failed "not sent"; the
+    #: rerun (or replay) sends them.
+    stopped_records: int = 0
     #: Outcomes the ledger refused: the record was no longer this run's claim (its lease ran
     #: out and another worker settled it). Not counted anywhere else; the ledger has the state.
     fenced: int = 0
@@ -117,7 +121,7 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
-        settled += self.released + self.fenced
+        settled += self.released + self.fenced + self.stopped_records
         return self.read - settled - self.unknown - self.would_send
 
     def settled_own(self, found: int, missing: int) -> None:
@@ -175,9 +179,12 @@ class Summary:
         verb, sent = ("would send", self.would_send) if self.dry_run else ("sent", self.sent)
         if self.command == "enqueue":
             verb = "published"  # to a queue: nothing reaches the API here
-        return (
+        line = (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
             f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
+        )
+        return line + (
+            f", stopped {self.stopped_records} (not sent)" if self.stopped_records else ""
         )
 
     def text(self) -> str:
@@ -206,6 +213,11 @@ class Summary:
             lines.append(
                 f"  {self.unknown} with an unknown outcome: the API may hold them; "
                 "`reconcile` or the next run settles them"
+            )
+        if self.stopped_records:
+            lines.append(
+                f"  {self.stopped_records} not sent: the run stopped before their requests (the "
+                "records are not at fault); the rerun sends them, as does replay"
             )
         if self.not_sent:
             lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")

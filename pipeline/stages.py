@@ -205,7 +205,7 @@ class Stages:
             if item is None:
                 return
             if control.stopped:
-                outcome = delivery.not_sent(item, control.reason or "run stopped")
+                outcome = delivery.not_sent(item, control.reason or "run stopped", stopped=True)
             else:
                 try:
                     outcome = await delivery.send(item)
@@ -251,9 +251,7 @@ class Stages:
             if outcome.key in refused:
                 self._refused(item, outcome)
                 continue
-            if self._control.ended_normally and self._stopped_before_sending(outcome):
-                # A service's normal end: left on the queue for later, not a failure.
-                self._summary.released += 1
+            if self._counted_apart(outcome):
                 continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
@@ -265,6 +263,18 @@ class Stages:
             elif not self._stopped_before_sending(outcome):
                 finished.append((item.handle, f"failed: {_describe(outcome)}"))
         await self.acks.done(finished)
+
+    def _counted_apart(self, outcome: Outcome) -> bool:
+        """Not sent because the run stopped: no failure of the record, and never acked."""
+        if self._control.ended_normally and self._stopped_before_sending(outcome):
+            # A service's normal end: left on the queue for later.
+            self._summary.released += 1
+            return True
+        if outcome.stopped:
+            # An interrupted or aborted run: the rerun (or replay) sends it.
+            self._summary.stopped_records += 1
+            return True
+        return False
 
     def _refused(self, item: Accepted, outcome: Outcome) -> None:
         """The ledger refused the outcome: the record is no longer this run's claim (its lease
