@@ -55,6 +55,9 @@ class Summary:
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
     reconciled_missing: int = 0  # ... found not stored: now failed, so sent again
+    # This run's own unknown outcomes (resets, 5xx), settled at its end: part of sent / failed.
+    reconciled_own_found: int = 0
+    reconciled_own_missing: int = 0
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
@@ -129,6 +132,8 @@ class Summary:
         self.unknown -= found + missing
         self.sent += found
         self.failed += missing
+        self.reconciled_own_found += found
+        self.reconciled_own_missing += missing
 
     def finish(self) -> None:
         self.duration_s = round(time.monotonic() - self._t0, 3)
@@ -270,6 +275,13 @@ class Summary:
                 f"  reconciled {self.reconciled_found + self.reconciled_missing} uncertain records"
                 f" of earlier runs: {self.reconciled_found} were stored (now sent), "
                 f"{self.reconciled_missing} were not (sent if in the input, or by replay)"
+            )
+        own = self.reconciled_own_found + self.reconciled_own_missing
+        if own:
+            lines.append(
+                f"  reconciled {own} outcomes of this run left unknown (resets, 5xx): "
+                f"{self.reconciled_own_found} were stored (counted as sent), "
+                f"{self.reconciled_own_missing} were not (counted as failed; replay sends them)"
             )
         lines.extend(self._leftover_lines())
         top = self.top_reasons() if reasons else []
