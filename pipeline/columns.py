@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import gzip
 import io
 import os
 import stat
@@ -118,15 +119,13 @@ def check_files(
     sending. Stdin, pipes and queues cannot be read ahead: their records are checked one by
     one as they are validated."""
     from pipeline.sources import is_queue  # here: the sources package imports this one
-    from pipeline.sources.base import open_input
     from pipeline.sources.files import detect_format
 
     for path in paths:
         if is_queue(path) or not _regular(path):
             continue
         kind = detect_format(path, fmt)  # type: ignore[arg-type]
-        opened = open_input(path)
-        with opened.stream as fh:
+        with _open(path) as fh:
             if kind == "csv":
                 text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="replace", newline="")
                 present = _csv_header(text)
@@ -134,6 +133,21 @@ def check_files(
                 present = _jsonl_keys(fh)
         if present is not None:
             check_columns(path, present, mapping, ignore_extra=ignore_extra)
+
+
+def _open(path: str) -> BinaryIO:
+    """The file's bytes, gunzipped when they are gzip (by content, as the sources tell). A
+    look of its own, not the sources' open: that one notes the file's size to tell at its
+    end whether it changed while it was read, which this look must not disturb."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's with
+    except OSError:
+        return io.BytesIO()  # reading reports it, at the source
+    if raw.read(2) == b"\x1f\x8b":
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value] # a regular file, by name
+    raw.seek(0)
+    return raw
 
 
 def _regular(path: str) -> bool:
