@@ -72,10 +72,9 @@ def render(snap: Snapshot, rate: float) -> RenderableType:
     counts.add_row(*names)
     counts.add_row(*values)
     limit = "-" if snap.limit is None else str(snap.limit)
-    cap = f"{snap.rate_cap:.0f}/s" if snap.rate_cap else "none"
     flow = Text(
-        f"concurrency limit {limit}   rate cap {cap}   retries {snap.retries}   "
-        f"elapsed {duration(snap.elapsed)}"
+        f"concurrency limit {limit}   {rate_limits(snap.rate_limit, snap.api_cap)}   "
+        f"retries {snap.retries}   elapsed {duration(snap.elapsed)}"
     )
     fraction = snap.fraction
     if fraction is None:
@@ -89,6 +88,13 @@ def render(snap: Snapshot, rate: float) -> RenderableType:
         f"{fraction:.0%} of input" + (f"  ETA {duration(eta)}" if eta else ""),
     )
     return Group(bar, counts, flow)
+
+
+def rate_limits(user: float | None, api: float | None) -> str:
+    """Whose rate limit is whose: the user's --rate, and the cap the API showed (if any)."""
+    mine = f"{user:.0f}/s (--rate)" if user else "none (--rate 0)"
+    theirs = f"{api:.0f}/s" if api else "none found"
+    return f"rate limit {mine}   API rate cap {theirs}"
 
 
 def summary_table(summary: Summary) -> RenderableType:

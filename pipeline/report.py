@@ -65,7 +65,9 @@ class Summary:
     concurrency: int | None = None  # the adaptive concurrency limit it converged to
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times every request held back (only refusals came back for a while)
-    rate_cap: float | None = None  # the request-rate cap it converged to, if any
+    rate_cap: float | None = None  # the request-rate cap in force at the end (either below)
+    rate_limit: float | None = None  # the user's --rate (None: no limit)
+    rate_cap_found: float | None = None  # the cap the API showed by refusing, if any
     concurrency_found: int | None = None  # the in-flight limit the API showed, if any
     errors_noise: int = 0  # 503s, timeouts, resets at every level: no evidence of load
     errors_load: int = 0  # ... that rose with the requests in flight: a limit
@@ -168,8 +170,8 @@ class Summary:
         found = self.concurrency_found
         if found is not None and found < self.concurrency_range[1]:
             options.append(f"--concurrency {found}")
-        if self.rate_cap:
-            options.append(f"--rate {int(self.rate_cap)}")
+        if self.rate_cap_found and (not self.rate_limit or self.rate_cap_found < self.rate_limit):
+            options.append(f"--rate {int(self.rate_cap_found)}")
         return " ".join(options) or None
 
     def write_json(self, path: str) -> None:
@@ -262,10 +264,12 @@ class Summary:
             )
         if self.concurrency_range is not None:
             low, high = self.concurrency_range
-            cap = f"{self.rate_cap:.0f}/s" if self.rate_cap else "none"
+            mine = f"{self.rate_limit:.0f}/s (--rate)" if self.rate_limit else "none (--rate 0)"
+            theirs = f"{self.rate_cap_found:.0f}/s" if self.rate_cap_found else "none found"
             lines.append(
                 f"  flow control converged to: concurrency limit {self.concurrency} (ranged "
-                f"{low}-{high}), rate cap {cap}; everyone held back {self.pauses} times"
+                f"{low}-{high}); rate limit {mine}, API rate cap {theirs}; everyone held back "
+                f"{self.pauses} times"
             )
             lines.extend(self._error_lines())
             if self.next_time:

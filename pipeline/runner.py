@@ -318,6 +318,8 @@ async def _deliver(
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.flow.hold.count
         summary.rate_cap = delivery.rate.cap
+        summary.rate_limit = delivery.flow.rate
+        summary.rate_cap_found = delivery.flow.api_cap
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load

@@ -193,11 +193,13 @@ async def test_a_long_outage_gives_up() -> None:
 
 
 def test_the_summary_says_where_flow_control_converged() -> None:
-    summary = Summary(
-        "run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap=190.4, concurrency_found=8
-    )
+    summary = Summary("run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap_found=190.4)
+    summary.concurrency_found = 8
     assert summary.next_time == "--concurrency 8 --rate 190"
-    assert "converged to: concurrency limit 8 (ranged 8-16), rate cap 190/s" in summary.text()
+    assert (
+        "converged to: concurrency limit 8 (ranged 8-16); rate limit none (--rate 0), "
+        "API rate cap 190/s"
+    ) in summary.text()
     assert "next time: --concurrency 8 --rate 190" in summary.text()
     assert summary.as_dict()["next_time"] == "--concurrency 8 --rate 190"
     untouched = Summary("run", "r2", concurrency=16, concurrency_range=(16, 16))
