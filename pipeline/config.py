@@ -191,6 +191,11 @@ class Settings(BaseSettings):
             settings._origins[name] = _origin(name, layers, path)
         return settings
 
+    def source_of(self, name: str) -> str:
+        """Where a setting's value came from, for a person: its flag, variable or file key,
+        or "default"."""
+        return self._origins.get(name, "default")
+
     def origin(self, name: str) -> str:
         """How to name the setting ``name`` in an error: its flag, variable or file key."""
         return self._origins.get(name, name)

@@ -105,10 +105,12 @@ class Monitor:
         elapsed = self._clock() - self._started
         measured = self._input()
         share = measured[0] / measured[1] if measured and measured[1] > 0 else None
+        parsed = self._records_read()
         user = d.rate.rate if d is not None else None
         api = d.rate.api_cap if d is not None else None
         limits = [r for r in (user, api) if r]
         settled = s.read - s.in_flight
+        done = settled - s.stopped_records  # a stopped record is not done
         return Snapshot(
             elapsed=elapsed,
             read=s.read,
@@ -127,12 +129,21 @@ class Monitor:
             stopped=s.stopped_records,
             rate_limit=user or None,
             api_cap=api,
-            progress=self._pace(elapsed, share, s.read, settled, min(limits, default=None)),
+            progress=self._pace(
+                elapsed, share, parsed or s.read, done, min(limits, default=None)
+            ),
         )
 
     def _waiting(self) -> str | None:
         said = [w for s in self._sources if isinstance(s, Waiting) and (w := s.waiting())]
         return "; ".join(said) or None
+
+    def _records_read(self) -> int | None:
+        """Records the sources read so far (ahead of the claims), where all of them count."""
+        counts = [getattr(s, "records", None) for s in self._sources]
+        if not counts or any(count is None for count in counts):
+            return None
+        return int(sum(count() for count in counts if count is not None))
 
     def _input(self) -> tuple[int, int] | None:
         done = total = 0

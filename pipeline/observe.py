@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.html_report import is_html, write_html
+from pipeline.html_sections import RunFacts
 from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
 from pipeline.metrics import RunMetrics
@@ -37,6 +38,7 @@ class Observer:
         self.metrics = RunMetrics(self.monitor) if wanted else None
         html = settings.report is not None and is_html(settings.report)
         self.timeline = Timeline(self.monitor) if html else None
+        self._facts = RunFacts.of(settings, sources) if html else None
 
     @property
     def listeners(self) -> list[ResponseListener]:
@@ -114,7 +116,7 @@ class Observer:
 
     def _write_report(self, path: str) -> None:
         if self.timeline is not None:
-            write_html(path, self.summary, self.timeline)
+            write_html(path, self.summary, self.timeline, self._facts, self.progress.first)
         else:
             self.summary.write_json(path)
 

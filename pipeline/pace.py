@@ -36,11 +36,14 @@ class Pace:
         limit: float | None,
     ) -> tuple[float | None, float | None]:
         """(share done, seconds left) at ``now``; None where the input's size is unknown or
-        nothing settled yet. ``limit``: the rate limit in force (requests per second)."""
+        nothing settled yet. ``read``: the records read from the input so far (by the
+        sources: the claims lag behind by the batches read ahead, and counting those made the
+        input look smaller, and the time left shorter, than it was); ``settled``: those done;
+        ``limit``: the rate limit in force (requests per second)."""
         if input_share is None:
             return None, None
         share = min(1.0, max(0.0, input_share))
-        estimate = share * (settled / read if read else 0.0)
+        estimate = share * min(1.0, settled / read if read else 0.0)
         self._best = max(self._best, estimate)
         self._samples.append((now, settled))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:

@@ -18,6 +18,8 @@ from pipeline.models import Outcome, Status
 
 #: Invalid or failed records are printed one line each up to this many; the ledger has all.
 MAX_PROBLEM_LINES = 50
+#: Problems the HTML report lists (the first ones; `failures` exports them all).
+FIRST_PROBLEMS = 20
 #: Failure reasons counted per run (the rest go to "other"), and shown in the summary.
 MAX_REASONS, TOP_REASONS = 1000, 5
 _REASON_CHARS = 160
@@ -315,9 +317,13 @@ class Progress:
 
     def __init__(self) -> None:
         self._problems = 0
+        #: The first problems, (location, message), for the HTML report's table.
+        self.first: list[tuple[str, str]] = []
 
     def problem(self, location: str | None, message: str) -> None:
         self._problems += 1
+        if len(self.first) < FIRST_PROBLEMS:
+            self.first.append((location or "-", message))
         if self._problems <= MAX_PROBLEM_LINES:
             event(logging.WARNING, f"{location or '-'}: {message}", "problem", location=location)
         elif self._problems == MAX_PROBLEM_LINES + 1:
