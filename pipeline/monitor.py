@@ -129,9 +129,7 @@ class Monitor:
             stopped=s.stopped_records,
             rate_limit=user or None,
             api_cap=api,
-            progress=self._pace(
-                elapsed, share, parsed or s.read, done, min(limits, default=None)
-            ),
+            progress=self._pace(elapsed, share, parsed or s.read, done, min(limits, default=None)),
         )
 
     def _waiting(self) -> str | None:
