@@ -21,6 +21,7 @@ from pipeline.commands import failures, history, preflight, retire, settings_vie
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
+    LEDGER_FORMS,
     epilog,
 )
 from pipeline.commands.common import fail as _fail
@@ -60,7 +61,7 @@ def _delivery_options(fn: F) -> F:
         click.option(
             "--ledger",
             metavar="URL",
-            help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]: the memory of what "
+            help=f"Ledger: {LEDGER_FORMS} [{_default('ledger')}]: the memory of what "
             "was sent. A run with another ledger sends everything again. One run at a time per "
             "ledger file.",
         ),
@@ -335,7 +336,15 @@ def enqueue(
     _finish(summary, report or settings.report)
 
 
-@cli.command(epilog=epilog("feedback-pipeline replay --dry-run && feedback-pipeline replay"))
+@cli.command(
+    epilog=epilog(
+        "feedback-pipeline replay --dry-run && feedback-pipeline replay",
+        "\b\nExit codes: 0 every record replayed was sent (or --dry-run: nothing to do but\n"
+        "show); 1 some are still failed or unknown; 2 usage or configuration error (no\n"
+        "ledger), nothing sent; 3 aborted (authentication refused, interrupted, outage, ledger\n"
+        "unusable or in use).",
+    )
+)
 @click.option(
     "--include-rejected", is_flag=True, help="Send permanent 4xx rejections too (they need a fix)."
 )
@@ -380,7 +389,9 @@ def replay(
 )
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option(
-    "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]."
+    "--ledger",
+    metavar="URL",
+    help=f"Ledger: {LEDGER_FORMS} [{_default('ledger')}].",
 )
 @click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}].")
 @click.option(
@@ -423,6 +434,13 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--assistant",
+    "assistants",
+    multiple=True,
+    metavar="ID",
+    help="An assistant that exists (repeatable); the others are not found (404). Default: any.",
+)
 @click.option("--fail-rate", default=0.0, type=float, help="Share of POSTs answered 503.")
 @click.option("--throttle-rps", type=float, help="Token-bucket limit: 429 + Retry-After beyond.")
 @click.option("--latency-ms", default=0.0, type=float, help="Added to every answer.")
@@ -454,8 +472,9 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     "relative_cursor, drip, huge, store_late; or a JSON object with its parameters.",
 )
 @_guarded
-def fake_server(host: str, port: int, **options: Any) -> None:
-    """Run the fake Feedback API (for demos, tests and benchmarks)."""
+def fake_server(host: str, port: int, assistants: tuple[str, ...], **options: Any) -> None:
+    """Run the fake Feedback API (for demos, tests and benchmarks). Stop it with Ctrl-C or
+    SIGTERM (exit 0)."""
     from pipeline.fake import FakeState, Faults, Limits, serve
 
     limit_names = (
@@ -464,7 +483,8 @@ def fake_server(host: str, port: int, **options: Any) -> None:
     )
     limits = {name: options.pop(name) for name in limit_names}
     try:
-        state = FakeState(faults=Faults(**options), limits=Limits(**limits))
+        known = set(assistants) if assistants else None
+        state = FakeState(faults=Faults(**options), limits=Limits(**limits), known_assistants=known)
     except ValueError as exc:
         raise ConfigError(f"fake-server: {exc}") from None
     try:
