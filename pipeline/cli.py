@@ -152,7 +152,13 @@ def _delivery_options(fn: F) -> F:
             "--metrics-port",
             type=int,
             metavar="PORT",
-            help="Serve Prometheus metrics on this port (all interfaces) while running.",
+            help="Serve Prometheus metrics on this port (see --metrics-address) while running.",
+        ),
+        click.option(
+            "--metrics-address",
+            metavar="ADDRESS",
+            help="The address --metrics-port listens on, e.g. 127.0.0.1 "
+            f"[{_default('metrics_address')}: every interface].",
         ),
         click.option(
             "--metrics-textfile",

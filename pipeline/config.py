@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_port: Count | None = Field(None, ge=1, le=65535)  # serve /metrics while running
+    metrics_address: str = "0.0.0.0"  # ... on this address (every interface by default)
     metrics_textfile: str | None = None  # write the metrics here at the end (atomically)
     # Exit 0 (not 1) with up to this many invalid / failed records: a nightly job that accepts
     # a known number of bad rows. 0: none accepted.

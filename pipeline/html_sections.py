@@ -55,6 +55,8 @@ def facts_section(facts: RunFacts | None) -> str:
 
 def problems_section(first: Sequence[tuple[str, str]], summary: Summary, ledger: str) -> str:
     more = summary.invalid + summary.failed + summary.unknown
+    if not summary.unknown:  # every unknown outcome was settled since: no problem left
+        first = [(loc, msg) for loc, msg in first if not msg.startswith("unknown")]
     if not first:
         body = '<tr><td class="reason" colspan="2">No invalid, failed or unknown records.</td></tr>'
     else:

@@ -61,7 +61,9 @@ class Observer:
         """The view and the metrics endpoint, for as long as the run goes."""
         settings = self._settings
         if self.metrics is not None and settings.metrics_port is not None:
-            self.metrics.serve(settings.metrics_port, settings.origin("metrics_port"))
+            self.metrics.serve(
+                settings.metrics_port, settings.origin("metrics_port"), settings.metrics_address
+            )
         display = LiveDisplay(self.monitor) if self.live() else None
         ended = asyncio.Event()
         tasks = []

@@ -120,3 +120,26 @@ def test_make_clean_removes_what_the_recipes_leave() -> None:
 
 def test_the_readme_puts_the_command_on_path_after_make_demo() -> None:
     assert ". .venv/bin/activate" in README
+
+
+def test_metrics_can_listen_on_one_address_only() -> None:
+    import urllib.request
+
+    from pipeline.metrics import RunMetrics
+    from pipeline.monitor import Monitor
+    from pipeline.report import Summary
+
+    metrics = RunMetrics(Monitor(Summary("run", "r")))
+    metrics.serve(0, "--metrics-port", "127.0.0.1")
+    try:
+        server = metrics._server
+        assert server is not None
+        host, port = server.server_address[:2]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            body = answer.read()
+    finally:
+        metrics.close()
+
+    assert host == "127.0.0.1"
+    assert b"feedback_records_read_total" in body
+    assert "--metrics-address" in _help("run")
