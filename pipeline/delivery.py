@@ -97,7 +97,7 @@ class Delivery:
             stopped=control.stop.is_set,
             notice=notice,
             max_outage=max_outage,
-            target=f"--base-url {client.base_url}",
+            target=f"--base-url {getattr(client, 'base_url', '')}".rstrip(),
             cooldown=min(1.0, max_backoff),
             max_cooldown=max_backoff,
         )

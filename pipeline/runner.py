@@ -341,7 +341,7 @@ async def _looked_up(
         )
     except AuthError as exc:
         run.control.abort(f"authentication refused by the API ({exc})")
-    except BaseUrlError as exc:
+    except (BaseUrlError, AbortedError) as exc:  # AbortedError: the --rate-scope Redis gone
         run.control.abort(str(exc))
     run.control.check()
     return stream

@@ -186,8 +186,8 @@ def test_the_page_an_on_call_person_opens_first(run_cli: Cli, tmp_path: Path) ->
     # Legends sit below the plot, under the axis labels: never on the title's line.
     for y in re.findall(r'<rect class="legend" x="[\d.]+" y="([\d.]+)"', dom):
         assert float(y) > 200
-    image = Image.open(shot)
-    assert image.size == (900, 3200) and shot.stat().st_size > 50_000
+    with Image.open(shot) as image:
+        assert image.size == (900, 3200) and shot.stat().st_size > 50_000
 
 
 def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
