@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import Cli
 
 from pipeline.cli import cli
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
@@ -143,3 +144,15 @@ def test_metrics_can_listen_on_one_address_only() -> None:
     assert host == "127.0.0.1"
     assert b"feedback_records_read_total" in body
     assert "--metrics-address" in _help("run")
+
+
+def test_failures_lists_rows_in_file_order(run_cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "bad.csv"
+    lines = ["session_id,score"] + [f"s{i},{2 + i}" for i in range(12)]  # every score too high
+    source.write_text("\n".join(lines) + "\n")
+    assert run_cli.run(str(source), "--assistant-id", "aia_asst_x").exit_code == 1
+
+    out = run_cli("failures", "--ledger", str(run_cli.ledger), "--format", "jsonl").output
+
+    locations = re.findall(r'"location": "[^"]*:(\d+)"', out)
+    assert [int(n) for n in locations] == list(range(2, 14))
