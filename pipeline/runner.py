@@ -289,6 +289,11 @@ async def _deliver(
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
                 summary.settled_own(own.found, own.missing)
+                if own.total:  # the log says what became of the "unknown" lines above it
+                    progress.notice(
+                        f"reconcile: {own.total} outcomes of this run left unknown: {own.found} "
+                        f"were stored (now sent), {own.missing} were not (now failed)"
+                    )
                 await pipeline.acks.settled(own.found_keys, own.missing_keys)
 
         task = asyncio.create_task(body())

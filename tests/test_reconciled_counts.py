@@ -31,6 +31,10 @@ def test_resets_settled_at_the_end_are_counted_in_summary_and_report(
     assert report["reconciled_own_missing"] == 0
     assert f"reconciled {resets} outcomes of this run left unknown" in result.stdout
     assert f"{resets} were stored (counted as sent)" in result.stdout
+    # The log, too, says what became of its "unknown (may be stored ...)" lines.
+    assert f"reconcile: {resets} outcomes of this run left unknown: {resets} were stored" in (
+        result.stderr
+    )
     with sqlite3.connect(cli.ledger) as db:
         states = dict(db.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
     assert states == {"sent": report["sent"]} and report["sent"] == len(rows)
