@@ -288,12 +288,7 @@ async def _deliver(
                 await pipeline.run(stream)
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
-                summary.settled_own(own.found, own.missing)
-                if own.total:  # the log says what became of the "unknown" lines above it
-                    progress.notice(
-                        f"reconcile: {own.total} outcomes of this run left unknown: {own.found} "
-                        f"were stored (now sent), {own.missing} were not (now failed)"
-                    )
+                _settled_own(own, summary, progress)
                 await pipeline.acks.settled(own.found_keys, own.missing_keys)
 
         task = asyncio.create_task(body())
@@ -328,6 +323,17 @@ async def _deliver(
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load
+
+
+def _settled_own(own: Settled, summary: Summary, progress: Progress) -> None:
+    """This run's unknown outcomes, settled: counted, and said in the log after their
+    "unknown (may be stored ...)" lines."""
+    summary.settled_own(own.found, own.missing)
+    if own.total:
+        progress.notice(
+            f"reconcile: {own.total} outcomes of this run left unknown: {own.found} were "
+            f"stored (now sent), {own.missing} were not (now failed)"
+        )
 
 
 async def _looked_up(
