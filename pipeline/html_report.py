@@ -133,7 +133,7 @@ def render(
 ({summary.retries} retries)</p>{aborted}
 <table id="counts"><tr>{head}</tr><tr>{cells}</tr></table>
 {advice_section(summary)}
-{facts_section(facts)}
+{facts_section(facts, summary.assistants)}
 {"".join(_charts(timeline, summary))}
 <h2>Failure reasons</h2>
 <table id="reasons"><tr><th>count</th><th class="reason">reason</th></tr>{reasons}</table>

@@ -36,10 +36,11 @@ class RunFacts:
         return cls(names, rows, mask_url(settings.ledger))
 
 
-def facts_section(facts: RunFacts | None) -> str:
+def facts_section(facts: RunFacts | None, assistants: Sequence[str] = ()) -> str:
     if facts is None:
         return ""
     sources = "".join(f"<li>{escape(s)}</li>" for s in facts.sources) or "<li>(the ledger)</li>"
+    to = ", ".join(escape(a) for a in assistants) or "none"
     rows = "".join(
         f'<tr><td class="reason">{escape(n)}</td><td class="reason">{escape(v)}</td>'
         f'<td class="reason">{escape(o)}</td></tr>'
@@ -47,7 +48,8 @@ def facts_section(facts: RunFacts | None) -> str:
     )
     return (
         '<h2>What was run</h2><div id="run"><p>Sources:</p><ul id="sources">'
-        f"{sources}</ul><details><summary>Every setting and where it came from</summary>"
+        f'{sources}</ul><p id="assistants">Sent to the assistants: {to}</p>'
+        "<details><summary>Every setting and where it came from</summary>"
         '<table id="settings"><tr><th class="reason">setting</th><th class="reason">value</th>'
         f'<th class="reason">from</th></tr>{rows}</table></details></div>'
     )

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,8 @@ from pipeline.models import Outcome, Status
 
 #: Invalid or failed records are printed one line each up to this many; the ledger has all.
 MAX_PROBLEM_LINES = 50
+#: Assistants a summary names at most (those records were sent to).
+MAX_ASSISTANTS = 50
 #: Problems the HTML report lists (the first ones; `failures` exports them all).
 FIRST_PROBLEMS = 20
 #: Failure reasons counted per run (the rest go to "other"), and shown in the summary.
@@ -76,6 +79,7 @@ class Summary:
     dry_run: bool = False
     max_invalid: int = 0  # exit 0 with up to this many invalid records (--max-invalid)
     max_failed: int = 0  # ... and up to this many failed ones (--max-failed)
+    assistants: list[str] = field(default_factory=list)  # sent to (the first MAX_ASSISTANTS)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
@@ -95,6 +99,14 @@ class Summary:
             self.unknown += 1
         elif self.dry_run:
             self.would_send += 1
+
+    def note_assistants(self, ids: Iterable[str]) -> None:
+        """The assistants records were sent to (the first :data:`MAX_ASSISTANTS`), for the
+        report's "what was run"."""
+        if len(self.assistants) < MAX_ASSISTANTS:
+            for assistant in ids:
+                if assistant not in self.assistants and len(self.assistants) < MAX_ASSISTANTS:
+                    self.assistants.append(assistant)
 
     def skipped_earlier(self, count: int) -> None:
         """``count`` records read and skipped without a claim (a rerun's, sent before)."""

@@ -155,6 +155,7 @@ class Stages:
         # Every claimed record goes to the queue, even after a stop: the workers turn it
         # into a "not sent" outcome, so no claim is left without an outcome.
         send = [item for item, d in zip(batch, decisions, strict=True) if d is Decision.SEND]
+        self._summary.note_assistants(i.record.assistant_id for i in send if type(i) is Accepted)
         await self._claimed.put(send)  # type: ignore[arg-type] # only Accepted are SEND
 
     async def _next(self) -> Accepted | None:

@@ -168,6 +168,7 @@ def test_the_page_an_on_call_person_opens_first(run_cli: Cli, tmp_path: Path) ->
 
     run = re.search(r'<div id="run">.*?</div>', dom, re.S)
     assert run and str(tmp_path / "in.csv") in run[0]
+    assert "Sent to the assistants: aia_asst_test, aia_asst_gone" in run[0]
     settings = dict(re.findall(r'<td class="reason">(\w+)</td><td class="reason">[^<]*</td>'
                                r'<td class="reason">([^<]+)</td>', run[0]))  # fmt: skip
     assert settings["base_url"] == "--base-url" and settings["rate"] == "FEEDBACK_PIPELINE_RATE"
