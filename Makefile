@@ -37,5 +37,10 @@ bench: venv
 bench-smoke: venv
 	$(BIN)/python -m bench --smoke
 
+# What the README's recipes leave in the repository's root (ledgers of the fake API, reports,
+# the nightly script) goes too, so a clean tree is clean.
+RECIPE_FILES := backfill.sqlite3* backfill.json nightly.sh nightly.sqlite3* nightly.log reports \
+	fix.sqlite3* fix.csv
+
 clean:
-	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache $(RECIPE_FILES)

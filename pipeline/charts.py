@@ -9,10 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from html import escape
 
-WIDTH, HEIGHT = 760, 240
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 36
+WIDTH, HEIGHT = 760, 260
+# The legend has a row of its own under the x axis: beside the title it overlapped it.
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 56
+#: A peak this many times the 95th percentile is clipped (drawn at the top, its value said):
+#: one burst of bookkeeping at a run's end (reconciliation) flattened the whole chart.
+CLIP_FACTOR = 3.0
 #: Colour per series, in order (distinct also for colour-blind readers: Okabe-Ito).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
@@ -37,17 +42,34 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def line_chart(title: str, series: Sequence[Series], unit: str, chart_id: str) -> str:
-    """One SVG with a line per series, a y axis from 0, the x axis in seconds."""
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    unit: str,
+    chart_id: str,
+    *,
+    start: datetime | None = None,
+    clip: bool = False,
+) -> str:
+    """One SVG with a line per series, a y axis from 0, the x axis in seconds (and clock
+    times from ``start``, UTC); ``clip``: peaks far above the rest are cut at the top."""
     points = [p for s in series for p in s.points]
     x_max = max((x for x, _ in points), default=0.0) or 1.0
-    y_max = _nice_max(max((y for _, y in points), default=0.0))
+    top = max((y for _, y in points), default=0.0)
+    clipped = _clip_at([y for _, y in points]) if clip else None
+    y_max = _nice_max(clipped if clipped is not None else top)
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
 
     def xy(x: float, y: float) -> str:
+        y = min(y, y_max)
         return f"{_LEFT + x / x_max * plot_w:.1f},{_TOP + plot_h - y / y_max * plot_h:.1f}"
 
     parts = [_open(f"{title} ({unit})", chart_id), _axes(plot_w, plot_h)]
+    if clipped is not None:
+        parts.append(
+            f'<text class="clipped" x="{WIDTH - _RIGHT}" y="16" text-anchor="end">'
+            f"peaks up to {_number(top)} cut at the top</text>"
+        )
     for i in range(5):  # horizontal grid lines with their values
         value = y_max * i / 4
         y = _TOP + plot_h - plot_h * i / 4
@@ -59,9 +81,13 @@ def line_chart(title: str, series: Sequence[Series], unit: str, chart_id: str) -
     for i in range(5):
         x = _LEFT + plot_w * i / 4
         anchor = "end" if i == 4 else "middle"
+        seconds = x_max * i / 4
+        clock = ""
+        if start is not None:
+            clock = (start + timedelta(seconds=seconds)).strftime("%H:%M:%S") + " · "
         parts.append(
             f'<text x="{x:.1f}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="{anchor}">'
-            f"{_number(x_max * i / 4)} s</text>"
+            f"{clock}{_number(seconds)} s</text>"
         )
     for index, line in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
@@ -113,8 +139,20 @@ def _axes(plot_w: int, plot_h: int) -> str:
 
 
 def _legend(index: int, name: str, colour: str) -> str:
-    x = WIDTH - _RIGHT - 120 * (index + 1)
+    """Left to right under the x axis, clear of the title and the plot."""
+    x, y = _LEFT + 170 * index, HEIGHT - 18
     return (
-        f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'
-        f'<text x="{x + 14}" y="17">{escape(name)}</text>'
+        f'<rect class="legend" x="{x}" y="{y}" width="10" height="10" fill="{colour}"/>'
+        f'<text x="{x + 14}" y="{y + 9}">{escape(name)}</text>'
     )
+
+
+def _clip_at(values: Sequence[float]) -> float | None:
+    """Where to cut the y axis: above the 95th percentile times :data:`CLIP_FACTOR`, when a
+    peak goes beyond it; None when nothing stands out."""
+    ordered = sorted(v for v in values if v > 0)
+    if len(ordered) < 10:
+        return None
+    p95 = ordered[int(len(ordered) * 0.95) - 1]
+    limit = p95 * CLIP_FACTOR
+    return limit if ordered[-1] > limit else None

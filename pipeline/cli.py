@@ -21,6 +21,7 @@ from pipeline.commands import failures, history, preflight, retire, settings_vie
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_PROBLEMS,
+    LEDGER_FORMS,
     epilog,
 )
 from pipeline.commands.common import fail as _fail
@@ -60,7 +61,7 @@ def _delivery_options(fn: F) -> F:
         click.option(
             "--ledger",
             metavar="URL",
-            help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]: the memory of what "
+            help=f"Ledger: {LEDGER_FORMS} [{_default('ledger')}]: the memory of what "
             "was sent. A run with another ledger sends everything again. One run at a time per "
             "ledger file.",
         ),
@@ -151,7 +152,13 @@ def _delivery_options(fn: F) -> F:
             "--metrics-port",
             type=int,
             metavar="PORT",
-            help="Serve Prometheus metrics on this port (all interfaces) while running.",
+            help="Serve Prometheus metrics on this port (see --metrics-address) while running.",
+        ),
+        click.option(
+            "--metrics-address",
+            metavar="ADDRESS",
+            help="The address --metrics-port listens on, e.g. 127.0.0.1 "
+            f"[{_default('metrics_address')}: every interface].",
         ),
         click.option(
             "--metrics-textfile",
@@ -234,7 +241,27 @@ def cli() -> None:
     metavar="FIELD=COLUMN",
     help="Read FIELD from COLUMN, e.g. --map score=rating. Repeatable.",
 )
+@click.option(
+    "--ignore-extra-columns",
+    flag_value=True,
+    default=None,
+    help="Leave out columns no record field is read from (else they are an error, exit 2: "
+    "their values would not be sent).",
+)
 @click.option("--dry-run", is_flag=True, help="Read, validate and check the ledger; send nothing.")
+@click.option(
+    "--ledger-must-exist",
+    flag_value=True,
+    default=None,
+    help="Refuse to start (exit 2) when the ledger does not exist or holds no record: for "
+    "scheduled jobs, where a mistyped ledger would send everything again.",
+)
+@click.option(
+    "--new-ledger",
+    type=click.Choice(["check", "adopt", "send"]),
+    help="A new ledger's first records found at the API: check stops before sending (exit 2), "
+    "adopt records them as sent and sends the rest, send sends them again [check].",
+)
 @click.option(
     "--drain",
     flag_value=True,
@@ -294,6 +321,7 @@ def run(
 @click.option(
     "--map", "columns", multiple=True, callback=_parse_map, metavar="FIELD=COLUMN", help="As run."
 )
+@click.option("--ignore-extra-columns", flag_value=True, default=None, help="As run.")
 @click.option("--report", metavar="FILE", help="Write a JSON summary here.")
 @_guarded
 def enqueue(
@@ -304,17 +332,31 @@ def enqueue(
     columns: dict[str, str],
     report: str | None,
     assistant_id: str | None,
+    ignore_extra_columns: bool | None,
 ) -> None:
     """Validate the records of SOURCE files and publish them, with their key, to a queue."""
     settings = Settings.load(
-        config_file, format=fmt, columns=columns or None, assistant_id=assistant_id, progress=False
+        config_file,
+        format=fmt,
+        columns=columns or None,
+        assistant_id=assistant_id,
+        progress=False,
+        ignore_extra_columns=ignore_extra_columns,
     )
     logs.setup(settings.log_level, settings.log_format)
     summary = asyncio.run(enqueue_sources(settings, sources, to))
     _finish(summary, report or settings.report)
 
 
-@cli.command(epilog=epilog("feedback-pipeline replay --dry-run && feedback-pipeline replay"))
+@cli.command(
+    epilog=epilog(
+        "feedback-pipeline replay --dry-run && feedback-pipeline replay",
+        "\b\nExit codes: 0 every record replayed was sent (or --dry-run: nothing to do but\n"
+        "show); 1 some are still failed or unknown; 2 usage or configuration error (no\n"
+        "ledger), nothing sent; 3 aborted (authentication refused, interrupted, outage, ledger\n"
+        "unusable or in use).",
+    )
+)
 @click.option(
     "--include-rejected", is_flag=True, help="Send permanent 4xx rejections too (they need a fix)."
 )
@@ -359,7 +401,9 @@ def replay(
 )
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option(
-    "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{_default('ledger')}]."
+    "--ledger",
+    metavar="URL",
+    help=f"Ledger: {LEDGER_FORMS} [{_default('ledger')}].",
 )
 @click.option("--base-url", metavar="URL", help=f"API base [{_default('base_url')}].")
 @click.option(
@@ -402,6 +446,13 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--assistant",
+    "assistants",
+    multiple=True,
+    metavar="ID",
+    help="An assistant that exists (repeatable); the others are not found (404). Default: any.",
+)
 @click.option("--fail-rate", default=0.0, type=float, help="Share of POSTs answered 503.")
 @click.option("--throttle-rps", type=float, help="Token-bucket limit: 429 + Retry-After beyond.")
 @click.option("--latency-ms", default=0.0, type=float, help="Added to every answer.")
@@ -433,8 +484,9 @@ def reconcile(config_file: str | None, **flags: Any) -> None:
     "relative_cursor, drip, huge, store_late; or a JSON object with its parameters.",
 )
 @_guarded
-def fake_server(host: str, port: int, **options: Any) -> None:
-    """Run the fake Feedback API (for demos, tests and benchmarks)."""
+def fake_server(host: str, port: int, assistants: tuple[str, ...], **options: Any) -> None:
+    """Run the fake Feedback API (for demos, tests and benchmarks). Stop it with Ctrl-C or
+    SIGTERM (exit 0)."""
     from pipeline.fake import FakeState, Faults, Limits, serve
 
     limit_names = (
@@ -443,7 +495,8 @@ def fake_server(host: str, port: int, **options: Any) -> None:
     )
     limits = {name: options.pop(name) for name in limit_names}
     try:
-        state = FakeState(faults=Faults(**options), limits=Limits(**limits))
+        known = set(assistants) if assistants else None
+        state = FakeState(faults=Faults(**options), limits=Limits(**limits), known_assistants=known)
     except ValueError as exc:
         raise ConfigError(f"fake-server: {exc}") from None
     try:

@@ -131,6 +131,10 @@ class FeedbackClient:
         self._urls: dict[str, URL] = {}  # by assistant id: a URL costs a quote and a parse
         self._unconfirmed = 0  # 2xx answers without a feedback
 
+    @property
+    def base_url(self) -> str:
+        return self._base
+
     def feedbacks_url(self, assistant_id: str) -> URL:
         # Quoted with no safe characters: the id is one path segment, whatever it holds.
         path = f"/v1/Assistants/{quote(assistant_id, safe='')}/Feedbacks"

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     max_backoff: Number = Field(30.0, ge=0.001, le=600)
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    # A column no record field is read from is an error (its values would not be sent)
+    # unless this says to leave such columns out (pipeline.columns).
+    ignore_extra_columns: Switch = False
+    # A run refuses to start on a ledger that does not exist (a scheduled job: a mistyped
+    # ledger would send everything again); and what a new ledger does about records the API
+    # already holds: stop (check), record them as sent (adopt), send them (send).
+    ledger_must_exist: Switch = False
+    new_ledger: Literal["check", "adopt", "send"] = "check"
     report: str | None = None
     progress: Switch = True
     batch_size: Count = Field(500, ge=1, le=10_000)
@@ -106,6 +114,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_port: Count | None = Field(None, ge=1, le=65535)  # serve /metrics while running
+    metrics_address: str = "0.0.0.0"  # ... on this address (every interface by default)
     metrics_textfile: str | None = None  # write the metrics here at the end (atomically)
     # Exit 0 (not 1) with up to this many invalid / failed records: a nightly job that accepts
     # a known number of bad rows. 0: none accepted.
@@ -139,6 +148,14 @@ class Settings(BaseSettings):
             raise ValueError("has a port that is not a number from 1 to 65535")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
+        if re.search(r"/v1(/|$)", parts.path, re.IGNORECASE):
+            # Every assistant would be "not found" (404) at .../v1/v1/Assistants/...
+            raise ValueError(
+                f"looks wrong: it has /v1 in its path ({parts.path}), which the tool adds "
+                "itself "
+                "(/v1/Assistants/ID/Feedbacks); give the base without it, such as "
+                "https://assistants.twilio.com"
+            )
         return value.rstrip("/")
 
     @field_validator("rate_scope")
@@ -177,6 +194,11 @@ class Settings(BaseSettings):
         for name in merged:
             settings._origins[name] = _origin(name, layers, path)
         return settings
+
+    def source_of(self, name: str) -> str:
+        """Where a setting's value came from, for a person: its flag, variable or file key,
+        or "default"."""
+        return self._origins.get(name, "default")
 
     def origin(self, name: str) -> str:
         """How to name the setting ``name`` in an error: its flag, variable or file key."""

@@ -97,6 +97,7 @@ class Delivery:
             stopped=control.stop.is_set,
             notice=notice,
             max_outage=max_outage,
+            target=f"--base-url {getattr(client, 'base_url', '')}".rstrip(),
             cooldown=min(1.0, max_backoff),
             max_cooldown=max_backoff,
         )
@@ -164,6 +165,8 @@ class Delivery:
 
     def _observe(self, exc: DeliveryError) -> Result:
         """What a failure says about load, for flow control (and the circuit breaker)."""
+        if isinstance(exc, ApiError):
+            self.gate.heard()
         if isinstance(exc, ApiError) and exc.status == 429:
             if exc.retry_after is not None and self.shared is not None:
                 self.shared.throttled(exc.retry_after)  # every worker of the scope waits
@@ -203,16 +206,19 @@ class Delivery:
             except Exception as first:
                 created = await after(self._policy, first, lambda: self._attempt(item, sent))
         except NotSentError as exc:
-            return Outcome(item.key, Status.FAILED, sent.requests, error_message=str(exc))
+            stopped = self._control.stopped
+            return Outcome(
+                item.key, Status.FAILED, sent.requests, error_message=str(exc), stopped=stopped
+            )
         except OutageError as exc:
             self._control.abort(str(exc))
-            return self.not_sent(item, str(exc))
+            return self.not_sent(item, str(exc), stopped=True)
         except AuthError as exc:
             # A refused credential is the run's fault, not the record's: not sent (left on its
             # queue, sent by the rerun with the right token), never failed nor dead-lettered.
             reason = f"authentication refused by the API ({exc})"
             self._control.abort(reason)
-            return self.not_sent(item, reason)
+            return self.not_sent(item, reason, stopped=True)
         except BaseUrlError as exc:
             # A configuration error found by talking to the API: stop before sending more.
             self._control.abort(str(exc))
@@ -243,5 +249,7 @@ class Delivery:
         return Outcome(item.key, status, attempts, error_message=str(exc))
 
     @staticmethod
-    def not_sent(item: Accepted, reason: str) -> Outcome:
-        return Outcome(item.key, Status.FAILED, 0, error_message=f"not sent: {reason}")
+    def not_sent(item: Accepted, reason: str, *, stopped: bool = False) -> Outcome:
+        """``stopped``: because the run stopped (else: the record's own assistant is missing)."""
+        message = f"not sent: {reason}"
+        return Outcome(item.key, Status.FAILED, 0, error_message=message, stopped=stopped)

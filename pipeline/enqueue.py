@@ -11,6 +11,7 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 
+from pipeline.columns import check_files
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.errors import ConfigError, PipelineError
@@ -27,8 +28,15 @@ async def enqueue_sources(settings: Settings, paths: Sequence[str], to: str) -> 
     for path in paths:
         if is_queue(path):
             raise ConfigError(f"enqueue: {mask_url(path)}: reads files or -, not queues")
+    check_files(
+        paths, settings.format, settings.columns, ignore_extra=settings.ignore_extra_columns
+    )
     options = source_options(settings)
-    validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
+    validator = Validator(
+        default_assistant_id=settings.assistant_id,
+        columns=settings.columns,
+        ignore_extra=settings.ignore_extra_columns,
+    )
     summary = Summary("enqueue", uuid.uuid4().hex[:16])
     control = RunControl(grace=settings.grace)
     progress = Progress()

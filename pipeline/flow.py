@@ -122,6 +122,11 @@ class FlowControl:
         return settled if self.rate is None else min(settled, self.rate)
 
     @property
+    def api_cap(self) -> float | None:
+        """The rate cap the API showed (by refusing above it), if any: not the user's rate."""
+        return self._rate.settled
+
+    @property
     def in_flight(self) -> int:
         return self._slots.taken
 

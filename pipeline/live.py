@@ -55,22 +55,26 @@ class LiveDisplay:
 
 def render(snap: Snapshot, rate: float) -> RenderableType:
     counts = Table.grid(padding=(0, 2))
-    for _ in range(6):
-        counts.add_column(justify="right")
-    counts.add_row("read", "sent", "failed", "invalid", "skipped", "rate")
-    counts.add_row(
+    names = ["read", "sent", "failed", "invalid", "skipped", "rate"]
+    values: list[RenderableType] = [
         str(snap.read),
         Text(str(snap.sent), style="green"),
         Text(str(snap.failed), style="red" if snap.failed else ""),
         Text(str(snap.invalid), style="yellow" if snap.invalid else ""),
         str(snap.skipped),
         f"{rate:.0f}/s",
-    )
+    ]
+    if snap.stopped:  # not sent because the run stopped: no failure (see Summary)
+        names.insert(3, "stopped")
+        values.insert(3, Text(str(snap.stopped), style="yellow"))
+    for _ in names:
+        counts.add_column(justify="right")
+    counts.add_row(*names)
+    counts.add_row(*values)
     limit = "-" if snap.limit is None else str(snap.limit)
-    cap = f"{snap.rate_cap:.0f}/s" if snap.rate_cap else "none"
     flow = Text(
-        f"concurrency limit {limit}   rate cap {cap}   retries {snap.retries}   "
-        f"elapsed {duration(snap.elapsed)}"
+        f"concurrency limit {limit}   {rate_limits(snap.rate_limit, snap.api_cap)}   "
+        f"retries {snap.retries}   elapsed {duration(snap.elapsed)}"
     )
     fraction = snap.fraction
     if fraction is None:
@@ -86,17 +90,22 @@ def render(snap: Snapshot, rate: float) -> RenderableType:
     return Group(bar, counts, flow)
 
 
+def rate_limits(user: float | None, api: float | None) -> str:
+    """Whose rate limit is whose: the user's --rate, and the cap the API showed (if any)."""
+    mine = f"{user:.0f}/s (--rate)" if user else "none (--rate 0)"
+    theirs = f"{api:.0f}/s" if api else "none found"
+    return f"rate limit {mine}   API rate cap {theirs}"
+
+
 def summary_table(summary: Summary) -> RenderableType:
     """The summary for a terminal: the counts, then the top failure reasons with counts."""
     counts = Table(title=f"{summary.command} {summary.run_id}", show_header=True)
-    for name in ("read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown"):
-        counts.add_column(name, justify="right")
-    counts.add_row(
-        *(
-            str(getattr(summary, name))
-            for name in ("read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown")
-        )
-    )
+    names = ["read", "sent", "skipped", "duplicate", "invalid", "failed", "unknown"]
+    if summary.stopped_records:
+        names.append("stopped_records")
+    for name in names:
+        counts.add_column(name.removesuffix("_records"), justify="right")
+    counts.add_row(*(str(getattr(summary, name)) for name in names))
     parts: list[RenderableType] = [counts, Text("\n".join(summary.details(reasons=False)))]
     top = summary.top_reasons()
     if top:

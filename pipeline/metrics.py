@@ -127,13 +127,16 @@ class RunMetrics:
         self._requests.labels(str(status) if status is not None else "none").inc()
         self._latency.observe(seconds)
 
-    def serve(self, port: int, origin: str = "--metrics-port") -> None:
-        """Serve ``/metrics`` on every interface at ``port`` until :meth:`close`."""
+    def serve(self, port: int, origin: str = "--metrics-port", address: str = "0.0.0.0") -> None:
+        """Serve ``/metrics`` on ``address`` (every interface by default) at ``port`` until
+        :meth:`close`."""
         try:
-            self._server, self._thread = start_http_server(port, registry=self.registry)
+            self._server, self._thread = start_http_server(
+                port, addr=address, registry=self.registry
+            )
         except OSError as exc:
             raise ConfigError(
-                f"configuration error: {origin}: cannot listen on port {port}: "
+                f"configuration error: {origin}: cannot listen on {address} port {port}: "
                 f"{exc.strerror or exc}"
             ) from None
 

@@ -230,3 +230,7 @@ class Outcome:
     feedback_id: str | None = None
     error_code: int | None = None
     error_message: str | None = None
+    #: Not sent because the run stopped first (a signal, a refused credential, an abort): the
+    #: ledger holds it as failed "not sent" (a rerun or replay sends it), the summary counts
+    #: it as stopped, never as a failure of the record.
+    stopped: bool = False

@@ -27,6 +27,7 @@ import aiohttp
 from pipeline.client import Created, FeedbackClient
 from pipeline.errors import ApiError
 from pipeline.logs import event
+from pipeline.pace import Pace
 from pipeline.report import Summary
 from pipeline.sources.base import Waiting
 
@@ -65,23 +66,21 @@ class Snapshot:
     input: tuple[int, int] | None  # (bytes read, bytes in all) when every size is known
     waiting: str | None = None  # what a draining queue source waits for, in its words
     released: int = 0  # taken, not sent before a stop: left on the queue (not failed)
+    stopped: int = 0  # not sent because the run stopped (no failure)
+    rate_limit: float | None = None  # the user's --rate (None: no limit)
+    api_cap: float | None = None  # the rate cap the API showed by refusing, if any
+    progress: tuple[float | None, float | None] = (None, None)  # (share done, seconds left)
 
     @property
     def fraction(self) -> float | None:
-        """The share of the input done: bytes read, times the share of the records read so
-        far that are settled (reading runs ahead of sending by up to a batch or two)."""
-        if self.input is None or self.input[1] <= 0:
-            return None
-        settled = self.settled / self.read if self.read else 0.0
-        return min(1.0, self.input[0] / self.input[1]) * settled
+        """The share of the input done (see :mod:`pipeline.pace`): never lower than before."""
+        return self.progress[0]
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the pace so far; None without a known size or any progress yet."""
-        fraction = self.fraction
-        if fraction is None or fraction <= 0:
-            return None
-        return self.elapsed * (1 - fraction) / fraction
+        """Seconds left at the pace lately, never faster than the rate limit in force."""
+        eta = self.progress[1]
+        return None if eta is None or self.fraction is None else eta
 
 
 class Monitor:
@@ -96,6 +95,7 @@ class Monitor:
         self._clock = clock
         self._started = clock()
         self._delivery: _Limits | None = None
+        self._pace = Pace()
 
     def attach(self, delivery: _Limits) -> None:
         """The delivery of a sending run (a dry run has none)."""
@@ -103,8 +103,17 @@ class Monitor:
 
     def snapshot(self) -> Snapshot:
         s, d = self.summary, self._delivery
+        elapsed = self._clock() - self._started
+        measured = self._input()
+        share = measured[0] / measured[1] if measured and measured[1] > 0 else None
+        parsed = self._records_read()
+        user = d.rate.rate if d is not None else None
+        api = d.rate.api_cap if d is not None else None
+        limits = [r for r in (user, api) if r]
+        settled = s.read - s.in_flight
+        done = settled - s.stopped_records  # a stopped record is not done
         return Snapshot(
-            elapsed=self._clock() - self._started,
+            elapsed=elapsed,
             read=s.read,
             sent=s.would_send if s.dry_run else s.sent,
             failed=s.failed,
@@ -112,18 +121,29 @@ class Monitor:
             skipped=s.skipped,
             duplicate=s.duplicate,
             unknown=s.unknown,
-            settled=s.read - s.in_flight,
+            settled=settled,
             retries=d.retries if d is not None else 0,
             limit=d.limit.limit if d is not None else None,
             rate_cap=d.rate.cap if d is not None else None,
-            input=self._input(),
+            input=measured,
             waiting=self._waiting(),
             released=s.released,
+            stopped=s.stopped_records,
+            rate_limit=user or None,
+            api_cap=api,
+            progress=self._pace(elapsed, share, parsed or s.read, done, min(limits, default=None)),
         )
 
     def _waiting(self) -> str | None:
         said = [w for s in self._sources if isinstance(s, Waiting) and (w := s.waiting())]
         return "; ".join(said) or None
+
+    def _records_read(self) -> int | None:
+        """Records the sources read so far (ahead of the claims), where all of them count."""
+        counts = [getattr(s, "records", None) for s in self._sources]
+        if not counts or any(count is None for count in counts):
+            return None
+        return int(sum(count() for count in counts if count is not None))
 
     def _input(self) -> tuple[int, int] | None:
         done = total = 0

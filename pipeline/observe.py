@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.html_report import is_html, write_html
+from pipeline.html_sections import RunFacts
 from pipeline.ledger.fleet import Identity
 from pipeline.live import LiveDisplay, stderr_is_terminal
 from pipeline.logs import event, log
@@ -42,6 +43,7 @@ class Observer:
         self.metrics = RunMetrics(self.monitor, self.pulse) if wanted else None
         html = settings.report is not None and is_html(settings.report)
         self.timeline = Timeline(self.monitor) if html else None
+        self._facts = RunFacts.of(settings, sources) if html else None
 
     @property
     def listeners(self) -> list[ResponseListener]:
@@ -69,7 +71,9 @@ class Observer:
         """The view and the metrics endpoint, for as long as the run goes."""
         settings = self._settings
         if self.metrics is not None and settings.metrics_port is not None:
-            self.metrics.serve(settings.metrics_port, settings.origin("metrics_port"))
+            self.metrics.serve(
+                settings.metrics_port, settings.origin("metrics_port"), settings.metrics_address
+            )
         display = LiveDisplay(self.monitor) if self.live() else None
         ended = asyncio.Event()
         tasks = []
@@ -132,7 +136,7 @@ class Observer:
 
     def _write_report(self, path: str) -> None:
         if self.timeline is not None:
-            write_html(path, self.summary, self.timeline)
+            write_html(path, self.summary, self.timeline, self._facts, self.progress.first)
         else:
             self.summary.write_json(path)
 

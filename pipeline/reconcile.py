@@ -211,7 +211,7 @@ class Reconciler:
             for feedback in page.feedbacks:
                 if not isinstance(feedback, dict):
                     continue  # not a feedback; cannot match a record
-                content = _content(assistant_id, feedback)
+                content = content_of(assistant_id, feedback)
                 if content in contents and isinstance(feedback.get("id"), str):
                     ids[content].append(feedback["id"])
             if not page.next_page_url:
@@ -253,7 +253,7 @@ def _fingerprint(page: FeedbackPage) -> bytes:
     return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).digest()
 
 
-def _content(assistant_id: str, feedback: dict[str, Any]) -> str | None:
+def content_of(assistant_id: str, feedback: dict[str, Any]) -> str | None:
     session, message, text = (feedback.get(k) for k in ("session_id", "message_id", "text"))
     score = feedback.get("score")
     if not isinstance(session, str) or isinstance(score, bool):

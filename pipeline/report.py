@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,10 @@ from pipeline.models import Outcome, Status
 
 #: Invalid or failed records are printed one line each up to this many; the ledger has all.
 MAX_PROBLEM_LINES = 50
+#: Assistants a summary names at most (those records were sent to).
+MAX_ASSISTANTS = 50
+#: Problems the HTML report lists (the first ones; `failures` exports them all).
+FIRST_PROBLEMS = 20
 #: Failure reasons counted per run (the rest go to "other"), and shown in the summary.
 MAX_REASONS, TOP_REASONS = 1000, 5
 _REASON_CHARS = 160
@@ -25,8 +30,8 @@ _REASON_CHARS = 160
 
 @dataclass
 class Summary:
-    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + released``
-    at the end."""
+    """The run's counts. ``read == sent + skipped + duplicate + invalid + failed + unknown +
+    released + stopped_records`` at the end."""
 
     command: str
     run_id: str
@@ -44,6 +49,10 @@ class Summary:
     #: Read from a queue but not claimed before the run stopped (the batch read ahead): not
     #: part of ``read`` (no decision was made), left unacked on the queue, delivered again.
     read_ahead: int = 0
+    #: Claimed, then not sent because the run stopped first (a signal, a refused credential,
+    #: an abort): not a failure of the record. The ledger holds them as failed "not sent"; the
+    #: rerun (or replay) sends them.
+    stopped_records: int = 0
     #: Outcomes the ledger refused: the record was no longer this run's claim (its lease ran
     #: out and another worker settled it). Not counted anywhere else; the ledger has the state.
     fenced: int = 0
@@ -54,6 +63,9 @@ class Summary:
     unknown: int = 0  # outcome unknown (ambiguous failure, or left uncertain by a dead run)
     reconciled_found: int = 0  # uncertain records of earlier runs found stored: now sent
     reconciled_missing: int = 0  # ... found not stored: now failed, so sent again
+    # This run's own unknown outcomes (resets, 5xx), settled at its end: part of sent / failed.
+    reconciled_own_found: int = 0
+    reconciled_own_missing: int = 0
     attempts: int = 0
     retries: int = 0
     aborted: str | None = None
@@ -61,13 +73,16 @@ class Summary:
     concurrency: int | None = None  # the adaptive concurrency limit it converged to
     concurrency_range: tuple[int, int] | None = None  # lowest and highest it reached
     pauses: int = 0  # times every request held back (only refusals came back for a while)
-    rate_cap: float | None = None  # the request-rate cap it converged to, if any
+    rate_cap: float | None = None  # the request-rate cap in force at the end (either below)
+    rate_limit: float | None = None  # the user's --rate (None: no limit)
+    rate_cap_found: float | None = None  # the cap the API showed by refusing, if any
     concurrency_found: int | None = None  # the in-flight limit the API showed, if any
     errors_noise: int = 0  # 503s, timeouts, resets at every level: no evidence of load
     errors_load: int = 0  # ... that rose with the requests in flight: a limit
     dry_run: bool = False
     max_invalid: int = 0  # exit 0 with up to this many invalid records (--max-invalid)
     max_failed: int = 0  # ... and up to this many failed ones (--max-failed)
+    assistants: list[str] = field(default_factory=list)  # sent to (the first MAX_ASSISTANTS)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     duration_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
@@ -87,6 +102,14 @@ class Summary:
             self.unknown += 1
         elif self.dry_run:
             self.would_send += 1
+
+    def note_assistants(self, ids: Iterable[str]) -> None:
+        """The assistants records were sent to (the first :data:`MAX_ASSISTANTS`), for the
+        report's "what was run"."""
+        if len(self.assistants) < MAX_ASSISTANTS:
+            for assistant in ids:
+                if assistant not in self.assistants and len(self.assistants) < MAX_ASSISTANTS:
+                    self.assistants.append(assistant)
 
     def skipped_earlier(self, count: int) -> None:
         """``count`` records read and skipped without a claim (a rerun's, sent before)."""
@@ -120,7 +143,7 @@ class Summary:
     def in_flight(self) -> int:
         """Records read and claimed whose outcome is not known (yet)."""
         settled = self.sent + self.skipped + self.duplicate + self.invalid + self.failed
-        settled += self.released + self.fenced
+        settled += self.released + self.fenced + self.stopped_records
         return self.read - settled - self.unknown - self.would_send
 
     def settled_own(self, found: int, missing: int) -> None:
@@ -128,6 +151,8 @@ class Summary:
         self.unknown -= found + missing
         self.sent += found
         self.failed += missing
+        self.reconciled_own_found += found
+        self.reconciled_own_missing += missing
 
     def finish(self) -> None:
         self.duration_s = round(time.monotonic() - self._t0, 3)
@@ -167,8 +192,8 @@ class Summary:
         found = self.concurrency_found
         if found is not None and found < self.concurrency_range[1]:
             options.append(f"--concurrency {found}")
-        if self.rate_cap:
-            options.append(f"--rate {int(self.rate_cap)}")
+        if self.rate_cap_found and (not self.rate_limit or self.rate_cap_found < self.rate_limit):
+            options.append(f"--rate {int(self.rate_cap_found)}")
         return " ".join(options) or None
 
     def write_json(self, path: str) -> None:
@@ -186,9 +211,12 @@ class Summary:
             return f"enqueue: read {self.read}, published {self.sent}, invalid {self.invalid}" + (
                 f", failed {self.failed}" if self.failed else ""
             )
-        return (
+        line = (
             f"{self.command}: read {self.read}, {verb} {sent}, skipped {self.skipped} (sent "
             f"earlier), duplicate {self.duplicate}, invalid {self.invalid}, failed {self.failed}"
+        )
+        return line + (
+            f", stopped {self.stopped_records} (not sent)" if self.stopped_records else ""
         )
 
     def text(self) -> str:
@@ -218,6 +246,11 @@ class Summary:
                 f"  {self.unknown} with an unknown outcome: the API may hold them; "
                 "`reconcile` or the next run settles them"
             )
+        if self.stopped_records:
+            lines.append(
+                f"  {self.stopped_records} not sent: the run stopped before their requests (the "
+                "records are not at fault); the rerun sends them, as does replay"
+            )
         if self.not_sent:
             lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
         if self.in_flight:
@@ -227,6 +260,11 @@ class Summary:
                 f"  {self.fenced} outcomes not recorded: those records were no longer this "
                 "worker's claims (its lease ran out; other workers settled them)"
             )
+        return lines + self._queue_lines()
+
+    def _queue_lines(self) -> list[str]:
+        """What is left on the queue, and how the run ended."""
+        lines: list[str] = []
         if self.released:
             lines.append(
                 f"  {self.released} taken but not sent before the stop: left unacked on the "
@@ -261,10 +299,12 @@ class Summary:
             )
         if self.concurrency_range is not None:
             low, high = self.concurrency_range
-            cap = f"{self.rate_cap:.0f}/s" if self.rate_cap else "none"
+            mine = f"{self.rate_limit:.0f}/s (--rate)" if self.rate_limit else "none (--rate 0)"
+            theirs = f"{self.rate_cap_found:.0f}/s" if self.rate_cap_found else "none found"
             lines.append(
                 f"  flow control converged to: concurrency limit {self.concurrency} (ranged "
-                f"{low}-{high}), rate cap {cap}; everyone held back {self.pauses} times"
+                f"{low}-{high}); rate limit {mine}, API rate cap {theirs}; everyone held back "
+                f"{self.pauses} times"
             )
             lines.extend(self._error_lines())
             if self.next_time:
@@ -274,6 +314,13 @@ class Summary:
                 f"  reconciled {self.reconciled_found + self.reconciled_missing} uncertain records"
                 f" of earlier runs: {self.reconciled_found} were stored (now sent), "
                 f"{self.reconciled_missing} were not (sent if in the input, or by replay)"
+            )
+        own = self.reconciled_own_found + self.reconciled_own_missing
+        if own:
+            lines.append(
+                f"  reconciled {own} outcomes of this run left unknown (resets, 5xx): "
+                f"{self.reconciled_own_found} were stored (counted as sent), "
+                f"{self.reconciled_own_missing} were not (counted as failed; replay sends them)"
             )
         lines.extend(self._leftover_lines())
         top = self.top_reasons() if reasons else []
@@ -303,9 +350,13 @@ class Progress:
 
     def __init__(self) -> None:
         self._problems = 0
+        #: The first problems, (location, message), for the HTML report's table.
+        self.first: list[tuple[str, str]] = []
 
     def problem(self, location: str | None, message: str) -> None:
         self._problems += 1
+        if len(self.first) < FIRST_PROBLEMS:
+            self.first.append((location or "-", message))
         if self._problems <= MAX_PROBLEM_LINES:
             event(logging.WARNING, f"{location or '-'}: {message}", "problem", location=location)
         elif self._problems == MAX_PROBLEM_LINES + 1:

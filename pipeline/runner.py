@@ -13,11 +13,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
-from pipeline import __version__
+from pipeline import __version__, fresh_ledger
 from pipeline.client import FeedbackClient
+from pipeline.columns import check_files
 from pipeline.config import Settings
 from pipeline.control import RunControl
 from pipeline.delivery import Delivery
@@ -57,7 +59,15 @@ async def run_sources(
     """The ``run`` command: read, validate, claim and deliver every record of ``paths``
     (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
     options = source_options(settings)
-    validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
+    validator = Validator(
+        default_assistant_id=settings.assistant_id,
+        columns=settings.columns,
+        ignore_extra=settings.ignore_extra_columns,
+    )
+    # Before the ledger is opened: a column that would not be sent costs nothing yet.
+    check_files(
+        paths, settings.format, settings.columns, ignore_extra=settings.ignore_extra_columns
+    )
     queue = any(is_queue(path) for path in paths)
     follow = not settings.drain and queue
     async with contextlib.AsyncExitStack() as stack:
@@ -126,6 +136,11 @@ async def _execute(
     )
     observer = Observer(settings, summary, sources)
     error: BaseException | None = None
+    checked = command == "run" and not dry_run  # a new ledger matters where records are sent
+    must_exist = settings.origin("ledger_must_exist") if settings.ledger_must_exist else None
+    if checked and must_exist:
+        fresh_ledger.refuse_missing(settings.ledger, must_exist)
+    created = fresh_ledger.created_path(settings.ledger) if checked else None
     try:
         async with observer.watching():
             ledger = await open_ledger(
@@ -136,8 +151,9 @@ async def _execute(
                 request_bound=settings.timeout,
             )
             observer.started(await introduce(ledger, settings.job, sources))
+            fresh = checked and await _announce(settings, ledger, created, must_exist, observer)
             await _on_ledger(
-                command, settings, ledger, observer, auth, batches, dry_run, follow, queue
+                command, settings, ledger, observer, auth, batches, dry_run, follow, queue, fresh
             )
     except BaseException as exc:
         error = exc
@@ -147,6 +163,23 @@ async def _execute(
         # unusable ledger, a bug): a scheduler reads them precisely when something went wrong.
         observer.ended(error)
     return summary
+
+
+async def _announce(
+    settings: Settings,
+    ledger: Ledger,
+    created: Path | None,
+    must_exist: str | None,
+    observer: Observer,
+) -> bool:
+    """Whether the ledger is new, said before anything is sent (see fresh_ledger)."""
+    try:
+        return await fresh_ledger.announce(
+            settings.ledger, ledger, created, must_exist, observer.progress.notice
+        )
+    except BaseException:
+        await ledger.close()
+        raise
 
 
 async def _on_ledger(
@@ -159,6 +192,7 @@ async def _on_ledger(
     dry_run: bool,
     follow: bool,
     queue: bool,
+    fresh: bool = False,
 ) -> None:
     summary, progress = observer.summary, observer.progress
     control = RunControl(grace=settings.grace, service=follow)
@@ -167,7 +201,7 @@ async def _on_ledger(
             await _dry_run(ledger, batches(ledger, control), summary, progress)
             summary.aborted = control.reason  # a source that failed
         else:
-            run = _Run(settings, ledger, control, summary, progress, observer)
+            run = _Run(settings, ledger, control, summary, progress, observer, fresh)
             await _deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()
@@ -190,6 +224,19 @@ class _Run:
     summary: Summary
     progress: Progress
     observer: Observer
+    fresh: bool  # the ledger holds no record: its first batch is looked up at the API
+
+
+def _beat(run: _Run, lease: Lease | None) -> None:
+    """The run's background beats: its heartbeat (or lease), its fleet row, its metrics."""
+    ledger, control, summary, progress = run.ledger, run.control, run.summary, run.progress
+    if lease is None:
+        control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
+    else:
+        control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
+    join_fleet(ledger, run.settings, summary, control, progress.notice, shared=lease is not None)
+    if run.observer.metrics is not None:
+        control.background("pulse", functools.partial(run.observer.beating, HEARTBEAT_S))
 
 
 async def _deliver(
@@ -233,15 +280,7 @@ async def _deliver(
         )
 
         async def body() -> None:
-            if lease is None:
-                control.heartbeat(ledger.heartbeat, HEARTBEAT_S)
-            else:
-                control.background("lease", functools.partial(lease.keep, HEARTBEAT_S))
-            join_fleet(
-                ledger, settings, summary, control, progress.notice, shared=lease is not None
-            )
-            if run.observer.metrics is not None:
-                control.background("pulse", functools.partial(run.observer.beating, HEARTBEAT_S))
+            _beat(run, lease)
             # Before anything is sent: what earlier runs left uncertain becomes sent or failed,
             # so that nothing they may have delivered is delivered again.
             if settings.reconcile:
@@ -249,14 +288,17 @@ async def _deliver(
                 summary.reconciled_found = earlier.found
                 summary.reconciled_missing = earlier.missing
             control.check()
+            stream = batches(ledger, control)
+            if run.fresh and settings.new_ledger != "send":
+                stream = await _looked_up(run, stream, client, _both(delivery))
             every = settings.reconcile_every
             async with housekeeping(
                 control, reconcilers, pipeline, summary, progress, every, follow, leftovers
             ):
-                await pipeline.run(batches(ledger, control))
+                await pipeline.run(stream)
             if settings.reconcile and summary.unknown and not control.stopped:
                 own = await _settle(reconciler.settle_own, control, progress)
-                summary.settled_own(own.found, own.missing)
+                _settled_own(own, summary, progress)
                 await pipeline.acks.settled(own.found_keys, own.missing_keys)
 
         task = asyncio.create_task(body())
@@ -286,9 +328,44 @@ async def _deliver(
         summary.concurrency_range = (delivery.limit.lowest, delivery.limit.highest)
         summary.pauses = delivery.flow.hold.count
         summary.rate_cap = delivery.rate.cap
+        summary.rate_limit = delivery.flow.rate
+        summary.rate_cap_found = delivery.flow.api_cap
         summary.concurrency_found = delivery.flow.shown
         summary.errors_noise = delivery.flow.errors.noise
         summary.errors_load = delivery.flow.errors.load
+
+
+def _settled_own(own: Settled, summary: Summary, progress: Progress) -> None:
+    """This run's unknown outcomes, settled: counted, and said in the log after their
+    "unknown (may be stored ...)" lines."""
+    summary.settled_own(own.found, own.missing)
+    if own.total:
+        progress.notice(
+            f"reconcile: {own.total} outcomes of this run left unknown: {own.found} were "
+            f"stored (now sent), {own.missing} were not (now failed)"
+        )
+
+
+async def _looked_up(
+    run: _Run, stream: Batches, client: FeedbackClient, acquire: Callable[[], Awaitable[None]]
+) -> Batches:
+    """A new ledger's first batch, looked up at the API before anything is sent."""
+    try:
+        return await fresh_ledger.guard(
+            stream,
+            url=run.settings.ledger,
+            mode=run.settings.new_ledger,
+            ledger=run.ledger,
+            client=client,
+            acquire=acquire,
+            notice=run.progress.notice,
+        )
+    except AuthError as exc:
+        run.control.abort(f"authentication refused by the API ({exc})")
+    except (BaseUrlError, AbortedError) as exc:  # AbortedError: the --rate-scope Redis gone
+        run.control.abort(str(exc))
+    run.control.check()
+    return stream
 
 
 def _shared_rate(

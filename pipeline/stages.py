@@ -158,6 +158,7 @@ class Stages:
         # Every claimed record goes to the queue, even after a stop: the workers turn it
         # into a "not sent" outcome, so no claim is left without an outcome.
         send = [item for item, d in zip(batch, decisions, strict=True) if d is Decision.SEND]
+        self._summary.note_assistants(i.record.assistant_id for i in send if type(i) is Accepted)
         await self._claimed.put(send)  # type: ignore[arg-type] # only Accepted are SEND
 
     async def _next(self) -> Accepted | None:
@@ -208,7 +209,7 @@ class Stages:
             if item is None:
                 return
             if control.stopped:
-                outcome = delivery.not_sent(item, control.reason or "run stopped")
+                outcome = delivery.not_sent(item, control.reason or "run stopped", stopped=True)
             else:
                 try:
                     outcome = await delivery.send(item)
@@ -254,9 +255,7 @@ class Stages:
             if outcome.key in refused:
                 self._refused(item, outcome)
                 continue
-            if self._control.ended_normally and self._stopped_before_sending(outcome):
-                # A service's normal end: left on the queue for later, not a failure.
-                self._summary.released += 1
+            if self._counted_apart(outcome):
                 continue
             self._summary.delivered(outcome)
             if outcome.attempts and outcome.error_message is not None:
@@ -268,6 +267,18 @@ class Stages:
             elif not self._stopped_before_sending(outcome):
                 finished.append((item.handle, f"failed: {_describe(outcome)}"))
         await self.acks.done(finished)
+
+    def _counted_apart(self, outcome: Outcome) -> bool:
+        """Not sent because the run stopped: no failure of the record, and never acked."""
+        if self._control.ended_normally and self._stopped_before_sending(outcome):
+            # A service's normal end: left on the queue for later.
+            self._summary.released += 1
+            return True
+        if outcome.stopped:
+            # An interrupted or aborted run: the rerun (or replay) sends it.
+            self._summary.stopped_records += 1
+            return True
+        return False
 
     def _refused(self, item: Accepted, outcome: Outcome) -> None:
         """The ledger refused the outcome: the record is no longer this run's claim (its lease

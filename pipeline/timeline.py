@@ -32,6 +32,8 @@ class Point:
     limit: int | None
     rate_cap: float | None
     statuses: Counter[str] = field(default_factory=Counter)  # answered since the last point
+    retries: int = 0  # retries so far (cumulative, as the counts)
+    api_cap: float | None = None  # the rate cap the API showed, if any
 
 
 class Timeline:
@@ -57,6 +59,7 @@ class Timeline:
     def sample(self) -> None:
         snap = self._monitor.snapshot()
         point = Point(snap.elapsed, snap.sent, snap.failed, snap.invalid, snap.limit, snap.rate_cap)
+        point.retries, point.api_cap = snap.retries, snap.api_cap
         point.statuses, self._statuses = self._statuses, Counter()
         self.points.append(point)
         if len(self.points) > MAX_POINTS:

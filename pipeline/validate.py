@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.columns import KNOWN_COLUMNS, extra_problem
 from pipeline.models import (
     RECORD_FIELDS,
     Accepted,
@@ -27,16 +28,24 @@ class Validator:
     """Maps source columns to record fields and validates them.
 
     ``columns`` maps a record field to the source column it is read from (``--map score=rating``);
-    ``default_assistant_id`` fills records that have no assistant id of their own.
+    ``default_assistant_id`` fills records that have no assistant id of their own. A column
+    no record field is read from makes the record invalid (its values would not be sent; see
+    :mod:`pipeline.columns`) unless ``ignore_extra``.
     """
 
     def __init__(
-        self, *, default_assistant_id: str | None, columns: Mapping[str, str] | None = None
+        self,
+        *,
+        default_assistant_id: str | None,
+        columns: Mapping[str, str] | None = None,
+        ignore_extra: bool = False,
     ) -> None:
         self._default_assistant_id = default_assistant_id
-        mapping = dict(columns or {})
+        self._mapping = mapping = dict(columns or {})
         self._sources = [(field, mapping.get(field, field)) for field in RECORD_FIELDS]
         self._columns = [column for _, column in self._sources]
+        self._ignore_extra = ignore_extra
+        self._known = frozenset(self._columns) | KNOWN_COLUMNS
 
     def __call__(self, raw: RawRecord) -> Accepted | Rejection:
         if raw.error is not None:
@@ -44,6 +53,9 @@ class Validator:
         given = self._given(raw)
         if "assistant_id" not in given and self._default_assistant_id is not None:
             given["assistant_id"] = self._default_assistant_id
+        if not self._ignore_extra and not self._known.issuperset(raw.fields):
+            extra = [name for name in raw.fields if name not in self._known]
+            return self._reject(raw, extra_problem(extra, raw.fields, self._mapping), given)
         for field, value in given.items():
             if isinstance(value, str):
                 # isascii() is a flag lookup: most text skips the search.

@@ -143,7 +143,8 @@ def assert_exactly_once(server: FakeServer, rows: Sequence[dict[str, Any]]) -> N
 
 
 def assert_counts_add_up(report: dict[str, Any]) -> None:
-    kinds = ("sent", "skipped", "duplicate", "invalid", "failed", "released")
+    kinds = ["sent", "skipped", "duplicate", "invalid", "failed", "released"]
+    kinds += ["stopped_records"] if "stopped_records" in report else []
     settled = sum(report[k] for k in kinds)
     assert report["read"] == settled
     assert report["in_flight"] == 0

@@ -147,7 +147,7 @@ class Sleeps:
         self.clock.now += seconds
 
 
-def gate(clock: Clock, notices: list[str], **kwargs: float) -> tuple[Gate, Sleeps]:
+def gate(clock: Clock, notices: list[str], *, max_outage: float = 600.0) -> tuple[Gate, Sleeps]:
     sleeps = Sleeps(clock)
     made = Gate(
         sleep=sleeps,
@@ -157,7 +157,7 @@ def gate(clock: Clock, notices: list[str], **kwargs: float) -> tuple[Gate, Sleep
         threshold=3,
         cooldown=1.0,
         max_cooldown=4.0,
-        **kwargs,
+        max_outage=max_outage,
     )
     return made, sleeps
 
@@ -183,6 +183,7 @@ async def test_circuit_opens_probes_with_growing_cooldown_and_closes() -> None:
 async def test_a_long_outage_gives_up() -> None:
     clock, notices = Clock(), list[str]()
     g, _ = gate(clock, notices, max_outage=5.0)
+    g.heard()  # HTTP answers: an API that is down, not a wrong URL (see test_fail_fast)
     for _ in range(3):
         g.failed("HTTP 500")
     with pytest.raises(OutageError, match="failed every request"):
@@ -192,11 +193,13 @@ async def test_a_long_outage_gives_up() -> None:
 
 
 def test_the_summary_says_where_flow_control_converged() -> None:
-    summary = Summary(
-        "run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap=190.4, concurrency_found=8
-    )
+    summary = Summary("run", "r1", concurrency=8, concurrency_range=(8, 16), rate_cap_found=190.4)
+    summary.concurrency_found = 8
     assert summary.next_time == "--concurrency 8 --rate 190"
-    assert "converged to: concurrency limit 8 (ranged 8-16), rate cap 190/s" in summary.text()
+    assert (
+        "converged to: concurrency limit 8 (ranged 8-16); rate limit none (--rate 0), "
+        "API rate cap 190/s"
+    ) in summary.text()
     assert "next time: --concurrency 8 --rate 190" in summary.text()
     assert summary.as_dict()["next_time"] == "--concurrency 8 --rate 190"
     untouched = Summary("run", "r2", concurrency=16, concurrency_range=(16, 16))

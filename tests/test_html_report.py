@@ -58,11 +58,15 @@ def test_the_page_is_self_contained_and_embeds_the_summary(run_cli: Cli, tmp_pat
         assert tag not in ("img", "link", "iframe", "object", "embed"), tag
         assert "src" not in attrs and "href" not in attrs, (tag, attrs)
     assert "url(" not in html and "@import" not in html
-    assert set(re.findall(r"https?://[^\s\"'<]+", html)) == {"http://www.w3.org/2000/svg"}
+    # Besides the SVG namespace, only the --base-url the run was given, as text (what was run).
+    urls = set(re.findall(r"https?://[^\s\"'<]+", html)) - {run_cli.server.url}
+    assert urls == {"http://www.w3.org/2000/svg"}
     assert [a["id"] for t, a in parser.tags if t == "svg"] == [
         "chart-rate",
         "chart-limit",
+        "chart-rate-cap",
         "chart-status",
+        "chart-retries",
         "chart-latency",
     ]
     summary = json.loads(re.findall(r'id="summary">(.*?)</script>', html, re.S)[0])
@@ -99,10 +103,10 @@ def test_chromium_renders_the_charts(run_cli: Cli, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
 
     dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode()
-    _chromium(tmp_path, "--window-size=840,1500", f"--screenshot={shot}", page.as_uri())
+    _chromium(tmp_path, "--window-size=840,3200", f"--screenshot={shot}", page.as_uri())
 
     # The browser's own DOM: every chart with its lines (200, 201, 503 and 404 answers).
-    assert dom.count("<svg") == 4
+    assert dom.count("<svg") == 6
     rate = re.search(r'<svg id="chart-rate".*?</svg>', dom, re.S)
     assert rate and 'class="series"' in rate[0]
     status = re.search(r'<svg id="chart-status".*?</svg>', dom, re.S)
@@ -112,7 +116,7 @@ def test_chromium_renders_the_charts(run_cli: Cli, tmp_path: Path) -> None:
     assert dom.count('class="bar"') == 5  # p50, p90, p95, p99, max
     # The screenshot: the charts' colours are painted, in the places the charts take.
     image = Image.open(shot).convert("RGB")
-    assert image.size == (840, 1500)
+    assert image.size == (840, 3200)
     painted = {colour: count for count, colour in image.getcolors(1 << 24) or []}
     # The first three series' colours (rate, limit and 201s; 404s; 503s) are painted.
     for colour in PALETTE[:3]:
@@ -148,3 +152,62 @@ def test_the_timeline_stays_bounded_and_keeps_the_counts() -> None:
     percentiles = dict(timeline.percentiles())
     assert percentiles["p50"] == pytest.approx(505, rel=0.05)
     assert percentiles["max"] == pytest.approx(1000)
+
+
+@needs_chromium
+def test_the_page_an_on_call_person_opens_first(run_cli: Cli, tmp_path: Path) -> None:
+    """Issue 23: what was run, the first problem rows with the command that lists them all,
+    reconciliation, the advice, one axis per kind of limit, clock times on the axes, and a
+    legend clear of the title; in the browser's DOM and a screenshot."""
+    run_cli.server.state.update_faults({"reset_rate": 0.05, "seed": 3})
+    page = _report(run_cli, tmp_path)
+    shot = tmp_path / "shot.png"
+
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode()
+    _chromium(tmp_path, "--window-size=900,3200", f"--screenshot={shot}", page.as_uri())
+
+    run = re.search(r'<div id="run">.*?</div>', dom, re.S)
+    assert run and str(tmp_path / "in.csv") in run[0]
+    assert "Sent to the assistants: aia_asst_test, aia_asst_gone" in run[0]
+    settings = dict(re.findall(r'<td class="reason">(\w+)</td><td class="reason">[^<]*</td>'
+                               r'<td class="reason">([^<]+)</td>', run[0]))  # fmt: skip
+    assert settings["base_url"] == "--base-url" and settings["rate"] == "FEEDBACK_PIPELINE_RATE"
+    assert settings["concurrency"] == "default"
+    problems = re.search(r'<table id="problems">.*?</table>(.*?)<h2>', dom, re.S)
+    assert problems and "invalid: score" in problems[0] and "HTTP 404" in problems[0]
+    assert f"feedback-pipeline failures --ledger {run_cli.ledger}" in problems[1]
+    assert re.search(r'<table id="reconciliation">.*this run.s unknown outcomes', dom, re.S)
+    advice = re.search(r'<pre id="advice">(.*?)</pre>', dom, re.S)
+    assert advice and "rate limit 100000/s (--rate), API rate cap" in advice[1]
+    # Concurrency and rate on axes of their own; clock times on the x axes.
+    limit = re.search(r'<svg id="chart-limit".*?</svg>', dom, re.S)
+    assert limit and limit[0].count('class="series"') == 1
+    assert 'id="chart-rate-cap"' in dom and 'id="chart-retries"' in dom
+    assert re.search(r"\d\d:\d\d:\d\d · 0 s", dom)
+    # Legends sit below the plot, under the axis labels: never on the title's line.
+    for y in re.findall(r'<rect class="legend" x="[\d.]+" y="([\d.]+)"', dom):
+        assert float(y) > 200
+    with Image.open(shot) as image:
+        assert image.size == (900, 3200) and shot.stat().st_size > 50_000
+
+
+def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
+    from pipeline.charts import Series, line_chart
+    from pipeline.html_report import render
+
+    now = [0.0]
+    summary = Summary("run", "r")
+    page = render(summary, Timeline(Monitor(summary, clock=lambda: now[0])))
+    steady = [(float(t), 50.0) for t in range(30)] + [(30.0, 6000.0)]
+    chart = line_chart(
+        "Records settled", [Series("records/s", steady)], "records/s", "c", clip=True
+    )
+
+    assert "No failures." in page and "No invalid, failed or unknown records." in page
+    # An unknown outcome settled since (summary.unknown back to 0) is no problem left.
+    from pipeline.html_sections import problems_section
+
+    settled = problems_section([("a.csv:2", "unknown (may be stored; ...)")], summary, "l")
+    assert "No invalid, failed or unknown records." in settled
+    assert "peaks up to 6k cut at the top" in chart
+    assert ">200</text>" in chart  # the axis fits the steady pace (50/s), not the spike

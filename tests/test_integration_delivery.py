@@ -108,7 +108,8 @@ def test_other_4xx_is_failed_without_retry(clean_env: None, tmp_path: Path) -> N
         )
 
     assert result.exit_code == 1
-    assert state.responses[404] == 4  # one attempt each: never retried
+    # One attempt each (never retried), and the new ledger's lookup of the missing assistant.
+    assert state.responses[404] == 4 + 1
     failed = [r for r in cli.ledger_rows().values() if r["state"] == "failed"]
     assert len(failed) == 4
     assert {(r["http_status"], r["error_code"], r["attempts"]) for r in failed} == {(404, 20404, 1)}

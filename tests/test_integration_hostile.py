@@ -78,7 +78,7 @@ def test_a_portal_answering_200_html_aborts_and_loses_nothing(run_cli: Cli, tmp_
     # It stopped early instead of grinding through every record.
     assert state.posts_received < 50
     report = run_cli.report("r.json")
-    parts = ("sent", "skipped", "duplicate", "invalid", "failed", "unknown")
+    parts = ("sent", "skipped", "duplicate", "invalid", "failed", "unknown", "stopped_records")
     assert report["read"] == sum(report[k] for k in parts) and report["in_flight"] == 0
     then_a_sane_api_delivers_once(run_cli, source, rows)
 

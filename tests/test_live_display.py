@@ -91,10 +91,13 @@ def test_the_live_display_shows_the_run_and_ends_at_100_percent(
     assert re.search(r"━+ 100% of input", shown), shown
     assert re.search(r"read +sent +failed +invalid +skipped +rate", shown), shown
     assert re.search(r"\b244 +240 +3 +1 +0 +\d+/s", shown), shown
-    assert re.search(r"concurrency limit \d+ +rate cap none +retries \d+ +elapsed", shown), shown
+    # Whose limit is whose (issue 23, item 7): the user's --rate, and the API's cap if any.
+    flow = r"concurrency limit \d+ +rate limit none \(--rate 0\) +API rate cap none found +retries"
+    assert re.search(flow, shown), shown
     # Frames were drawn while it went (in place: the cursor moves up over the last frame).
-    frames = re.findall(rb"(\d+)% of input", data)
-    assert len(frames) >= 2 and int(frames[0]) < 100, frames
+    frames = [int(f) for f in re.findall(rb"(\d+)% of input", data)]
+    assert len(frames) >= 2 and frames[0] < 100, frames
+    assert frames == sorted(frames), frames  # the share done never goes back (item 6)
     assert b"\x1b[2K" in data
     # Log lines appear above the display, and the summary is a table with the top reasons.
     assert "WARNING" in shown and "invalid: score" in shown
@@ -164,4 +167,12 @@ def test_an_interrupt_ends_the_display_with_the_summary(tmp_path: Path) -> None:
     assert child.exitstatus == 3, shown
     assert "aborted: interrupted by SIGINT" in shown
     assert re.search(r"┃ read ┃ sent ┃", shown), shown
-    assert json.loads((tmp_path / "r.json").read_text())["sent"] == state.stored_count
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["sent"] == state.stored_count
+    # Issue 23: the default --rate is the user's limit, not a cap the API showed (item 7);
+    # records the stop kept from being sent are stopped, not failed (item 4).
+    assert re.search(r"rate limit 50/s \(--rate\) +API rate cap none found", shown), shown
+    assert "rate limit 50/s (--rate), API rate cap none found" in shown
+    assert "next time: --rate" not in shown
+    assert report["failed"] == 0 and report["stopped_records"] > 0, report
+    assert re.search(r"┃ failed ┃ unknown ┃ stopped ┃", shown), shown

@@ -221,9 +221,14 @@ def test_empty_string_means_absent() -> None:
     assert record.key is None
 
 
-def test_unknown_columns_are_ignored() -> None:
-    record = accept({"session_id": "s", "comment": "x", "rating": "0.3"}).record
-    assert record.body() == {"session_id": "s"}
+def test_unknown_columns_are_a_problem_unless_ignored() -> None:
+    fields = {"session_id": "s", "comment": "x", "rating": "0.3"}
+    rejected = Validator(default_assistant_id=ASSISTANT)(RawRecord(LOCATION, fields))
+    ignored = Validator(default_assistant_id=ASSISTANT, ignore_extra=True)(
+        RawRecord(LOCATION, fields)
+    )
+    assert isinstance(rejected, Rejection) and "'comment', 'rating'" in rejected.reason
+    assert isinstance(ignored, Accepted) and ignored.record.body() == {"session_id": "s"}
 
 
 def test_column_mapping_reads_the_mapped_column() -> None:
@@ -343,7 +348,7 @@ def test_fields_do_not_bleed_into_each_other_in_the_key() -> None:
 
 def test_rejection_keeps_the_record_fields_by_field_name_and_nothing_else() -> None:
     validator = Validator(default_assistant_id="aia_asst_x", columns={"score": "rating"})
-    raw = RawRecord("f.csv:4", {"session_id": "s", "rating": "7", "other": "x", "text": ""})
+    raw = RawRecord("f.csv:4", {"session_id": "s", "rating": "7", "text": ""})
     result = validator(raw)
     assert isinstance(result, Rejection)
     # By field name (--map applied), absent cells left out, extra columns not kept, and the

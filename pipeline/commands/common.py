@@ -16,6 +16,8 @@ from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.urls import local_path
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+#: What --ledger takes, for every command's help.
+LEDGER_FORMS = "a path, sqlite:///path or postgresql://USER@HOST:PORT/DB"
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The exit-code paragraph of a command's --help (click keeps a \b paragraph as written).
@@ -110,5 +112,7 @@ def default(name: str) -> str:
 
 def ledger_option(fn: F) -> F:
     return click.option(
-        "--ledger", metavar="URL", help=f"Ledger: a path or sqlite:///path [{default('ledger')}]."
+        "--ledger",
+        metavar="URL",
+        help=f"Ledger: {LEDGER_FORMS} [{default('ledger')}].",
     )(fn)

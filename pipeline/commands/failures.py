@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import click
 
+from pipeline.columns import PROBLEM_COLUMNS
 from pipeline.commands.common import (
     EXIT_USAGE,
     config_option,
@@ -34,8 +35,9 @@ from pipeline.ledger.base import OPEN_PROBLEMS, RECORD_COLUMNS, LedgerRecord, Re
 from pipeline.urls import mask_url
 
 #: What went wrong, after the record's own columns.
-PROBLEM_COLUMNS = ("state", "location", "http_status", "error_code", "reason")
 COLUMNS = RECORD_COLUMNS + PROBLEM_COLUMNS
+#: Records ``failures`` sorts into file order at most (held in memory to sort them).
+SORTED_AT_MOST = 200_000
 #: Records ``retire --dry-run`` (and ``retire``) print one line each, at most.
 SHOWN = 20
 
@@ -132,7 +134,7 @@ async def _export(url: str, which: RecordFilter, fmt: str, stream: IO[str]) -> d
     if writer is not None:
         writer.writeheader()
     async with reading(url, "failures") as ledger:
-        async for batch in ledger.records(which):
+        async for batch in _in_file_order(ledger.records(which)):
             for record in batch:
                 counts[record.state] = counts.get(record.state, 0) + 1
                 row = row_of(record)
@@ -141,3 +143,30 @@ async def _export(url: str, which: RecordFilter, fmt: str, stream: IO[str]) -> d
                 else:
                     stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     return counts
+
+
+async def _in_file_order(
+    batches: AsyncIterator[list[LedgerRecord]],
+) -> AsyncIterator[list[LedgerRecord]]:
+    """The records in file order (file, then line: what a person fixing them reads along),
+    up to :data:`SORTED_AT_MOST` of them; past that, in the ledger's order as they come, so
+    that an export of millions does not hold them all in memory."""
+    held: list[LedgerRecord] = []
+    sorting = True
+    async for batch in batches:
+        if not sorting:
+            yield batch
+            continue
+        held.extend(batch)
+        if len(held) > SORTED_AT_MOST:
+            sorting = False
+            yield held
+    if sorting and held:
+        yield sorted(held, key=_file_order)
+
+
+def _file_order(record: LedgerRecord) -> tuple[str, int, str]:
+    where, _, line = (record.location or "").rpartition(":")
+    if where and line.isdigit():
+        return where, int(line), ""
+    return record.location or "", 0, record.key

@@ -16,6 +16,7 @@ import click
 
 from pipeline import __version__
 from pipeline.client import FeedbackClient
+from pipeline.columns import check_files
 from pipeline.commands.common import (
     EXIT_ABORTED,
     EXIT_OK,
@@ -57,6 +58,12 @@ _format = click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), h
 _map = click.option(
     "--map", "columns", multiple=True, callback=parse_map, metavar="FIELD=COLUMN", help="As run."
 )
+_ignore_extra = click.option(
+    "--ignore-extra-columns",
+    flag_value=True,
+    default=None,
+    help="Leave out columns no record field is read from (else they are an error), as run.",
+)
 
 
 @dataclass
@@ -75,7 +82,14 @@ async def read_sources(settings: Settings, paths: Sequence[str], shown: int) -> 
                 f"{path}: validate and check read files (or -), not queues: reading a queue "
                 "would take its entries"
             )
-    validator = Validator(default_assistant_id=settings.assistant_id, columns=settings.columns)
+    check_files(
+        paths, settings.format, settings.columns, ignore_extra=settings.ignore_extra_columns
+    )
+    validator = Validator(
+        default_assistant_id=settings.assistant_id,
+        columns=settings.columns,
+        ignore_extra=settings.ignore_extra_columns,
+    )
     result = Checked()
     control = RunControl()
     sources = [await open_source(path, source_options(settings)) for path in paths]
@@ -106,6 +120,7 @@ async def read_sources(settings: Settings, paths: Sequence[str], shown: int) -> 
 @click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
 @_format
 @_map
+@_ignore_extra
 @click.option(
     "--show",
     type=click.IntRange(min=0),
@@ -121,11 +136,16 @@ def validate(
     assistant_id: str | None,
     fmt: str | None,
     columns: dict[str, str],
+    ignore_extra_columns: bool | None,
     show: int,
 ) -> None:
     """Read and validate SOURCE files as `run` would; send nothing, write no ledger."""
     settings = Settings.load(
-        config_file, assistant_id=assistant_id, format=fmt, columns=columns or None
+        config_file,
+        assistant_id=assistant_id,
+        format=fmt,
+        columns=columns or None,
+        ignore_extra_columns=ignore_extra_columns,
     )
     result = asyncio.run(read_sources(settings, sources, show))
     for line in result.problems:
@@ -152,6 +172,7 @@ def validate(
 @click.option("--timeout", type=float, help=f"Seconds per request [{default('timeout')}].")
 @_format
 @_map
+@_ignore_extra
 @guarded
 def check(
     sources: tuple[str, ...],
@@ -161,6 +182,7 @@ def check(
     timeout: float | None,
     fmt: str | None,
     columns: dict[str, str],
+    ignore_extra_columns: bool | None,
 ) -> None:
     """Check the credentials and assistant ids against the API: one cheap read each.
 
@@ -172,6 +194,7 @@ def check(
         timeout=timeout,
         format=fmt,
         columns=columns or None,
+        ignore_extra_columns=ignore_extra_columns,
         assistant_id=assistant_ids[0] if assistant_ids else None,
     )
     auth = Credentials().basic_auth()

@@ -96,9 +96,15 @@ def show(config_file: str | None, as_json: bool, **flags: Any) -> None:
         return
     click.echo(f"config file: {shown.pop('config_file') or 'none'}")
     credentials = shown.pop("credentials")
+    # As wide as the longest name and value, and a gap: a fixed 16 ran
+    # "metrics_textfile" into its value.
+    width = max(len(name) for name in shown) + 2
+    values = {name: json.dumps(item["value"]) for name, item in shown.items()}
+    value_width = max(32, *(len(v) + 2 for v in values.values() if len(v) < 60))
     for name, item in shown.items():
         origin = f" ({item['origin']})" if item["origin"] else ""
-        click.echo(f"  {name:<16}{json.dumps(item['value']):<32}{item['source']}{origin}")
+        value = values[name]
+        click.echo(f"  {name:<{width}}{value:<{value_width}} {item['source']}{origin}")
     click.echo(
         "credentials (environment only): " + ", ".join(f"{k} {v}" for k, v in credentials.items())
     )

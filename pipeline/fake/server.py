@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import threading
 from types import TracebackType
 
@@ -103,8 +104,13 @@ def _url(host: str, port: int) -> str:
 
 
 async def serve(state: FakeState, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the fake API until cancelled, announcing the URL on stdout."""
+    """Serve the fake API until SIGINT/SIGTERM (a normal stop: the command exits 0) or until
+    cancelled, announcing the URL on stdout."""
     runner, bound_port = await _start(state, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         token = state.credentials.get(state.account_sid)
         # Only the well-known fake token is printed; any real-looking secret stays hidden.
@@ -118,8 +124,11 @@ async def serve(state: FakeState, host: str = "127.0.0.1", port: int = 8080) -> 
             f"(account SID {state.account_sid}, {token_note})",
             flush=True,
         )
-        await asyncio.Event().wait()
+        await stop.wait()
+        print("fake Feedback API stopped", flush=True)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 

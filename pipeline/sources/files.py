@@ -51,6 +51,7 @@ class FileSource:
         self._size = batch_size
         self._total = _regular_size(path)
         self._ended = False
+        self._records = 0  # records read from the file so far (ahead of the claims)
 
     def progress(self) -> tuple[int, int] | None:
         """(bytes read, bytes in all) of a regular file; None where the size is unknown (stdin,
@@ -62,6 +63,11 @@ class FileSource:
         opened = getattr(self._reader, "opened", None)
         done = opened.consumed if opened is not None else 0
         return min(done or 0, self._total), self._total
+
+    def records(self) -> int:
+        """Records read so far: with :meth:`progress`, how many the file holds in all (the
+        run's own count lags by the batches read ahead)."""
+        return self._records
 
     @property
     def name(self) -> str:
@@ -82,6 +88,7 @@ class FileSource:
                 if more:
                     ahead = reads.submit(self._take, records)
                 if batch:
+                    self._records += len(batch)
                     yield batch
             self._ended = not more
         finally:
