@@ -211,7 +211,7 @@ class FlowControl:
             self._slots.wake()
 
     def _grow(self, now: float, *, earned: bool) -> None:
-        if not self._limit.slow_start:
+        if not self._limit.slow_start or not (earned or self._growth.pending):
             return
         if self.errors.overdue.stalling(now, self.rtt, self._slots.on_wire):
             return

@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, make_rows, write_csv
+from fakeclock import Clock
 
 from pipeline.circuit import Gate
 from pipeline.errors import OutageError
 
 FIRST_CONTACT_S = 30.0  # the bound the README states
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _gate(clock: Clock) -> Gate:

@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+from fakeclock import Clock
 from flowsim import VirtualLoop
 
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.ratecap import RateCap
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_refusal_that_comes_back_late_cuts_the_cap_from_the_pace_it_was_sent_at() -> None:

@@ -7,20 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fakeclock import Clock
 
 from pipeline.aimd import Seeker
 from pipeline.circuit import Gate
 from pipeline.errors import OutageError
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.report import Summary
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_seeker_slow_start_doubles_up_to_the_ceiling() -> None:

@@ -6,19 +6,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from fakeclock import Clock
+
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.levels import Levels
 from pipeline.report import Summary
 
 OK, FAILED = Result(Kind.OK), Result(Kind.OVERLOADED)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_share_that_rises_with_the_level_is_load_a_steady_one_is_not() -> None:

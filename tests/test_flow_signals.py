@@ -4,17 +4,11 @@ refusals misread, on a fake clock (the simulations per shape are in test_flow_si
 
 from __future__ import annotations
 
+from fakeclock import Clock
+
 from pipeline.aimd import Seeker
 from pipeline.flow import FlowControl, Kind, Result
 from pipeline.levels import Levels
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _flow(concurrency: int, clock: Clock) -> FlowControl:

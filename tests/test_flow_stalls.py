@@ -4,6 +4,7 @@ that need not back off for rare errors, and a load test that few answers cannot 
 
 from __future__ import annotations
 
+from fakeclock import Clock
 from flowsim import Noise, simulate
 
 from pipeline.fake.limiters import Limits
@@ -12,14 +13,6 @@ from pipeline.levels import Levels
 from pipeline.slots import Slots
 
 OK, FAILED = Result(Kind.OK), Result(Kind.OVERLOADED)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_slow_start_does_not_double_into_a_stall_among_its_first_requests() -> None:

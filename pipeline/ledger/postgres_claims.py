@@ -10,28 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import asyncpg
 import orjson
 
 from pipeline.ledger import postgres_sql as sql
 from pipeline.ledger.base import Decision
-from pipeline.ledger.postgres_link import Link
+from pipeline.ledger.postgres_link import LedgerParts
 from pipeline.ledger.postgres_reads import now_iso
 from pipeline.models import Accepted, Rejection, Status, invalid_key
 
 
-class PostgresClaims:
+class PostgresClaims(LedgerParts):
     """Claims of the ledger (:class:`pipeline.ledger.postgres.PostgresLedger` is one)."""
 
-    _link: Link
-    _pool: asyncpg.Pool
-    _s: str
-    _empty: bool
-    _read_only: bool
     _taken: set[str]
     _dry: set[str]
     _fences: dict[str, int]
-    run_id: str
 
     async def claim(self, batch: Sequence[Accepted | Rejection]) -> list[Decision]:
         first: dict[str, Accepted] = {}

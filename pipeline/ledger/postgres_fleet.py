@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
-
 from pipeline.ledger.base import parse_summary
 from pipeline.ledger.fleet import FleetRun, FleetView, Identity
-from pipeline.ledger.postgres_link import Link
+from pipeline.ledger.postgres_link import LedgerParts
 from pipeline.ledger.postgres_reads import NOW
 
 #: A run's row as JSON: a ledger of an older schema version (``status`` never migrates) has no
@@ -40,15 +38,8 @@ WHERE finished_at IS NULL AND lease_until >= {now} AND ($2::text IS NULL OR job 
 RETURNING to_jsonb(o) AS run, {now} AS now"""
 
 
-class PostgresFleet:
+class PostgresFleet(LedgerParts):
     """The fleet side of :class:`pipeline.ledger.postgres.PostgresLedger`."""
-
-    _link: Link
-    _pool: asyncpg.Pool
-    _s: str
-    _empty: bool
-    _read_only: bool
-    run_id: str
 
     async def introduce(self, who: Identity) -> None:
         if self._read_only:

@@ -126,3 +126,15 @@ async def _first(pool: asyncpg.Pool) -> asyncpg.Connection:
     await pool
     conn: asyncpg.Connection = await pool.acquire()
     return conn
+
+
+class LedgerParts:
+    """What every part of :class:`pipeline.ledger.postgres.PostgresLedger` (claims, reads,
+    fleet) shares, set by its constructor."""
+
+    _link: Link
+    _pool: asyncpg.Pool
+    _s: str
+    _empty: bool
+    _read_only: bool
+    run_id: str

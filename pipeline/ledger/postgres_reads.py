@@ -7,13 +7,11 @@ import functools
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
-import asyncpg
-
 from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger import postgres_queries as queries
 from pipeline.ledger import postgres_sql as sql
 from pipeline.ledger.base import LedgerRecord, RecordFilter, RunInfo
-from pipeline.ledger.postgres_link import Link
+from pipeline.ledger.postgres_link import LedgerParts
 
 #: The database's clock, in seconds since the epoch: hosts' clocks may disagree.
 NOW = "extract(epoch FROM clock_timestamp())"
@@ -24,15 +22,8 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class PostgresReads:
+class PostgresReads(LedgerParts):
     """Reads of the ledger (:class:`pipeline.ledger.postgres.PostgresLedger` is one)."""
-
-    _link: Link
-    _pool: asyncpg.Pool
-    _s: str
-    _empty: bool
-    _read_only: bool
-    run_id: str
 
     async def recorded_ids(self, ids: Sequence[str]) -> set[str]:
         if self._empty or not ids:
