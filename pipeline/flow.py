@@ -201,7 +201,16 @@ class FlowControl:
             self._throttled(ticket, result.retry_after, now)
         elif result.kind is Kind.OVERLOADED:
             noted = ticket.started >= self._first_answer
-            self.errors.failed(ticket, now, self._ok_level, self.shown, noted=noted)
+            self.errors.failed(
+                ticket,
+                now,
+                self._ok_level,
+                self.shown,
+                noted=noted,
+                rtt=self.rtt,
+                on_wire=self._slots.on_wire,
+                first_sent=self._first_sent,
+            )
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
@@ -259,6 +268,7 @@ class FlowControl:
         if self.hold.ended_by(ticket.started, now, self.rtt) and self._rate.window_new(now):
             self._room()
         self._epoch.successes += 1
+        self.errors.storm.succeeded(now)
         # The highest in-flight level that succeeded lately (a max that decays in a second);
         # not from the first requests, sent together before anything came back: the order
         # they arrive in is anybody's guess, so their levels say nothing.

@@ -13,6 +13,15 @@ level that succeeded lately (or above a limit shown before: a probe) holds the l
 it, so that a server that fails at once is not sent a flood. Such a drop is no limit shown:
 the limit grows back as after any drop, and it never becomes advice.
 
+One rule needs no levels: when nearly every answer over the last round trips failed
+(``STORM_*``), the server fails what it is sent, whatever the levels say, and the limit drops
+at once to the successes per round trip then (what the server still answers in time: its
+concurrency, by Little's law). Levels can be misread: a request refused at once
+counts in flight for a moment, and a success sent at a level the server never saw makes the
+levels below look safe, so a server that sheds at once beyond N could be sent a storm of
+requests, each shed in a millisecond. Noise, at any share a working API shows, fails a few
+answers among many: it never makes a storm.
+
 The first requests, sent together before anything came back, are not counted by level: the
 order they arrived in is anybody's guess. A stall among them still holds the limit at what is
 answered in time, and ends slow start.
@@ -25,7 +34,8 @@ from dataclasses import dataclass
 
 from pipeline.aimd import Seeker
 from pipeline.levels import Levels
-from pipeline.overdue import Overdue
+from pipeline.overdue import STALLED_SHARE, Overdue
+from pipeline.recent import Recent
 from pipeline.tickets import Ticket
 
 #: No error was load for this long: errors lately are noise (a retry need not back off)...
@@ -33,6 +43,12 @@ CALM_AFTER = 5.0
 #: ... when the last verdict said so, or none could be reached (a run at its ceiling sends
 #: at one level: nothing below to compare with) and errors were under this share lately.
 QUIET_SHARE = 0.1
+#: Over this many round trips, at least ``STORM_ERRORS`` errors and ``STORM_FACTOR`` times as
+#: many as successes: a storm (see the module's doc). Noise never is: even 10% of errors
+#: answered at once, at a limit of one, has 8 errors before 2 successes once in 10^8 windows.
+STORM_RTTS = 2.0
+STORM_ERRORS = 8
+STORM_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +63,45 @@ class Moved:
 NOTHING = Moved()
 
 
+class Storm:
+    """Whether most answers within the last round trip failed."""
+
+    def __init__(self) -> None:
+        self._ok = Recent(keep=CALM_AFTER)
+        self._failed = Recent(keep=CALM_AFTER)
+
+    def succeeded(self, now: float) -> None:
+        self._ok.add(now)
+
+    def share(self, now: float, rtt: float | None) -> float:
+        """The share of the answers of the last round trip that failed (0 before any)."""
+        if rtt is None:
+            return 0.0
+        failed, ok = self._failed.since(now - rtt), self._ok.since(now - rtt)
+        return failed / (failed + ok) if failed else 0.0
+
+    def failed(self, now: float, rtt: float | None) -> float | None:
+        """An error answered ``now``: in a storm, the successes per round trip lately; else
+        None."""
+        self._failed.add(now)
+        if rtt is None:  # the first answers: nothing says how long a round trip is yet
+            return None
+        since = now - STORM_RTTS * rtt
+        failed, ok = self._failed.since(since), self._ok.since(since)
+        # Nothing answered in time is an outage (the circuit breaker's), or the client's own
+        # pause: no measure of what the server handles.
+        if ok and failed >= STORM_ERRORS and failed > STORM_FACTOR * ok:
+            return ok / STORM_RTTS
+        return None
+
+
 class Overload:
     def __init__(self, limit: Seeker, ceiling: int, *, half_life: float, now: float) -> None:
         self._limit = limit
         self._levels = Levels(ceiling, half_life=half_life, now=now)
         self.overdue = Overdue()
+        self.storm = Storm()
+        self._first_failures = 0  # of the first requests (see _first_failed)
         self.noise = 0  # errors that came at every level: no evidence of load
         self.load = 0  # errors that rose with the level
         self._load_at = -math.inf
@@ -68,16 +118,50 @@ class Overload:
         return share is not None and share < QUIET_SHARE
 
     def failed(
-        self, ticket: Ticket, now: float, ok: int, shown: int | None, *, noted: bool
+        self,
+        ticket: Ticket,
+        now: float,
+        ok: int,
+        shown: int | None,
+        *,
+        noted: bool,
+        rtt: float | None,
+        on_wire: int,
+        first_sent: int,
     ) -> None:
         """A request failed (a 503, a timeout, a reset), ``ok`` being the highest level that
         succeeded lately: judged later (:meth:`look`) if ``noted`` (not one of the first
         requests, sent before anything came back: the order they arrived in is anybody's
-        guess), but not sent into again meanwhile."""
-        level = ticket.level
-        if noted:
+        guess), but not sent into again meanwhile; at once if it makes a storm. ``on_wire``:
+        the requests still unanswered, ``first_sent`` the first requests."""
+        answered = self.storm.failed(now, rtt)
+        if answered is not None and ticket.started >= self._limit.pressured_at:
+            limit, target = self._limit, max(1.0, answered)
+            if limit.good is None:
+                limit.pressure(now, target)
+            else:  # a level measured before stays the one recovery climbs back to
+                limit.cut(now, min(1.0, target / limit.value))
+        elif noted:
             self.overdue.answered(ticket, failed=True)
-        self._hold(ticket, level, now, ok, shown, stalling=False)
+            self._hold(ticket, ticket.level, now, ok, shown, stalling=False, rtt=rtt)
+        else:
+            self._first_failed(ticket, now, on_wire, first_sent)
+
+    def _first_failed(self, ticket: Ticket, now: float, on_wire: int, first_sent: int) -> None:
+        """One of the first requests failed: the server holds at most those still on the
+        wire (a server that sheds beyond N answers the rest at once), so the limit goes on
+        from there, each such error lowering it further as the answers come in (one
+        measure); not from the request's own level, which is anybody's guess. Slow start
+        ends once ``STALLED_SHARE`` of the first requests failed: a few is noise, that many
+        is a server refusing what it does not hold."""
+        self._first_failures += 1
+        limit = self._limit
+        confirmed = self._first_failures >= STALLED_SHARE * first_sent
+        good = max(1.0, min(float(on_wire), limit.value))
+        if confirmed or ticket.started >= limit.pressured_at:
+            limit.pressure(now, good, confirmed=confirmed)
+        else:
+            limit.value = good
 
     def look(
         self, now: float, rtt: float | None, on_wire: int, ok: int, shown: int | None, first: float
@@ -99,29 +183,51 @@ class Overload:
         for late, level in overdue:
             if late.started < first:  # its level is anybody's guess; what is answered is not
                 level = max(level, live + 1)
-            self._hold(late, level, now, ok, shown, stalling=stalling)
+            self._hold(late, level, now, ok, shown, stalling=stalling, rtt=rtt)
             if late.started >= first and self._judge(late, level, now, ok):
                 found = max(1, int(self._limit.value))
         return Moved(tuple(late for late, _ in overdue), found)
 
     def _hold(
-        self, ticket: Ticket, level: int, now: float, ok: int, shown: int | None, *, stalling: bool
+        self,
+        ticket: Ticket,
+        level: int,
+        now: float,
+        ok: int,
+        shown: int | None,
+        *,
+        stalling: bool,
+        rtt: float | None,
     ) -> None:
         # An overdue request in slow start too, while many are overdue (the levels that
         # succeeded lately counted the stalled ones): that ends slow start, which would
         # double into the stall again while the evidence of the levels comes in.
         stalls = ticket.overdue and self._limit.slow_start and stalling
         above = stalls or level > ok or (shown is not None and level > shown)
-        if above and ticket.started >= self._limit.pressured_at:
-            # As for the first 429s, slow start goes on from below the level; but the same
-            # level twice ends it (a server that fails at once beyond N must not be sent
-            # into again and again).
-            self._limit.pressure(now, max(1.0, level - 1.0), confirmed=stalls)
+        limit = self._limit
+        if not above or ticket.started < limit.pressured_at:
+            return
+        good = max(1.0, level - 1.0)
+        # As for the first 429s, slow start goes on from below the level, unless a quarter
+        # of the answers of the last round trip failed (a server that fails at once beyond
+        # N must not be sent into again and again); a few errors among many are noise, at
+        # whatever level they come.
+        heavy = self.storm.share(now, rtt) >= STALLED_SHARE
+        if limit.slow_start and not (stalls or heavy):
+            limit.cut(now, min(1.0, good / limit.value), confirmed=False)
+        else:
+            limit.pressure(now, good, confirmed=True)
 
     def _judge(self, ticket: Ticket, level: int, now: float, ok: int) -> bool:
         """A failure sent at ``level``: True when it is load (the limit moved)."""
         self._levels.note(level, False, now)
         load = self._levels.rises(level)
+        good = None if self._limit.slow_start else self._limit.good
+        if load is None and good is not None and level > good:
+            # A probe above the level a limit found held, failed: too few there to tell,
+            # but no error at every level either (nothing moves: the hold did).
+            self.load += 1
+            return False
         if not load:
             self.noise += 1
             if load is False:
