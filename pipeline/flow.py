@@ -211,6 +211,10 @@ class FlowControl:
                 on_wire=self._slots.on_wire,
                 first_sent=self._first_sent,
             )
+            # Errors and nothing else lately (an API that came back from a pause still
+            # busy with what it held, and shedding at once what comes meanwhile): everyone
+            # holds back, as for refusals, or each slot sends a request a millisecond.
+            self.hold.refused(None, now, self.rtt)
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
