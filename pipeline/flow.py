@@ -91,6 +91,12 @@ class FlowControl:
         self._slots = Slots(lambda: self.concurrency)
         self._growth = Growth()
         self.hold = Hold(concurrency)
+        #: The same, for errors (503s, timeouts, resets) and nothing else lately: its own,
+        #: since the end of a refusals' dry spell means a new rate window, and of this not;
+        #: and a burst is twice the ceiling's errors without a success in between: more
+        #: than the slots can send unless each error comes back at once (a few errors
+        #: together are noise as often as not).
+        self.error_hold = Hold(concurrency, burst=2.0)
         self._ok_at = -math.inf
         self._first_answer = math.inf  # when the first answer came back
         self._first_sent = 0  # requests sent before it
@@ -137,8 +143,9 @@ class FlowControl:
         await self._slots.take()
         try:
             now = self._clock()
-            if now < self.hold.until:
-                await self._sleep(self.hold.until - now)
+            until = self._held_until()
+            if now < until:
+                await self._sleep(until - now)
             paced = self._clock()
             await self._rate.pace()
             if self._fixed is not None:
@@ -155,7 +162,7 @@ class FlowControl:
         if self._fixed is not None or self._rate.seeker is not None:
             return None
         now = self._clock()
-        if not self._slots.free or now < self.hold.until:
+        if not self._slots.free or now < self._held_until():
             return None
         self._slots.take_now()
         return self._start(now, now)
@@ -213,8 +220,11 @@ class FlowControl:
             )
             # Errors and nothing else lately (an API that came back from a pause still
             # busy with what it held, and shedding at once what comes meanwhile): everyone
-            # holds back, as for refusals, or each slot sends a request a millisecond.
-            self.hold.refused(None, now, self.rtt)
+            # holds back, as for refusals, or each slot sends a request a millisecond; and
+            # the limit halves, once a hold, with no growth in that epoch.
+            if self.error_hold.refused(None, now, self.rtt):
+                self._refused()
+                self._limit.pressure(now, max(1.0, self._limit.value / 2))
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
@@ -256,7 +266,10 @@ class FlowControl:
         """Errors lately are noise: none was load for a while (see :mod:`pipeline.overload`),
         and nobody is held back."""
         now = self._clock()
-        return self.errors.calm(now) and now >= self.hold.until
+        return self.errors.calm(now) and now >= self._held_until()
+
+    def _held_until(self) -> float:
+        return max(self.hold.until, self.error_hold.until)
 
     def retry_wait(self, retry_after: float | None) -> float:
         """How long a refused request waits before it tries again: the API's Retry-After,
@@ -272,6 +285,7 @@ class FlowControl:
         if self.hold.ended_by(ticket.started, now, self.rtt) and self._rate.window_new(now):
             self._room()
         self._epoch.successes += 1
+        self.error_hold.ended_by(ticket.started, now, self.rtt)
         self.errors.storm.succeeded(now)
         # The highest in-flight level that succeeded lately (a max that decays in a second);
         # not from the first requests, sent together before anything came back: the order
@@ -348,7 +362,8 @@ class FlowControl:
         cap = self._rate.value
         if length < max(0.05, 2 * (self.rtt or 0.0), 8.0 / cap if cap else 0.0):
             return
-        if not epoch.refused and epoch.successes:
+        stormed = self.errors.stormed_at >= epoch.start
+        if not (epoch.refused or stormed) and epoch.successes:
             if self._slots.filled and not self.errors.unknown(now, self.rtt, self._slots.on_wire):
                 self._limit.clean(now)
             self._rate.clean(now, epoch.successes / length)

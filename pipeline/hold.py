@@ -7,7 +7,8 @@ keeps going, paced by the limits. Only when refusals are all there is does every
   used up). Everyone waits until the API's Retry-After (at most ``MAX_HOLD``), else for a
   back-off that doubles while it lasts; then one request at a time goes, as through a
   half-open circuit, until one succeeds. The first success after it means a new window.
-- a **burst**: refusals from a quarter of the requests the limit allows at once. Only a short
+- a **burst**: refusals from a quarter of the requests the limit allows at once (``burst``
+  of the ceiling, at least four), without a success in between. Only a short
   back-off: it may be one burst, or an in-flight limit's first refusals, and is no sign yet
   that a window is used up.
 
@@ -26,10 +27,11 @@ _FIRST_BACKOFF = 0.02
 
 
 class Hold:
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, *, burst: float = 0.25) -> None:
         self.until = -math.inf  # everyone waits until then
         self.count = 0  # holds so far (the summary's "pauses")
-        self._ceiling = ceiling
+        #: Refusals without a success in between that make a burst.
+        self._burst = max(4.0, ceiling * burst)
         self._dry: tuple[float, int] | None = None  # refusals only since: when, how many
         self._backoff = _FIRST_BACKOFF
         self._held = False  # a dry-spell hold came, and no success since
@@ -46,7 +48,7 @@ class Hold:
         dry = self._held or self._dry_spell(now, rtt)
         if dry:
             hold = retry_after if retry_after else self._backoff
-        elif self._dry[1] >= max(4, self._ceiling / 4):  # a burst
+        elif self._dry[1] >= self._burst:
             hold = self._backoff
         else:
             return False

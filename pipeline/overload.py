@@ -13,10 +13,10 @@ level that succeeded lately (or above a limit shown before: a probe) holds the l
 it, so that a server that fails at once is not sent a flood. Such a drop is no limit shown:
 the limit grows back as after any drop, and it never becomes advice.
 
-One rule needs no levels: when nearly every answer over the last round trips failed
-(``STORM_*``), the server fails what it is sent, whatever the levels say, and the limit drops
-at once to the successes per round trip then (what the server still answers in time: its
-concurrency, by Little's law). Levels can be misread: a request refused at once
+One rule needs no levels: when most answers of the last round trips failed (``STORM_*``),
+the server fails what it is sent, whatever the levels say, and the limit drops at once to
+the successes per round trip then (what the server still answers in time); no growth in
+that epoch. Levels can be misread: a request refused at once
 counts in flight for a moment, and a success sent at a level the server never saw makes the
 levels below look safe, so a server that sheds at once beyond N could be sent a storm of
 requests, each shed in a millisecond. Noise, at any share a working API shows, fails a few
@@ -43,12 +43,11 @@ CALM_AFTER = 5.0
 #: ... when the last verdict said so, or none could be reached (a run at its ceiling sends
 #: at one level: nothing below to compare with) and errors were under this share lately.
 QUIET_SHARE = 0.1
-#: Over this many round trips, at least ``STORM_ERRORS`` errors and ``STORM_FACTOR`` times as
-#: many as successes: a storm (see the module's doc). Noise never is: even 10% of errors
-#: answered at once, at a limit of one, has 8 errors before 2 successes once in 10^8 windows.
+#: Over this many round trips, at least ``STORM_ERRORS`` errors and at least as many as
+#: successes: a storm (see the module's doc). Noise never is: even 10% of errors answered at
+#: once, at a limit of one, has 8 errors before 8 successes once in 10^5 windows.
 STORM_RTTS = 2.0
 STORM_ERRORS = 8
-STORM_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ NOTHING = Moved()
 
 
 class Storm:
-    """Whether most answers within the last round trip failed."""
+    """What share of the answers lately failed."""
 
     def __init__(self) -> None:
         self._ok = Recent(keep=CALM_AFTER)
@@ -81,8 +80,8 @@ class Storm:
         return failed / (failed + ok) if failed else 0.0
 
     def failed(self, now: float, rtt: float | None) -> float | None:
-        """An error answered ``now``: in a storm, the successes per round trip lately; else
-        None."""
+        """An error answered ``now``: in a storm, the successes per round trip lately (what
+        the server still answers in time); else None."""
         self._failed.add(now)
         if rtt is None:  # the first answers: nothing says how long a round trip is yet
             return None
@@ -90,7 +89,7 @@ class Storm:
         failed, ok = self._failed.since(since), self._ok.since(since)
         # Nothing answered in time is an outage (the circuit breaker's), or the client's own
         # pause: no measure of what the server handles.
-        if ok and failed >= STORM_ERRORS and failed > STORM_FACTOR * ok:
+        if ok and failed >= max(STORM_ERRORS, ok):
             return ok / STORM_RTTS
         return None
 
@@ -101,6 +100,7 @@ class Overload:
         self._levels = Levels(ceiling, half_life=half_life, now=now)
         self.overdue = Overdue()
         self.storm = Storm()
+        self.stormed_at = -math.inf  # the last storm's drop (see the module's doc)
         self._first_failures = 0  # of the first requests (see _first_failed)
         self.noise = 0  # errors that came at every level: no evidence of load
         self.load = 0  # errors that rose with the level
@@ -136,11 +136,8 @@ class Overload:
         the requests still unanswered, ``first_sent`` the first requests."""
         answered = self.storm.failed(now, rtt)
         if answered is not None and ticket.started >= self._limit.pressured_at:
-            limit, target = self._limit, max(1.0, answered)
-            if limit.good is None:
-                limit.pressure(now, target)
-            else:  # a level measured before stays the one recovery climbs back to
-                limit.cut(now, min(1.0, target / limit.value))
+            self._limit.pressure(now, max(1.0, answered))
+            self.stormed_at = now
         elif noted:
             self.overdue.answered(ticket, failed=True)
             self._hold(ticket, ticket.level, now, ok, shown, stalling=False, rtt=rtt)
