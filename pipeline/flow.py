@@ -93,10 +93,10 @@ class FlowControl:
         self.hold = Hold(concurrency)
         #: The same, for errors (503s, timeouts, resets) and nothing else lately: its own,
         #: since the end of a refusals' dry spell means a new rate window, and of this not;
-        #: and a burst is twice the ceiling's errors without a success in between: more
+        #: and a burst is twice the limit's errors without a success in between: more
         #: than the slots can send unless each error comes back at once (a few errors
         #: together are noise as often as not).
-        self.error_hold = Hold(concurrency, burst=2.0)
+        self.error_hold = Hold(concurrency)
         self._ok_at = -math.inf
         self._first_answer = math.inf  # when the first answer came back
         self._first_sent = 0  # requests sent before it
@@ -222,7 +222,8 @@ class FlowControl:
             # busy with what it held, and shedding at once what comes meanwhile): everyone
             # holds back, as for refusals, or each slot sends a request a millisecond; and
             # the limit halves, once a hold, with no growth in that epoch.
-            if self.error_hold.refused(None, now, self.rtt):
+            burst = max(8.0, 2.0 * self.concurrency)
+            if self.error_hold.refused(None, now, self.rtt, burst=burst):
                 self._refused()
                 self._limit.pressure(now, max(1.0, self._limit.value / 2))
         limit = self.concurrency

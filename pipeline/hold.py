@@ -36,9 +36,12 @@ class Hold:
         self._backoff = _FIRST_BACKOFF
         self._held = False  # a dry-spell hold came, and no success since
 
-    def refused(self, retry_after: float | None, now: float, rtt: float | None) -> bool:
+    def refused(
+        self, retry_after: float | None, now: float, rtt: float | None, *, burst: float = 0.0
+    ) -> bool:
         """A refusal; True when everyone holds back from now on (the caller lets one request
-        at a time go after it)."""
+        at a time go after it). ``burst``: the refusals that make a burst, if not the
+        ceiling's share."""
         if self._dry is None:
             self._dry = (now, 0)
         began, refusals = self._dry[0], self._dry[1] + 1
@@ -48,7 +51,7 @@ class Hold:
         dry = self._held or self._dry_spell(now, rtt)
         if dry:
             hold = retry_after if retry_after else self._backoff
-        elif self._dry[1] >= self._burst:
+        elif self._dry[1] >= (burst or self._burst):
             hold = self._backoff
         else:
             return False

@@ -73,8 +73,10 @@ def test_a_storm_drops_the_limit_whatever_the_levels_say() -> None:
     # The server now answers 8 a round trip and sheds the rest at once, each error coming
     # back before any success: most answers fail, whatever the levels say.
     failed = [_round(flow, clock, 8, rng)[1] for _ in range(30)]  # three seconds
-    assert sum(failed[:3]) <= 3 * 56 and failed[3] <= 2  # dropped by the third round trip
-    assert flow.concurrency <= 10 and sum(failed[3:]) <= 10  # then a probe now and then
+    # Dropped by the third round trip (56 errors each before), a second storm at most,
+    # then a probe above the limit now and then.
+    assert sum(failed[:3]) <= 3 * 56 and sum(failed[3:]) <= 16
+    assert 4 <= flow.concurrency <= 10
 
 
 def test_errors_and_nothing_else_hold_everyone_back() -> None:
