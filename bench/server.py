@@ -52,6 +52,13 @@ class ServerProcess:
         self._log = workdir / f"fake-server-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The server's process (tests pause it with SIGSTOP)."""
+        if self._proc is None:
+            raise BenchError("fake server not started")
+        return self._proc.pid
+
     def start(self) -> ServerProcess:
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(

@@ -210,10 +210,10 @@ class Overload:
         # N must not be sent into again and again); a few errors among many are noise, at
         # whatever level they come.
         heavy = self.storm.share(now, rtt) >= STALLED_SHARE
-        if limit.slow_start and not (stalls or heavy):
+        if limit.slow_start and not (stalls or heavy or ticket.overdue):
             limit.cut(now, min(1.0, good / limit.value), confirmed=False)
-        else:
-            limit.pressure(now, good, confirmed=True)
+        else:  # an overdue one at the same level twice ends slow start (a stall beyond N)
+            limit.pressure(now, good, confirmed=stalls or heavy)
 
     def _judge(self, ticket: Ticket, level: int, now: float, ok: int) -> bool:
         """A failure sent at ``level``: True when it is load (the limit moved)."""
