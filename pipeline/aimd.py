@@ -97,6 +97,15 @@ class Seeker:
         self._step = 0.0
         self.pressured_at = now
 
+    def halve(self, now: float) -> None:
+        """Most requests failed lately, whatever their level: halve. A level measured before
+        stays what recovery climbs back to (the failures may be a pause, not the limit);
+        without one, the half is the measure."""
+        if self.good is None:
+            self.pressure(now, max(self.floor, self.value / 2))
+        else:
+            self.cut(now, 0.5)
+
     def clean(self, now: float, achieved: float | None = None) -> None:
         """An epoch passed at this level without refusal while the level held requests back;
         ``achieved`` is what actually went through (the level itself if not given)."""

@@ -93,10 +93,11 @@ class FlowControl:
         self.hold = Hold(concurrency)
         #: The same, for errors (503s, timeouts, resets) and nothing else lately: its own,
         #: since the end of a refusals' dry spell means a new rate window, and of this not;
-        #: and a burst is twice the limit's errors without a success in between: more
+        #: and only a burst, twice the limit's errors without a success in between: more
         #: than the slots can send unless each error comes back at once (a few errors
-        #: together are noise as often as not).
-        self.error_hold = Hold(concurrency)
+        #: together are noise as often as not; and a client that stalled a moment reads
+        #: what came meanwhile in any order, errors first as often as not).
+        self.error_hold = Hold(concurrency, dry=False)
         self._ok_at = -math.inf
         self._first_answer = math.inf  # when the first answer came back
         self._first_sent = 0  # requests sent before it
@@ -214,7 +215,6 @@ class FlowControl:
                 self._ok_level,
                 self.shown,
                 noted=noted,
-                rtt=self.rtt,
                 on_wire=self._slots.on_wire,
                 first_sent=self._first_sent,
             )
@@ -225,7 +225,7 @@ class FlowControl:
             burst = max(8.0, 2.0 * self.concurrency)
             if self.error_hold.refused(None, now, self.rtt, burst=burst):
                 self._refused()
-                self._limit.pressure(now, max(1.0, self._limit.value / 2))
+                self._limit.halve(now)
         limit = self.concurrency
         if limit < self.lowest:
             self.lowest = limit
@@ -287,7 +287,7 @@ class FlowControl:
             self._room()
         self._epoch.successes += 1
         self.error_hold.ended_by(ticket.started, now, self.rtt)
-        self.errors.storm.succeeded(now)
+        self.errors.storm.succeeded()
         # The highest in-flight level that succeeded lately (a max that decays in a second);
         # not from the first requests, sent together before anything came back: the order
         # they arrive in is anybody's guess, so their levels say nothing.

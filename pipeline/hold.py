@@ -27,11 +27,12 @@ _FIRST_BACKOFF = 0.02
 
 
 class Hold:
-    def __init__(self, ceiling: int, *, burst: float = 0.25) -> None:
+    def __init__(self, ceiling: int, *, burst: float = 0.25, dry: bool = True) -> None:
         self.until = -math.inf  # everyone waits until then
         self.count = 0  # holds so far (the summary's "pauses")
         #: Refusals without a success in between that make a burst.
         self._burst = max(4.0, ceiling * burst)
+        self._dry_spells = dry  # a dry spell holds back too (else bursts only)
         self._dry: tuple[float, int] | None = None  # refusals only since: when, how many
         self._backoff = _FIRST_BACKOFF
         self._held = False  # a dry-spell hold came, and no success since
@@ -79,7 +80,7 @@ class Hold:
         return now < self.until or self._held or self._dry_spell(now, rtt)
 
     def _dry_spell(self, now: float, rtt: float | None) -> bool:
-        if self._dry is None or rtt is None:
+        if self._dry is None or rtt is None or not self._dry_spells:
             return False  # nothing came back yet: the first successes may be on their way
         began, refusals = self._dry
         return refusals >= 4 and now - began >= 2 * max(0.01, rtt)

@@ -13,10 +13,9 @@ level that succeeded lately (or above a limit shown before: a probe) holds the l
 it, so that a server that fails at once is not sent a flood. Such a drop is no limit shown:
 the limit grows back as after any drop, and it never becomes advice.
 
-One rule needs no levels: when most answers of the last round trips failed (``STORM_*``),
-the server fails what it is sent, whatever the levels say, and the limit drops at once to
-the successes per round trip then (what the server still answers in time); no growth in
-that epoch. Levels can be misread: a request refused at once
+One rule needs no levels: when most of the last answers failed (``STORM_ERRORS``), the
+server fails what it is sent, whatever the levels say, and the limit halves at once (once a
+round trip), with no growth in that epoch. Levels can be misread: a request refused at once
 counts in flight for a moment, and a success sent at a level the server never saw makes the
 levels below look safe, so a server that sheds at once beyond N could be sent a storm of
 requests, each shed in a millisecond. Noise, at any share a working API shows, fails a few
@@ -30,12 +29,13 @@ answered in time, and ends slow start.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 
 from pipeline.aimd import Seeker
 from pipeline.levels import Levels
 from pipeline.overdue import STALLED_SHARE, Overdue
-from pipeline.recent import Recent
 from pipeline.tickets import Ticket
 
 #: No error was load for this long: errors lately are noise (a retry need not back off)...
@@ -43,10 +43,9 @@ CALM_AFTER = 5.0
 #: ... when the last verdict said so, or none could be reached (a run at its ceiling sends
 #: at one level: nothing below to compare with) and errors were under this share lately.
 QUIET_SHARE = 0.1
-#: Over this many round trips, at least ``STORM_ERRORS`` errors and at least as many as
-#: successes: a storm (see the module's doc). Noise never is: even 10% of errors answered at
-#: once, at a limit of one, has 8 errors before 8 successes once in 10^5 windows.
-STORM_RTTS = 2.0
+#: Of the last answers (twice the limit), at least half failed, and at least this many: a
+#: storm (see the module's doc). Noise never is: even 10% of errors, at a limit of one, has
+#: 8 errors among 16 answers once in 10^5 windows.
 STORM_ERRORS = 8
 
 
@@ -63,35 +62,29 @@ NOTHING = Moved()
 
 
 class Storm:
-    """What share of the answers lately failed."""
+    """The last answers, failed or not: counted in answers, not seconds, so that a client
+    that stalled a moment (and then reads a batch of answers in any order) does not see a
+    second of errors where there were a few among many."""
 
-    def __init__(self) -> None:
-        self._ok = Recent(keep=CALM_AFTER)
-        self._failed = Recent(keep=CALM_AFTER)
+    def __init__(self, ceiling: int) -> None:
+        self._last: deque[bool] = deque(maxlen=2 * ceiling + STORM_ERRORS)  # True: failed
 
-    def succeeded(self, now: float) -> None:
-        self._ok.add(now)
+    def succeeded(self) -> None:
+        self._last.append(False)
 
-    def share(self, now: float, rtt: float | None) -> float:
-        """The share of the answers of the last round trip that failed (0 before any)."""
-        if rtt is None:
-            return 0.0
-        failed, ok = self._failed.since(now - rtt), self._ok.since(now - rtt)
-        return failed / (failed + ok) if failed else 0.0
+    def share(self, answers: int) -> float:
+        """The share of the last ``answers`` answers that failed (0 before any)."""
+        last = list(islice(reversed(self._last), answers))
+        return sum(last) / len(last) if last else 0.0
 
-    def failed(self, now: float, rtt: float | None) -> float | None:
-        """An error answered ``now``: in a storm, the successes per round trip lately (what
-        the server still answers in time); else None."""
-        self._failed.add(now)
-        if rtt is None:  # the first answers: nothing says how long a round trip is yet
-            return None
-        since = now - STORM_RTTS * rtt
-        failed, ok = self._failed.since(since), self._ok.since(since)
-        # Nothing answered in time is an outage (the circuit breaker's), or the client's own
-        # pause: no measure of what the server handles.
-        if ok and failed >= max(STORM_ERRORS, ok):
-            return ok / STORM_RTTS
-        return None
+    def failed(self, limit: int) -> bool:
+        """An error: whether most of the last answers (twice the ``limit``) failed, at least
+        ``STORM_ERRORS``, and some did not (nothing answered in time is an outage, the
+        circuit breaker's, or the client's own pause)."""
+        self._last.append(True)
+        last = list(islice(reversed(self._last), max(2 * STORM_ERRORS, 2 * limit)))
+        failed = sum(last)
+        return failed < len(last) and failed >= max(STORM_ERRORS, len(last) / 2)
 
 
 class Overload:
@@ -99,7 +92,7 @@ class Overload:
         self._limit = limit
         self._levels = Levels(ceiling, half_life=half_life, now=now)
         self.overdue = Overdue()
-        self.storm = Storm()
+        self.storm = Storm(ceiling)
         self.stormed_at = -math.inf  # the last storm's drop (see the module's doc)
         self._first_failures = 0  # of the first requests (see _first_failed)
         self.noise = 0  # errors that came at every level: no evidence of load
@@ -125,7 +118,6 @@ class Overload:
         shown: int | None,
         *,
         noted: bool,
-        rtt: float | None,
         on_wire: int,
         first_sent: int,
     ) -> None:
@@ -134,13 +126,13 @@ class Overload:
         requests, sent before anything came back: the order they arrived in is anybody's
         guess), but not sent into again meanwhile; at once if it makes a storm. ``on_wire``:
         the requests still unanswered, ``first_sent`` the first requests."""
-        answered = self.storm.failed(now, rtt)
-        if answered is not None and ticket.started >= self._limit.pressured_at:
-            self._limit.pressure(now, max(1.0, answered))
+        stormy = self.storm.failed(max(1, int(self._limit.value)))
+        if stormy and ticket.started >= self._limit.pressured_at:
+            self._limit.halve(now)
             self.stormed_at = now
         elif noted:
             self.overdue.answered(ticket, failed=True)
-            self._hold(ticket, ticket.level, now, ok, shown, stalling=False, rtt=rtt)
+            self._hold(ticket, ticket.level, now, ok, shown, stalling=False)
         else:
             self._first_failed(ticket, now, on_wire, first_sent)
 
@@ -180,7 +172,7 @@ class Overload:
         for late, level in overdue:
             if late.started < first:  # its level is anybody's guess; what is answered is not
                 level = max(level, live + 1)
-            self._hold(late, level, now, ok, shown, stalling=stalling, rtt=rtt)
+            self._hold(late, level, now, ok, shown, stalling=stalling)
             if late.started >= first and self._judge(late, level, now, ok):
                 found = max(1, int(self._limit.value))
         return Moved(tuple(late for late, _ in overdue), found)
@@ -194,7 +186,6 @@ class Overload:
         shown: int | None,
         *,
         stalling: bool,
-        rtt: float | None,
     ) -> None:
         # An overdue request in slow start too, while many are overdue (the levels that
         # succeeded lately counted the stalled ones): that ends slow start, which would
@@ -209,7 +200,7 @@ class Overload:
         # of the answers of the last round trip failed (a server that fails at once beyond
         # N must not be sent into again and again); a few errors among many are noise, at
         # whatever level they come.
-        heavy = self.storm.share(now, rtt) >= STALLED_SHARE
+        heavy = self.storm.share(max(1, int(limit.value))) >= STALLED_SHARE
         if limit.slow_start and not (stalls or heavy or ticket.overdue):
             limit.cut(now, min(1.0, good / limit.value), confirmed=False)
         else:  # an overdue one at the same level twice ends slow start (a stall beyond N)
