@@ -130,6 +130,7 @@ def _run_cell(ctx: Context, cell: Cell) -> Row:
             "429": throttled,
             "429_share": round(share, 4),
             "retries": count(run, "retries"),
+            "pauses": count(run, "pauses"),
             "converged": converged,
             "server": cell.server_args(),
         },
