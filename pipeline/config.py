@@ -35,8 +35,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.exceptions import SettingsError
 
 from pipeline.errors import ConfigError
+from pipeline.flow.shared import check_scope_url
 from pipeline.models import RECORD_FIELDS
-from pipeline.ratescope import check_scope_url
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     # A column no record field is read from is an error (its values would not be sent)
-    # unless this says to leave such columns out (pipeline.columns).
+    # unless this says to leave such columns out (pipeline.engine.columns).
     ignore_extra_columns: Switch = False
     # A run refuses to start on a ledger that does not exist (a scheduled job: a mistyped
     # ledger would send everything again); and what a new ledger does about records the API

@@ -75,7 +75,8 @@ class LedgerError(PipelineError):
 
 class AbortedError(PipelineError):
     """The run was stopped early: authentication refused, interrupted, or a background part
-    (heartbeat, ack, ledger writer) failed; :class:`pipeline.control.RunControl` raises it."""
+    (heartbeat, ack, ledger writer) failed;
+    :class:`pipeline.engine.control.RunControl` raises it."""
 
 
 class OutageError(AbortedError):

@@ -20,11 +20,11 @@ from memory_source import MemorySource
 
 import pipeline.sources
 from pipeline.cli import cli as cli_main
+from pipeline.engine.validate import Validator
 from pipeline.errors import LedgerError
 from pipeline.fake import FakeServer, FakeState, Faults
 from pipeline.ledger import SqliteLedger
 from pipeline.models import RawRecord
-from pipeline.validate import Validator
 
 OK = "aia_asst_test"
 

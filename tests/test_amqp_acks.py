@@ -3,7 +3,7 @@ acks for the rest, never naming a tag twice."""
 
 from __future__ import annotations
 
-from pipeline.sources.amqp_acks import AckPlan
+from pipeline.sources.amqp.acks import AckPlan
 
 
 def _plan(*delivered: int) -> AckPlan:

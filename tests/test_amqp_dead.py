@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from pipeline.sources.amqp_dead import DEFAULT_FRAME_MAX, dead_letter, frame_max
+from pipeline.sources.amqp.dead import DEFAULT_FRAME_MAX, dead_letter, frame_max
 
 
 @dataclass

@@ -12,8 +12,8 @@ from amqp_helpers import Msg, Queue, password_user, unique_queue
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, content_of, make_rows
 
 from pipeline.fake import FakeServer, FakeState, Faults
-from pipeline.sources.amqp import MESSAGE_LIMIT
-from pipeline.sources.amqp_link import parse_url
+from pipeline.sources.amqp.link import parse_url
+from pipeline.sources.amqp.queue import MESSAGE_LIMIT
 
 
 @pytest.fixture

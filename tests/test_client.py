@@ -15,12 +15,13 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from pipeline.client import (
+from pipeline.delivery.client import (
     NOT_THE_API_AFTER,
     FeedbackClient,
     parse_retry_after,
     read_capped,
 )
+from pipeline.delivery.retry import is_retryable
 from pipeline.errors import (
     Ambiguous,
     AmbiguousApiError,
@@ -35,7 +36,6 @@ from pipeline.errors import (
     TransportError,
     UnconfirmedError,
 )
-from pipeline.retry import is_retryable
 
 BASE = "https://assistants.test"
 ASSISTANT = "aia_asst_00000000-1111-2222-3333-444444444444"
@@ -144,7 +144,7 @@ async def test_an_oversized_201_is_not_read_whole(
 ) -> None:
     # aioresponses cannot serve a body over aiohttp's buffer; the cap is made small instead
     # (the real one meets a 64 MiB body in test_integration_hostile).
-    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    monkeypatch.setattr("pipeline.delivery.client.MAX_BODY", 1024)
     padding = "x" * 1100
     reply(mock, 201, payload={"id": "aia_fdbk_1", "padding": padding})
     with pytest.raises(UnconfirmedError, match="a body too large"):
@@ -154,7 +154,7 @@ async def test_an_oversized_201_is_not_read_whole(
 async def test_a_201_echoing_a_long_text_is_read(
     mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    monkeypatch.setattr("pipeline.delivery.client.MAX_BODY", 1024)
     text = "y" * 5000  # over MAX_BODY, but the feedback only echoes what was sent
     reply(mock, 201, payload={"id": "aia_fdbk_1", "session_id": "s", "text": text})
     created = await client.create(ASSISTANT, {"session_id": "s", "text": text})
@@ -203,7 +203,7 @@ async def test_read_capped_takes_a_body_that_came_whole_in_one_read() -> None:
 async def test_a_huge_error_body_is_not_read_whole(
     mock: aioresponses, client: FeedbackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipeline.client.MAX_BODY", 1024)
+    monkeypatch.setattr("pipeline.delivery.client.MAX_BODY", 1024)
     reply(mock, 400, payload={"code": 20001, "message": "x" * 1100}, reason="Bad")
     with pytest.raises(PermanentApiError) as caught:
         await client.create(ASSISTANT, {"session_id": "s"})

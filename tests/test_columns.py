@@ -9,8 +9,8 @@ from pathlib import Path
 
 from conftest import Cli
 
+from pipeline.engine.validate import Validator
 from pipeline.models import Accepted, RawRecord, Rejection
-from pipeline.validate import Validator
 
 RATING_COMMENT = (
     "session_id,message_id,rating,comment\ns1,aia_msg_1,0.5,good answer\ns2,aia_msg_2,0.9,\n"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.control import RunControl
+from pipeline.engine.control import RunControl
 from pipeline.errors import AbortedError
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import Cli, make_rows, write_csv
 from fakeclock import Clock
 
-from pipeline.circuit import Gate
+from pipeline.delivery.circuit import Gate
 from pipeline.errors import OutageError
 
 FIRST_CONTACT_S = 30.0  # the bound the README states

@@ -19,16 +19,16 @@ from redis_helpers import Stream, stream
 from test_lease import Clock, Ledger
 
 from pipeline.cli import cli as cli_main
-from pipeline.commands.fleet_view import judge
-from pipeline.commands.history import _result, collect
-from pipeline.lease import Lease
+from pipeline.cli.fleet_view import judge
+from pipeline.cli.history import _result, collect
 from pipeline.ledger import open_ledger
 from pipeline.ledger.fleet import FleetRun, FleetView, Identity
-from pipeline.ledger.postgres import PostgresLedger
-from pipeline.ledger.postgres_schema import MIGRATIONS
-from pipeline.monitor import Monitor, progress_line
-from pipeline.queue_depth import Depth
-from pipeline.report import Summary
+from pipeline.ledger.lease import Lease
+from pipeline.ledger.postgres.ledger import PostgresLedger
+from pipeline.ledger.postgres.schema import MIGRATIONS
+from pipeline.observe.monitor import Monitor, progress_line
+from pipeline.observe.summary import Summary
+from pipeline.sources.queue_depth import Depth
 
 __all__ = ["pg_schema", "stream"]  # fixtures, used by name
 

@@ -9,8 +9,8 @@ import asyncio
 from fakeclock import Clock
 from flowsim import VirtualLoop
 
-from pipeline.flow import FlowControl, Kind, Result
-from pipeline.ratecap import RateCap
+from pipeline.flow.compose import FlowControl, Kind, Result
+from pipeline.flow.ratecap import RateCap
 
 
 async def test_a_refusal_that_comes_back_late_cuts_the_cap_from_the_pace_it_was_sent_at() -> None:

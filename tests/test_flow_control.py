@@ -9,11 +9,11 @@ import asyncio
 import pytest
 from fakeclock import Clock
 
-from pipeline.aimd import Seeker
-from pipeline.circuit import Gate
+from pipeline.delivery.circuit import Gate
 from pipeline.errors import OutageError
-from pipeline.flow import FlowControl, Kind, Result
-from pipeline.report import Summary
+from pipeline.flow.aimd import Seeker
+from pipeline.flow.compose import FlowControl, Kind, Result
+from pipeline.observe.summary import Summary
 
 
 def test_seeker_slow_start_doubles_up_to_the_ceiling() -> None:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from fakeclock import Clock
 
-from pipeline.flow import FlowControl, Kind, Result
-from pipeline.levels import Levels
-from pipeline.report import Summary
+from pipeline.flow.compose import FlowControl, Kind, Result
+from pipeline.flow.levels import Levels
+from pipeline.observe.summary import Summary
 
 OK, FAILED = Result(Kind.OK), Result(Kind.OVERLOADED)
 

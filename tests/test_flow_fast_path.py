@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.flow import FlowControl, Kind, Result, Ticket
+from pipeline.flow.compose import FlowControl, Kind, Result, Ticket
 
 
 class _Clock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pipeline.ratecap import RATE_MARGIN, RateCap
+from pipeline.flow.ratecap import RATE_MARGIN, RateCap
 
 RTT = 0.01
 

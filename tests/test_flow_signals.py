@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fakeclock import Clock
 
-from pipeline.aimd import Seeker
-from pipeline.flow import FlowControl, Kind, Result
-from pipeline.levels import Levels
+from pipeline.flow.aimd import Seeker
+from pipeline.flow.compose import FlowControl, Kind, Result
+from pipeline.flow.levels import Levels
 
 
 def _flow(concurrency: int, clock: Clock) -> FlowControl:

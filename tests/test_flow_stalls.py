@@ -8,9 +8,9 @@ from fakeclock import Clock
 from flowsim import Noise, simulate
 
 from pipeline.fake.limiters import Limits
-from pipeline.flow import FlowControl, Kind, Result, Ticket
-from pipeline.levels import Levels
-from pipeline.slots import Slots
+from pipeline.flow.compose import FlowControl, Kind, Result, Ticket
+from pipeline.flow.levels import Levels
+from pipeline.flow.slots import Slots
 
 OK, FAILED = Result(Kind.OK), Result(Kind.OVERLOADED)
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from conftest import Cli, make_rows, write_csv
 
-from pipeline.client import FeedbackClient
+from pipeline.delivery.client import FeedbackClient
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
 from pipeline.models import Accepted, FeedbackRecord
 
@@ -98,7 +98,7 @@ def test_ledger_must_exist_refuses_a_missing_ledger(
 
 
 def test_the_lookup_is_bounded_in_pages() -> None:
-    from pipeline.fresh_ledger import look_up  # here: the module is new with this check
+    from pipeline.engine.fresh_ledger import look_up  # here: the module is new with this check
 
     state = FakeState()
     for i in range(2500):  # three List pages of 1000

@@ -15,11 +15,11 @@ import pytest
 from conftest import Cli, make_rows, write_csv
 from PIL import Image
 
-from pipeline.charts import PALETTE
 from pipeline.fake import DEFAULT_AUTH_TOKEN
-from pipeline.monitor import Monitor
-from pipeline.report import Summary
-from pipeline.timeline import MAX_POINTS, Timeline
+from pipeline.observe.html.charts import PALETTE
+from pipeline.observe.monitor import Monitor
+from pipeline.observe.summary import Summary
+from pipeline.observe.timeline import MAX_POINTS, Timeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -192,8 +192,8 @@ def test_the_page_an_on_call_person_opens_first(run_cli: Cli, tmp_path: Path) ->
 
 
 def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
-    from pipeline.charts import Series, line_chart
-    from pipeline.html_report import render
+    from pipeline.observe.html.charts import Series, line_chart
+    from pipeline.observe.html.report import render
 
     now = [0.0]
     summary = Summary("run", "r")
@@ -205,7 +205,7 @@ def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
 
     assert "No failures." in page and "No invalid, failed or unknown records." in page
     # An unknown outcome settled since (summary.unknown back to 0) is no problem left.
-    from pipeline.html_sections import problems_section
+    from pipeline.observe.html.sections import problems_section
 
     settled = problems_section([("a.csv:2", "unknown (may be stored; ...)")], summary, "l")
     assert "No invalid, failed or unknown records." in settled

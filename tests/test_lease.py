@@ -8,12 +8,12 @@ import asyncio
 import aiohttp
 import pytest
 
-from pipeline.client import FeedbackClient
-from pipeline.control import RunControl
-from pipeline.delivery import Delivery
+from pipeline.delivery.client import FeedbackClient
+from pipeline.delivery.delivery import Delivery
+from pipeline.engine.control import RunControl
 from pipeline.errors import LeaseLapsedError, LeaseLostError, LedgerError, PermanentApiError
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
-from pipeline.lease import Lease
+from pipeline.ledger.lease import Lease
 from pipeline.models import Accepted, FeedbackRecord, Status
 
 

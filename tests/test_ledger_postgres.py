@@ -11,8 +11,8 @@ from pg_helpers import PG_URL, PgSchema, pg_schema
 
 from pipeline.errors import ConfigError, LedgerError
 from pipeline.ledger import Decision, open_ledger
-from pipeline.ledger.postgres import PostgresLedger
-from pipeline.ledger.postgres_link import Link
+from pipeline.ledger.postgres.ledger import PostgresLedger
+from pipeline.ledger.postgres.link import Link
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
 
 __all__ = ["pg_schema"]

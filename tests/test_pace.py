@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.monitor import Monitor
-from pipeline.report import Summary
+from pipeline.observe.monitor import Monitor
+from pipeline.observe.summary import Summary
 
 
 class Input:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import Cli, assert_exactly_once, make_rows, write_csv
 
-from pipeline.monitor import Monitor, RateMeter, Snapshot, progress_line
-from pipeline.report import Summary
+from pipeline.observe.monitor import Monitor, RateMeter, Snapshot, progress_line
+from pipeline.observe.summary import Summary
 from pipeline.sources import FileSource, SourceOptions, open_source
 
 LINE = re.compile(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pipeline.errors import ConfigError, OutageError
-from pipeline.ratescope import HORIZON_MS, KEY_PREFIX, SharedRate, scope_key
+from pipeline.flow.shared import HORIZON_MS, KEY_PREFIX, SharedRate, scope_key
 
 __all__ = ["redis_server", "scope"]  # fixtures, used by name
 from redis_helpers import RedisServer, free_port, redis_server, scope

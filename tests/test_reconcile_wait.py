@@ -10,12 +10,12 @@ from typing import cast
 
 import pytest
 
-from pipeline.client import FeedbackClient
+from pipeline.delivery.client import FeedbackClient
+from pipeline.engine.reconcile import Reconciler
 from pipeline.errors import SettleInterruptedError
-from pipeline.lease import HEARTBEAT_S
 from pipeline.ledger import Ledger
+from pipeline.ledger.lease import HEARTBEAT_S
 from pipeline.models import Accepted, FeedbackRecord, Outcome
-from pipeline.reconcile import Reconciler
 
 SETTLE = 5.0
 

@@ -6,11 +6,11 @@ from typing import Any, cast
 
 import pytest
 
-from pipeline.client import FeedbackClient, FeedbackPage
+from pipeline.delivery.client import FeedbackClient, FeedbackPage
+from pipeline.engine.reconcile import Reconciler
 from pipeline.errors import ReconcileError, RetryableApiError
 from pipeline.ledger import Ledger
 from pipeline.models import content_hash
-from pipeline.reconcile import Reconciler
 
 ASSISTANT = "aia_asst_1"
 BASE = "https://api.test/v1/Assistants/aia_asst_1/Feedbacks"

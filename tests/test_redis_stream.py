@@ -15,7 +15,7 @@ from redis_helpers import Stream, stream
 
 from pipeline.cli import cli as cli_main
 from pipeline.fake import FakeServer, FakeState, Faults
-from pipeline.sources.redis_stream import MAX_ENTRY_BYTES
+from pipeline.sources.redis.stream import MAX_ENTRY_BYTES
 
 __all__ = ["stream"]  # the fixture, used by name
 OK = "aia_asst_test"

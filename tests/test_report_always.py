@@ -21,10 +21,10 @@ from conftest import (
     write_csv,
 )
 
+from pipeline.engine.stages import Stages
 from pipeline.errors import LedgerError
 from pipeline.fake import FakeServer, FakeState, Faults
-from pipeline.ledger.sqlite import SqliteLedger
-from pipeline.stages import Stages
+from pipeline.ledger.sqlite.ledger import SqliteLedger
 
 
 def _run(run_cli: Cli, tmp_path: Path, *extra: str, rows: int = 30) -> tuple[int, str]:

@@ -10,11 +10,11 @@ from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.engine.validate import Validator
 from pipeline.errors import LedgerError
-from pipeline.ledger import sqlite_queries
-from pipeline.ledger.sqlite import SqliteLedger
+from pipeline.ledger.sqlite import queries as sqlite_queries
+from pipeline.ledger.sqlite.ledger import SqliteLedger
 from pipeline.models import Accepted, RawRecord
-from pipeline.validate import Validator
 
 # Mostly valid values, so that what validation makes of the odd ones is what is tested.
 _TEXT = st.one_of(

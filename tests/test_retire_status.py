@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import Cli, make_rows, run_command, wait_for, write_csv
 
-from pipeline.commands.history import collect
+from pipeline.cli.history import collect
 from pipeline.fake import FakeServer, FakeState, Faults
 from pipeline.ledger import SqliteLedger
 

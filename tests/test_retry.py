@@ -9,18 +9,18 @@ from typing import Any, cast
 
 import pytest
 
-from pipeline.aimd import make_limiter
-from pipeline.client import Created, FeedbackClient
-from pipeline.control import RunControl
-from pipeline.delivery import Delivery
+from pipeline.delivery.client import Created, FeedbackClient
+from pipeline.delivery.delivery import Delivery
+from pipeline.delivery.retry import MAX_RETRY_AFTER, retry_policy
+from pipeline.engine.control import RunControl
 from pipeline.errors import (
     AuthError,
     PermanentApiError,
     RetryableApiError,
     TransportError,
 )
+from pipeline.flow.aimd import make_limiter
 from pipeline.models import Accepted, FeedbackRecord, Status
-from pipeline.retry import MAX_RETRY_AFTER, retry_policy
 
 ASSISTANT = "aia_asst_retry"
 

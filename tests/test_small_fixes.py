@@ -126,9 +126,9 @@ def test_the_readme_puts_the_command_on_path_after_make_demo() -> None:
 def test_metrics_can_listen_on_one_address_only() -> None:
     import urllib.request
 
-    from pipeline.metrics import RunMetrics
-    from pipeline.monitor import Monitor
-    from pipeline.report import Summary
+    from pipeline.observe.metrics import RunMetrics
+    from pipeline.observe.monitor import Monitor
+    from pipeline.observe.summary import Summary
 
     metrics = RunMetrics(Monitor(Summary("run", "r")))
     metrics.serve(0, "--metrics-port", "127.0.0.1")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.engine.validate import Validator
 from pipeline.errors import ConfigError, SourceError
 from pipeline.models import Accepted, RawRecord, Rejection
 from pipeline.sources import CsvSource, JsonlSource, open_reader
-from pipeline.validate import Validator
 
 ASSISTANT = "aia_asst_test"
 

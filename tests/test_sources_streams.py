@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.models import RawRecord
 from pipeline.sources import CsvSource, JsonlSource, open_reader
-from pipeline.sources import csv as csv_source
-from pipeline.sources import jsonl as jsonl_source
+from pipeline.sources.files import csv as csv_source
+from pipeline.sources.files import jsonl as jsonl_source
 
 CSV = b"session_id,score\ns1,0.5\ns2,1\n"
 JSONL = b'{"session_id": "s1"}\n{"session_id": "s2"}\n'

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from pipeline.control import RunControl
-from pipeline.delivery import Delivery
+from pipeline.delivery.delivery import Delivery
+from pipeline.engine.control import RunControl
+from pipeline.engine.stages import WORKERS_PER_SLOT, Item, Stages
 from pipeline.ledger import open_ledger
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
-from pipeline.report import Progress, Summary
-from pipeline.stages import WORKERS_PER_SLOT, Item, Stages
+from pipeline.observe.summary import Progress, Summary
 
 DEADLINE = 10.0
 

@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ledger import sqlite_writes
-from pipeline.ledger.schema import migrate
-from pipeline.ledger.sqlite_writes import CLAIM, OUTCOME
+from pipeline.ledger.sqlite import writes as sqlite_writes
+from pipeline.ledger.sqlite.schema import migrate
+from pipeline.ledger.sqlite.writes import CLAIM, OUTCOME
 
 _TEXT = st.text(
     st.characters(exclude_categories=["Cs"]),  # a lone surrogate is no UTF-8 text

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.engine.validate import Validator
 from pipeline.models import Accepted, FeedbackRecord, RawRecord, Rejection
-from pipeline.validate import Validator
 
 ASSISTANT = "aia_asst_00000000-1111-2222-3333-444444444444"
 LOCATION = "feedback.csv:7"

@@ -2,7 +2,7 @@
 
 A path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's form), is a
 SQLite file; ``postgresql://USER@HOST:PORT/DB[?schema=NAME]`` is the ledger many workers
-share (pipeline.ledger.postgres). Adding a backend is one module exporting
+share (pipeline.ledger.postgres.ledger). Adding a backend is one module exporting
 ``open_ledger(url, run_id, *, command, read_only, request_bound) -> Ledger`` plus one line in
 ``_BACKENDS``;
 it is imported only when used.
@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable
 
 from pipeline.errors import ConfigError
 from pipeline.ledger.base import Decision, Ledger
-from pipeline.ledger.sqlite import SqliteLedger
+from pipeline.ledger.sqlite.ledger import SqliteLedger
 from pipeline.urls import local_path, mask_url, scheme
 
 __all__ = ["Decision", "Ledger", "SqliteLedger", "local_path", "open_ledger"]
 
 #: URL scheme -> module exporting ``open_ledger``. A plain path is "sqlite".
 _BACKENDS: dict[str, str] = {
-    "sqlite": "pipeline.ledger.sqlite",
-    "postgresql": "pipeline.ledger.postgres",
-    "postgres": "pipeline.ledger.postgres",
+    "sqlite": "pipeline.ledger.sqlite.ledger",
+    "postgresql": "pipeline.ledger.postgres.ledger",
+    "postgres": "pipeline.ledger.postgres.ledger",
 }
 
 

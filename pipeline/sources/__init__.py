@@ -23,10 +23,10 @@ from pipeline.sources.base import (
     SourceOptions,
     check_readable,
 )
-from pipeline.sources.csv import CsvSource
-from pipeline.sources.files import FileSource, Format, detect_format, open_reader
-from pipeline.sources.files import open_source as _open_file
-from pipeline.sources.jsonl import JsonlSource
+from pipeline.sources.files.csv import CsvSource
+from pipeline.sources.files.jsonl import JsonlSource
+from pipeline.sources.files.source import FileSource, Format, detect_format, open_reader
+from pipeline.sources.files.source import open_source as _open_file
 from pipeline.urls import mask_url, scheme
 
 __all__ = [
@@ -51,9 +51,9 @@ __all__ = [
 
 #: URL scheme -> module exporting ``open_source(url, options)`` and ``open_publisher(...)``.
 _BROKERS: dict[str, str] = {
-    "amqp": "pipeline.sources.amqp",
-    "amqps": "pipeline.sources.amqp",
-    "redis": "pipeline.sources.redis_stream",
+    "amqp": "pipeline.sources.amqp.queue",
+    "amqps": "pipeline.sources.amqp.queue",
+    "redis": "pipeline.sources.redis.stream",
 }
 
 
