@@ -35,8 +35,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.exceptions import SettingsError
 
 from pipeline.errors import ConfigError
-from pipeline.flow.shared import check_scope_url
 from pipeline.models import RECORD_FIELDS
+from pipeline.urls import check_scope_url
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"

@@ -5,6 +5,7 @@ can catch the family; the CLI maps each branch to an exit code::
 
     PipelineError
     ├── ConfigError             bad settings or invocation               -> exit 2
+    │   └── MissingExtraError   a scheme's client library is not installed
     ├── SourceError             a source cannot be opened or read        -> exit 2
     │   │                       (mid-run: a broker gone; ends the run    -> exit 3)
     │   └── DeadLetterError     a dead-letter copy written truncated, or refused (its
@@ -51,6 +52,17 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError):
     """A setting, flag or credential is missing or invalid."""
+
+
+class MissingExtraError(ConfigError):
+    """A scheme was used whose client library is an extra that is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(
+            f"{what} needs the {extra} client library, which is not installed: "
+            f"pip install 'feedback-pipeline[{extra}]'"
+        )
+        self.extra = extra
 
 
 class SourceError(PipelineError):

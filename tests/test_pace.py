@@ -23,7 +23,7 @@ class Input:
 
 def _delivery(rate: float | None) -> SimpleNamespace:
     limits = SimpleNamespace(limit=16, cap=rate, rate=rate, api_cap=None)
-    return SimpleNamespace(retries=0, limit=limits, rate=limits)
+    return SimpleNamespace(retries=0, flow=limits)
 
 
 def test_the_share_done_never_goes_back_as_reading_jumps_ahead() -> None:
@@ -47,8 +47,7 @@ def test_a_rate_limited_run_says_the_time_its_rate_takes() -> None:
     # 20,000 rows at --rate 50: a first burst (the bucket's) and the read-ahead made the old
     # estimate (time so far x share left / share done) say 4:25 at 2 s for a 6:37 remainder.
     now, source, summary = [0.0], Input(), Summary("run", "r")
-    monitor = Monitor(summary, [source], clock=lambda: now[0])
-    monitor.attach(_delivery(50.0))
+    monitor = Monitor(summary, [source], clock=lambda: now[0], sending=_delivery(50.0))
     monitor.snapshot()
     now[0] = 2.0
     source.share = 0.05  # 1000 of 20,000 rows read

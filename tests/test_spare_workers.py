@@ -11,7 +11,8 @@ from typing import Any, cast
 
 from pipeline.delivery.delivery import Delivery
 from pipeline.engine.control import RunControl
-from pipeline.engine.stages import WORKERS_PER_SLOT, Item, Stages
+from pipeline.engine.spares import WORKERS_PER_SLOT, Spares
+from pipeline.engine.stages import Item, Stages
 from pipeline.ledger import open_ledger
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
 from pipeline.observe.summary import Progress, Summary
@@ -23,8 +24,8 @@ class _Waiting:
     """Sends in two steps of the loop, except that each record in ``waits`` first waits (as
     after a 429, holding no slot) until that many other records were sent."""
 
-    def __init__(self, waits: dict[str, int]) -> None:
-        self.on_wait: Callable[[bool], None] = lambda _: None
+    def __init__(self, waits: dict[str, int], on_wait: Callable[[bool], None]) -> None:
+        self.on_wait = on_wait
         self._waits = waits
         self.sent: list[str] = []
         self._progress = asyncio.Condition()
@@ -63,10 +64,17 @@ def _name(i: int) -> str:
 
 async def _run(tmp_path: Path, concurrency: int, waits: dict[str, int], n: int) -> _Waiting:
     ledger = await open_ledger(str(tmp_path / "ledger.sqlite3"), "run-1", command="run")
-    delivery = _Waiting(waits)
+    spares = Spares(concurrency)
+    delivery = _Waiting(waits, spares.waiting)
     summary = Summary("run", "run-1")
     stages = Stages(
-        ledger, cast(Delivery, delivery), RunControl(), summary, Progress(), concurrency
+        ledger,
+        cast(Delivery, delivery),
+        RunControl(),
+        summary,
+        Progress(),
+        concurrency,
+        spares=spares,
     )
     records = [
         Accepted.of(_name(i), FeedbackRecord(assistant_id="aia_asst_t", session_id=f"s{i}"))

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pipeline.delivery.circuit import Gate
 from pipeline.delivery.client import Created, FeedbackClient
 from pipeline.delivery.retry import after, retry_policy
-from pipeline.engine.control import RunControl
 from pipeline.errors import (
     Ambiguous,
     ApiError,
@@ -28,16 +27,24 @@ from pipeline.errors import (
     RetryableApiError,
     TransportError,
 )
+from pipeline.flow.budget import RateBudget
 from pipeline.flow.compose import FlowControl, Kind, Result
-from pipeline.flow.shared import RateBudget
 from pipeline.ledger.lease import NO_LEASE, LeaseGate
 from pipeline.models import Accepted, Outcome, Status
+from pipeline.stopping import Stopping
 
 #: 429s one attempt may wait through before it counts as a failed attempt.
 MAX_THROTTLED = 50
-#: Twilio's "resource not found": for this endpoint, the assistant does not exist.
-_NOT_FOUND = 20404
 _OK, _OTHER = Result(Kind.OK), Result(Kind.OTHER)
+
+
+@dataclass
+class Sending:
+    """What a run's delivery shows while it goes: its flow control and the requests that were
+    retries so far. The runner builds it before the run's monitor, which reads it live."""
+
+    flow: FlowControl
+    retries: int = 0
 
 
 @dataclass
@@ -64,6 +71,12 @@ class Delivery:
     ``control`` is the runner's: once it stops (an interrupt, a 401/403 or a long outage seen
     here), no new request starts and backoff waits end early; records not sent come back as
     ``failed`` with 0 attempts so that ``replay`` or a rerun sends them.
+
+    ``sending`` holds the flow control and the retry count, which the run's monitor reads too
+    (built from ``concurrency`` and ``rate`` when not given); ``shared`` is the
+    ``--rate-scope`` budget; ``on_wait`` is told True when a record starts a wait that holds
+    no slot (a 429's Retry-After, a backoff between attempts) and False when it ends, so that
+    the stages run a spare worker meanwhile.
     """
 
     def __init__(
@@ -72,7 +85,7 @@ class Delivery:
         *,
         max_attempts: int,
         rate: float | None,
-        control: RunControl,
+        control: Stopping,
         concurrency: int = 16,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -80,6 +93,8 @@ class Delivery:
         notice: Callable[[str], None] = lambda _: None,
         shared: RateBudget | None = None,
         lease: LeaseGate = NO_LEASE,
+        sending: Sending | None = None,
+        on_wait: Callable[[bool], None] = lambda _: None,
     ) -> None:
         self._client = client
         # --rate-scope: the budget of all workers of the scope, on top of this one's limits.
@@ -87,14 +102,13 @@ class Delivery:
         # A shared ledger's lease: a request starts only while this worker's claims are its own.
         self._lease = lease
         self._control = control
-        self.retries = 0
         self._notice = notice
-        self.flow = FlowControl(concurrency, rate, sleep=control.pause)
-        # The names the runner and the stages read the converged limit and cap by.
-        self.limit = self.rate = self.flow
+        self.sending = sending or Sending(FlowControl(concurrency, rate, sleep=control.pause))
+        self.flow = self.sending.flow
+        self._on_wait = on_wait
         self.gate = Gate(
             sleep=control.pause,
-            stopped=control.stop.is_set,
+            stopped=lambda: control.stopped,
             notice=notice,
             max_outage=max_outage,
             target=f"--base-url {getattr(client, 'base_url', '')}".rstrip(),
@@ -109,17 +123,17 @@ class Delivery:
             max_backoff=max_backoff,
             noise=(self.flow.calm, lambda: self.flow.retry_wait(None)),
         )
-        #: Told True when a record starts a wait that holds no slot (a 429's Retry-After, a
-        #: backoff between attempts) and False when it ends: the stages then run a spare
-        #: worker, so that the wait does not leave a slot idle.
-        self.on_wait: Callable[[bool], None] = lambda _: None
+
+    @property
+    def retries(self) -> int:
+        return self.sending.retries
 
     async def _wait(self, seconds: float) -> None:
-        self.on_wait(True)
+        self._on_wait(True)
         try:
             await self._control.pause(seconds)
         finally:
-            self.on_wait(False)
+            self._on_wait(False)
 
     async def _request(self, item: Accepted, sent: _Sent) -> Created:
         """One attempt, through the circuit breaker and flow control."""
@@ -154,13 +168,13 @@ class Delivery:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
         sent.requests += 1
         if sent.requests > 1:
-            self.retries += 1
+            self.sending.retries += 1
         try:
             return await self._client.create(item.record.assistant_id, item.record.body())
         except LeaseLapsedError:
             sent.requests -= 1  # stopped unwritten by the last check
             if sent.requests:
-                self.retries -= 1
+                self.sending.retries -= 1
             raise
 
     def _observe(self, exc: DeliveryError) -> Result:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeAlias
 
 from pipeline.delivery.delivery import Delivery
 from pipeline.engine.acks import Acks
 from pipeline.engine.control import RunControl
 from pipeline.engine.reading import closing, what
+from pipeline.engine.spares import WORKERS_PER_SLOT as WORKERS_PER_SLOT
+from pipeline.engine.spares import Spares
 from pipeline.errors import LedgerError, PipelineError
 from pipeline.ledger import Decision, Ledger
 from pipeline.models import Accepted, Outcome, Rejection, Skipped, Status
@@ -28,12 +30,6 @@ from pipeline.observe.summary import Progress, Summary
 Item: TypeAlias = Accepted | Rejection | Skipped
 Batches: TypeAlias = AsyncIterator[list[Item]]
 _WRITE_BATCH = 2000
-#: Workers per request the concurrency ceiling allows, at most. A record waiting out its own
-#: Retry-After (or a backoff) holds a worker but no slot (flow control caps requests in
-#: flight): with one worker per slot, a few 429s at once would idle the run for the whole
-#: wait. One worker per slot runs always; the others start only while records wait so, since
-#: a worker beyond the slots would wait for one at every record (a task switch each).
-WORKERS_PER_SLOT = 2
 #: How long the outcome writer lets outcomes gather before a commit.
 _GATHER_S = 0.02
 #: Decisions that are final at the claim commit: their records are acked right after it.
@@ -61,9 +57,11 @@ class Stages:
         concurrency: int,
         *,
         release: bool = False,
+        spares: Spares | None = None,
     ) -> None:
         """``release``: give uncertain queue entries back to be offered again (the run
-        settles other runs' uncertain records periodically, so they do get settled)."""
+        settles other runs' uncertain records periodically, so they do get settled).
+        ``spares``: the workers, which the delivery's ``on_wait`` tells of its waits."""
         self._ledger = ledger
         self._release = release
         self._delivery = delivery
@@ -81,40 +79,27 @@ class Stages:
         self._ready: collections.deque[Accepted] = collections.deque()
         self._taking = asyncio.Lock()
         self._taken = asyncio.Event()  # a worker took a batch from ``_claimed``
-        self._workers: set[asyncio.Task[None]] = set()
-        self._active = 0  # workers not in a wait that holds no slot
-        self._spawn: Callable[[], None] = lambda: None
+        self._spares = spares or Spares(concurrency)
 
     async def run(self, batches: Batches) -> None:
+        spares = self._spares
         async with asyncio.TaskGroup() as group:
-            self._spawn = lambda: self._workers.add(group.create_task(self._worker()))
-            self._delivery.on_wait = self._waiting
-            for _ in range(self._concurrency):
-                self._spawn()
-            writer = group.create_task(self._writer())
-            try:
-                await self._produce(batches)
-            except PipelineError as exc:
-                self._control.abort(str(exc))
-            await self._claimed.put(None)  # the end: each worker passes it on to the next
-            while self._workers:  # spares may start meanwhile
-                await asyncio.wait(set(self._workers))
+            with spares.spawning(lambda: group.create_task(self._worker())):
+                for _ in range(self._concurrency):
+                    spares.start()
+                writer = group.create_task(self._writer())
+                try:
+                    await self._produce(batches)
+                except PipelineError as exc:
+                    self._control.abort(str(exc))
+                await self._claimed.put(None)  # the end: each worker passes it on to the next
+                while spares.workers:  # spares may start meanwhile
+                    await asyncio.wait(set(spares.workers))
             self._outcomes.put_nowait(None)
             await writer
 
     def _refused_copies(self, count: int) -> None:
         self._summary.dead_letters_refused += count
-
-    def _waiting(self, started: bool) -> None:
-        """A record started (or ended) a wait that holds no slot: while fewer workers than
-        slots are free to send, a spare one starts."""
-        self._active += -1 if started else 1
-        if (
-            started
-            and self._active < self._concurrency
-            and len(self._workers) < self._concurrency * WORKERS_PER_SLOT
-        ):
-            self._spawn()
 
     async def _produce(self, batches: Batches) -> None:
         async with closing(batches):
@@ -194,17 +179,17 @@ class Stages:
         return decision is Decision.UNCERTAIN and self._release and self.acks.releasable(handle)
 
     async def _worker(self) -> None:
-        self._active += 1
+        self._spares.active += 1
         try:
             await self._deliver()
         finally:
-            self._active -= 1
-            self._workers.discard(asyncio.current_task())
+            self._spares.active -= 1
+            self._spares.workers.discard(asyncio.current_task())
 
     async def _deliver(self) -> None:
         delivery, control = self._delivery, self._control
         # A spare ends once the waits it stood in for are over.
-        while self._active <= self._concurrency:
+        while not self._spares.surplus:
             item = await self._next()
             if item is None:
                 return

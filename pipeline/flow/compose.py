@@ -127,6 +127,11 @@ class FlowControl:
         return self._rate.settled
 
     @property
+    def pauses(self) -> int:
+        """How many times everyone held back (see :mod:`pipeline.flow.hold`)."""
+        return self.hold.count
+
+    @property
     def in_flight(self) -> int:
         return self._slots.taken
 

@@ -21,16 +21,14 @@ is back, and after ``max_outage`` the run aborts (:class:`OutageError`, exit 3).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pipeline.engine.control import RunControl
 from pipeline.errors import ConfigError, OutageError
 from pipeline.urls import mask_url
 
@@ -87,32 +85,6 @@ return {tostring(tat - now), 1}
 """
 
 
-class RateBudget(Protocol):
-    """What delivery needs of a shared budget: wait for a slot; report a 429's Retry-After."""
-
-    async def acquire(self) -> None: ...
-
-    def throttled(self, retry_after: float) -> None: ...
-
-
-def check_scope_url(url: str) -> str:
-    """``url`` if it names a Redis for a rate scope, else ValueError (the password masked)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError(f"{mask_url(url)}: expected redis://HOST:PORT/DB[?key=NAME]")
-    try:
-        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-    except ValueError:
-        raise ValueError(f"{mask_url(url)}: the port is not a number") from None
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"key"})
-    if unknown:
-        raise ValueError(f"{mask_url(url)}: unknown parameter {unknown[0]!r}; only key=NAME")
-    if "key" in query and not query["key"][-1].strip():
-        raise ValueError(f"{mask_url(url)}: key must not be empty")
-    return url
-
-
 def scope_key(url: str, account: str) -> str:
     """The Redis key of the scope: ``?key=NAME`` if given, else the account SID (or API key
     SID) that authenticates, never the secret."""
@@ -124,7 +96,7 @@ def scope_key(url: str, account: str) -> str:
 class SharedRate:
     """A ``rate`` per second for all the workers of one scope.
 
-    ``sleep`` must end early when the run stops (``RunControl.pause``); ``stopped`` says it
+    ``sleep`` must end early when the run stops (the run control's ``pause``); ``stopped`` says it
     did, so that a wait for Redis gives up. ``now_ms`` replaces Redis's clock and ``clock``
     the outage timer (tests)."""
 
@@ -229,47 +201,3 @@ class SharedRate:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
-
-
-@contextlib.asynccontextmanager
-async def shared_rate(
-    url: str | None,
-    account: str,
-    *,
-    rate: float,
-    max_outage: float,
-    control: RunControl,
-    notice: Callable[[str], None],
-) -> AsyncIterator[SharedRate | None]:
-    """The budget of the scope ``url`` names (None without one), for one run; its waits end
-    when ``control`` stops the run."""
-    if url is None:
-        yield None
-        return
-    shared = SharedRate(
-        url,
-        account,
-        rate=rate,
-        max_outage=max_outage,
-        sleep=control.pause,
-        stopped=lambda: control.stopped,
-        notice=notice,
-    )
-    try:
-        yield shared
-    finally:
-        await shared.close()
-
-
-def both(
-    own: Callable[[], Awaitable[None]], shared: RateBudget | None
-) -> Callable[[], Awaitable[None]]:
-    """Wait for this worker's own limit, then for the scope's budget (if any)."""
-    if shared is None:
-        return own
-
-    async def acquire() -> None:
-        await own()
-        await shared.acquire()
-
-    return acquire

@@ -10,10 +10,10 @@ it is imported only when used.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 
 from pipeline.errors import ConfigError
+from pipeline.extras import load
 from pipeline.ledger.base import Decision, Ledger
 from pipeline.ledger.sqlite.ledger import SqliteLedger
 from pipeline.urls import local_path, mask_url, scheme
@@ -42,7 +42,7 @@ async def open_ledger(
             f"ledger: {mask_url(url)}: no ledger backend for {name}:// (known: {known}, "
             "or a file path)"
         )
-    opener: Callable[..., Awaitable[Ledger]] = importlib.import_module(module).open_ledger
+    opener: Callable[..., Awaitable[Ledger]] = load(module, what=f"ledger {name}://").open_ledger
     return await opener(
         url, run_id, command=command, read_only=read_only, request_bound=request_bound
     )

@@ -37,16 +37,30 @@ RATE_WINDOW = 10.0
 ResponseListener = Callable[[int | None, float], None]
 
 
-class _Limits(Protocol):
-    """The parts of :class:`pipeline.delivery.delivery.Delivery` a view shows."""
-
-    retries: int
+class FlowView(Protocol):
+    """The parts of :class:`pipeline.flow.compose.FlowControl` a view shows."""
 
     @property
-    def limit(self) -> Any: ...
+    def limit(self) -> int: ...
 
     @property
-    def rate(self) -> Any: ...
+    def cap(self) -> float | None: ...
+
+    @property
+    def api_cap(self) -> float | None: ...
+
+    @property
+    def rate(self) -> float | None: ...
+
+
+class SendingView(Protocol):
+    """What a view shows of a sending run (:class:`pipeline.delivery.delivery.Sending`)."""
+
+    @property
+    def flow(self) -> FlowView: ...
+
+    @property
+    def retries(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -90,26 +104,24 @@ class Monitor:
         summary: Summary,
         sources: Sequence[object] = (),
         clock: Callable[[], float] = time.monotonic,
+        sending: SendingView | None = None,
     ) -> None:
+        """``sending``: the delivery's live state, for a run that sends (a dry run has none)."""
         self.summary = summary
         self._sources = sources
         self._clock = clock
         self._started = clock()
-        self._delivery: _Limits | None = None
+        self._sending = sending
         self._pace = Pace()
 
-    def attach(self, delivery: _Limits) -> None:
-        """The delivery of a sending run (a dry run has none)."""
-        self._delivery = delivery
-
     def snapshot(self) -> Snapshot:
-        s, d = self.summary, self._delivery
+        s, d = self.summary, self._sending
         elapsed = self._clock() - self._started
         measured = self._input()
         share = measured[0] / measured[1] if measured and measured[1] > 0 else None
         parsed = self._records_read()
-        user = d.rate.rate if d is not None else None
-        api = d.rate.api_cap if d is not None else None
+        user = d.flow.rate if d is not None else None
+        api = d.flow.api_cap if d is not None else None
         limits = [r for r in (user, api) if r]
         settled = s.read - s.in_flight
         done = settled - s.stopped_records  # a stopped record is not done
@@ -124,8 +136,8 @@ class Monitor:
             unknown=s.unknown,
             settled=settled,
             retries=d.retries if d is not None else 0,
-            limit=d.limit.limit if d is not None else None,
-            rate_cap=d.rate.cap if d is not None else None,
+            limit=d.flow.limit if d is not None else None,
+            rate_cap=d.flow.cap if d is not None else None,
             input=measured,
             waiting=self._waiting(),
             released=s.released,

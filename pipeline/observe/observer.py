@@ -23,7 +23,7 @@ from pipeline.observe.html.report import is_html, write_html
 from pipeline.observe.html.sections import RunFacts
 from pipeline.observe.live import LiveDisplay, stderr_is_terminal
 from pipeline.observe.metrics import RunMetrics
-from pipeline.observe.monitor import Monitor, ResponseListener, log_progress
+from pipeline.observe.monitor import Monitor, ResponseListener, SendingView, log_progress
 from pipeline.observe.pulse import Pulse
 from pipeline.observe.summary import Progress, Summary
 from pipeline.observe.timeline import Timeline
@@ -31,10 +31,17 @@ from pipeline.urls import mask_url
 
 
 class Observer:
-    def __init__(self, settings: Settings, summary: Summary, sources: Sequence[object]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        summary: Summary,
+        sources: Sequence[object],
+        sending: SendingView | None = None,
+    ) -> None:
+        """``sending``: the delivery's live state, for a run that sends."""
         self._settings = settings
         self.summary = summary
-        self.monitor = Monitor(summary, sources)
+        self.monitor = Monitor(summary, sources, sending=sending)
         self.progress = Progress()
         self._sources = sources
         consumers = [c for s in sources if isinstance(c := getattr(s, "consumer", None), str)]

@@ -8,12 +8,12 @@ imported only when used, so their client library is only needed by those who use
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.extras import load
 from pipeline.sources.base import (
     STDIN,
     Done,
@@ -99,6 +99,6 @@ def _broker(spec: str, entry: str, what: str) -> Callable[[str, SourceOptions], 
             "anything else is a file path or -)"
         )
     opener: Callable[[str, SourceOptions], Awaitable[Any]] = getattr(
-        importlib.import_module(module), entry
+        load(module, what=f"{name}://"), entry
     )
     return opener
