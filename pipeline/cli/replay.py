@@ -1,62 +1,62 @@
-"""What ``replay`` will send, and what it leaves out: the planning half of the command.
-
-By default a replay sends only what the API may still take: records that ran out of
-attempts (429, 5xx, timeouts), were not sent (the run stopped) or not stored (reconcile).
-A permanent rejection (a 4xx other than 408 and 429: a bad field, an assistant that does not
-exist) fails again the same way until a person fixes it (``failures``, then ``run``) or
-retires it; ``--include-rejected`` sends those too.
-"""
+"""``replay``: send again the failed records the API may still take."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+from typing import Any
 
-from pipeline.cli.failures import reading
-from pipeline.ledger.base import LedgerRecord, RecordFilter
+import click
 
-#: Records ``replay --dry-run`` prints one line each.
-SHOWN = 10
-
-
-@dataclass
-class Plan:
-    to_send: int = 0
-    left_out: int = 0  # permanent rejections a default replay does not send
-    first: list[LedgerRecord] = field(default_factory=list)
-
-    def lines(self, *, dry_run: bool) -> list[str]:
-        """What to tell the user before (dry run: instead of) sending."""
-        lines: list[str] = []
-        if dry_run:
-            lines.append(f"replay --dry-run: would send {self.to_send} failed records")
-            lines.extend(
-                f"  {r.location or r.key}: {r.http_status or '-'} {r.reason or ''}".rstrip()
-                for r in self.first
-            )
-            if self.to_send > len(self.first):
-                lines.append(f"  ... and {self.to_send - len(self.first)} more")
-        if self.left_out:
-            lines.append(
-                f"replay: {self.left_out} failed records were rejected by the API for good "
-                "(4xx) and are not sent: fix them (`failures --state failed`, then `run`), "
-                "retire them (`retire`), or force them with --include-rejected"
-            )
-        return lines
+from pipeline.cli.common import (
+    epilog,
+    guarded,
+    require_ledger,
+)
+from pipeline.cli.options import delivery_options, finish, load_settings
+from pipeline.cli.replay_plan import plan as replay_plan
+from pipeline.config import Credentials
+from pipeline.engine.runner import replay_failed
 
 
-async def plan(url: str, *, include_rejected: bool, limit: int | None) -> Plan:
-    """Count (and show the first of) what a replay would send, reading the ledger only."""
-    result = Plan()
-    sendable = RecordFilter(("failed",), retryable_only=not include_rejected)
-    async with reading(url, "replay") as ledger:
-        async for batch in ledger.records(sendable):
-            result.to_send += len(batch)
-            result.first.extend(batch[: max(0, SHOWN - len(result.first))])
-        if not include_rejected:
-            async for batch in ledger.records(RecordFilter(("failed",))):
-                result.left_out += len(batch)
-            result.left_out -= result.to_send
-    if limit is not None:
-        result.to_send = min(result.to_send, limit)
-        result.first = result.first[:limit]
-    return result
+@click.command(
+    epilog=epilog(
+        "feedback-pipeline replay --dry-run && feedback-pipeline replay",
+        "\b\nExit codes: 0 every record replayed was sent (or --dry-run: nothing to do but\n"
+        "show); 1 some are still failed or unknown; 2 usage or configuration error (no\n"
+        "ledger), nothing sent; 3 aborted (authentication refused, interrupted, outage, ledger\n"
+        "unusable or in use).",
+    )
+)
+@click.option(
+    "--include-rejected", is_flag=True, help="Send permanent 4xx rejections too (they need a fix)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Send at most N records.")
+@delivery_options
+@guarded
+def replay(
+    config_file: str | None,
+    report: str | None,
+    include_rejected: bool,
+    dry_run: bool,
+    limit: int | None,
+    **flags: Any,
+) -> None:
+    """Send again the failed records the API may still take (no source file needed).
+
+    Not sent by default: permanent rejections (400, 404, 413, 422 and other 4xx but 408 and
+    429), which fail again until fixed: export them with `failures`, fix, `run` the file.
+    """
+    settings = load_settings(config_file, report=report, **flags)
+    require_ledger(settings.ledger)
+    todo = asyncio.run(replay_plan(settings.ledger, include_rejected=include_rejected, limit=limit))
+    for line in todo.lines(dry_run=dry_run):
+        click.echo(line, err=not dry_run)
+    if dry_run:
+        return
+    auth = Credentials().basic_auth()
+    retryable_only = not include_rejected
+    summary = asyncio.run(
+        replay_failed(settings, auth=auth, retryable_only=retryable_only, limit=limit)
+    )
+    finish(summary)  # the report is written by the run itself, however it ended
