@@ -15,12 +15,8 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from pipeline.delivery.client import (
-    NOT_THE_API_AFTER,
-    FeedbackClient,
-    parse_retry_after,
-    read_capped,
-)
+from pipeline.delivery.answers import parse_retry_after, read_capped
+from pipeline.delivery.client import NOT_THE_API_AFTER, FeedbackClient
 from pipeline.delivery.retry import is_retryable
 from pipeline.errors import (
     Ambiguous,

@@ -15,7 +15,8 @@ from pipeline.engine.spares import WORKERS_PER_SLOT, Spares
 from pipeline.engine.stages import Item, Stages
 from pipeline.ledger import open_ledger
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 
 DEADLINE = 10.0
 

@@ -18,7 +18,8 @@ from pipeline.engine.reading import source_batches
 from pipeline.engine.validate import Validator
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import Accepted, Rejection
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 from pipeline.sources import Source, is_queue, open_publisher, open_source, source_options
 from pipeline.urls import mask_url
 

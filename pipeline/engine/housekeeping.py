@@ -30,7 +30,8 @@ from pipeline.engine.control import RunControl
 from pipeline.engine.reconcile import Reconciler, Settled
 from pipeline.engine.stages import Stages
 from pipeline.errors import AbortedError, ReconcileError
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 
 
 async def _wait(ended: asyncio.Event, seconds: float) -> bool:

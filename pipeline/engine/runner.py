@@ -34,7 +34,8 @@ from pipeline.ledger import Ledger, open_ledger
 from pipeline.logs import event
 from pipeline.models import Rejection
 from pipeline.observe.observer import Observer
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 from pipeline.sources import is_queue, open_source, source_options
 
 

@@ -37,7 +37,8 @@ from pipeline.ledger import Ledger
 from pipeline.ledger.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
 from pipeline.observe.monitor import observed_client
 from pipeline.observe.observer import Observer
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 
 #: Makes the batches of a run once its ledger is open (replay reads them from the ledger).
 BatchesOf = Callable[[Ledger, RunControl], Batches]

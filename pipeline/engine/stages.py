@@ -25,7 +25,8 @@ from pipeline.engine.spares import Spares
 from pipeline.errors import LedgerError, PipelineError
 from pipeline.ledger import Decision, Ledger
 from pipeline.models import Accepted, Outcome, Rejection, Skipped, Status
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.problems import Progress
+from pipeline.observe.summary import Summary
 
 Item: TypeAlias = Accepted | Rejection | Skipped
 Batches: TypeAlias = AsyncIterator[list[Item]]

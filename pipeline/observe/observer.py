@@ -24,8 +24,9 @@ from pipeline.observe.html.sections import RunFacts
 from pipeline.observe.live import LiveDisplay, stderr_is_terminal
 from pipeline.observe.metrics import RunMetrics
 from pipeline.observe.monitor import Monitor, ResponseListener, SendingView, log_progress
+from pipeline.observe.problems import Progress
 from pipeline.observe.pulse import Pulse
-from pipeline.observe.summary import Progress, Summary
+from pipeline.observe.summary import Summary
 from pipeline.observe.timeline import Timeline
 from pipeline.urls import mask_url
 

@@ -1,10 +1,10 @@
-"""The run's summary (counts, top failure reasons, exit code; text and JSON), and the
-per-record problem lines and run notices while it goes (as log records)."""
+"""The run's summary: counts, top failure reasons, exit code; text and JSON. Its lines about
+what is left open are :mod:`pipeline.observe.summary_lines`'; the problem lines while a run
+goes are :mod:`pipeline.observe.problems`'."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections import Counter
@@ -14,15 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.ledger import Decision
-from pipeline.logs import event, log
 from pipeline.models import Outcome, Status
+from pipeline.observe.problems import failure_reason
+from pipeline.observe.summary_lines import error_lines, leftover_lines
 
-#: Invalid or failed records are printed one line each up to this many; the ledger has all.
-MAX_PROBLEM_LINES = 50
 #: Assistants a summary names at most (those records were sent to).
 MAX_ASSISTANTS = 50
-#: Problems the HTML report lists (the first ones; `failures` exports them all).
-FIRST_PROBLEMS = 20
 #: Failure reasons counted per run (the rest go to "other"), and shown in the summary.
 MAX_REASONS, TOP_REASONS = 1000, 5
 _REASON_CHARS = 160
@@ -222,70 +219,6 @@ class Summary:
     def text(self) -> str:
         return "\n".join([self.line(), *self.details()])
 
-    def _error_lines(self) -> list[str]:
-        """What the errors (503s, timeouts, resets) said about the API's limits."""
-        lines = []
-        if self.errors_noise:
-            lines.append(
-                f"  {self.errors_noise} errors (503, timeout, reset) at every level of requests "
-                "in flight: not a limit"
-            )
-        if self.errors_load:
-            found = self.concurrency_found
-            limit = f" of {found} in flight" if found else ""
-            lines.append(
-                f"  {self.errors_load} errors rose with the requests in flight: a limit{limit}"
-            )
-        return lines
-
-    def _leftover_lines(self) -> list[str]:
-        """What is left open: unknown, not sent, in flight, released; and how the run ended."""
-        lines: list[str] = []
-        if self.unknown:
-            lines.append(
-                f"  {self.unknown} with an unknown outcome: the API may hold them; "
-                "`reconcile` or the next run settles them"
-            )
-        if self.stopped_records:
-            lines.append(
-                f"  {self.stopped_records} not sent: the run stopped before their requests (the "
-                "records are not at fault); the rerun sends them, as does replay"
-            )
-        if self.not_sent:
-            lines.append(f"  {self.not_sent} of the failed were not sent; replay sends them")
-        if self.in_flight:
-            lines.append(f"  {self.in_flight} left in flight (outcome unknown)")
-        if self.fenced:
-            lines.append(
-                f"  {self.fenced} outcomes not recorded: those records were no longer this "
-                "worker's claims (its lease ran out; other workers settled them)"
-            )
-        return lines + self._queue_lines()
-
-    def _queue_lines(self) -> list[str]:
-        """What is left on the queue, and how the run ended."""
-        lines: list[str] = []
-        if self.released:
-            lines.append(
-                f"  {self.released} taken but not sent before the stop: left unacked on the "
-                "queue, delivered again"
-            )
-        if self.read_ahead:
-            lines.append(
-                f"  {self.read_ahead} more read ahead and not claimed before the stop: left "
-                "unacked on the queue, delivered again"
-            )
-        if self.dead_letters_refused:
-            lines.append(
-                f"  {self.dead_letters_refused} dead-letter copies refused by the broker: "
-                "their entries are left unacked on the queue"
-            )
-        if self.stopped and not self.aborted:
-            lines.append(f"  {self.stopped} (the normal end of a following run)")
-        if self.aborted:
-            lines.append(f"  aborted: {self.aborted}")
-        return lines
-
     def details(self, *, reasons: bool = True) -> list[str]:
         """The lines after the counts; ``reasons``: with the top failure reasons."""
         lines = []
@@ -306,7 +239,7 @@ class Summary:
                 f"{low}-{high}); rate limit {mine}, API rate cap {theirs}; everyone held back "
                 f"{self.pauses} times"
             )
-            lines.extend(self._error_lines())
+            lines.extend(error_lines(self))
             if self.next_time:
                 lines.append(f"  to start there next time: {self.next_time}")
         if self.reconciled_found or self.reconciled_missing:
@@ -322,7 +255,7 @@ class Summary:
                 f"{self.reconciled_own_found} were stored (counted as sent), "
                 f"{self.reconciled_own_missing} were not (counted as failed; replay sends them)"
             )
-        lines.extend(self._leftover_lines())
+        lines.extend(leftover_lines(self))
         top = self.top_reasons() if reasons else []
         if top:
             lines.append("  top failure reasons:")
@@ -333,35 +266,3 @@ class Summary:
                 f"{self.max_failed} failed (--max-invalid, --max-failed)"
             )
         return lines
-
-
-def failure_reason(outcome: Outcome) -> str:
-    """A failed outcome's reason without what is particular to the record, so that equal
-    failures count together: HTTP status, Twilio code, message."""
-    status = f"HTTP {outcome.http_status} " if outcome.http_status else ""
-    code = f"(Twilio error {outcome.error_code}) " if outcome.error_code else ""
-    return f"failed: {status}{code}{outcome.error_message or 'no message'}"
-
-
-class Progress:
-    """Per-record problem lines (capped) and run-level notices, as log records (see
-    :mod:`pipeline.logs`). What a run looks like while it goes (a live display on a terminal,
-    a periodic line off one) is :mod:`pipeline.observe.monitor`'s."""
-
-    def __init__(self) -> None:
-        self._problems = 0
-        #: The first problems, (location, message), for the HTML report's table.
-        self.first: list[tuple[str, str]] = []
-
-    def problem(self, location: str | None, message: str) -> None:
-        self._problems += 1
-        if len(self.first) < FIRST_PROBLEMS:
-            self.first.append((location or "-", message))
-        if self._problems <= MAX_PROBLEM_LINES:
-            event(logging.WARNING, f"{location or '-'}: {message}", "problem", location=location)
-        elif self._problems == MAX_PROBLEM_LINES + 1:
-            log.warning("... more problems not shown; `feedback-pipeline failures` lists them all")
-
-    def notice(self, message: str) -> None:
-        """A run-level event (an outage, a missing assistant): always shown, once."""
-        event(logging.WARNING, f"notice: {message}", "notice")
