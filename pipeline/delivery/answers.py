@@ -26,10 +26,6 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 #: stored it; 504: a gateway gave up waiting on a server that may still store it. (503 is a
 #: refusal to take the work, and 408/429 are answered before any; those are safe to resend.)
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
-#: At most this much of an answer (a feedback or an error) is read, beyond the size of what we
-#: sent (a feedback echoes the request's fields back). A feedback's own fields are well under
-#: 10 KB; a body that does not fit is not one, and must not cost the run its memory.
-MAX_BODY = 1 << 20
 FEEDBACK_ID_PREFIX = "aia_fdbk_"
 
 
@@ -82,9 +78,10 @@ def one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-async def api_error(resp: aiohttp.ClientResponse) -> ApiError:
-    """Build the typed error for a non-success response from Twilio's error JSON."""
-    data = loads(await read_capped(resp, MAX_BODY))
+async def api_error(resp: aiohttp.ClientResponse, limit: int) -> ApiError:
+    """Build the typed error for a non-success response from Twilio's error JSON (its body
+    read up to ``limit`` bytes)."""
+    data = loads(await read_capped(resp, limit))
     code: int | None = None
     more_info: str | None = None
     message = resp.reason or "error"

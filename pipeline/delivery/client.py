@@ -24,7 +24,6 @@ from aiohttp.payload import BytesIOPayload, BytesPayload
 from yarl import URL
 
 from pipeline.delivery.answers import (
-    MAX_BODY,
     api_error,
     describe_transport,
     feedback_id_of,
@@ -42,6 +41,10 @@ from pipeline.errors import (
     UnconfirmedError,
 )
 
+#: At most this much of an answer (a feedback or an error) is read, beyond the size of what we
+#: sent (a feedback echoes the request's fields back). A feedback's own fields are well under
+#: 10 KB; a body that does not fit is not one, and must not cost the run its memory.
+MAX_BODY = 1 << 20
 #: At most this much of a List page is read: 1000 feedbacks with long texts fit easily.
 MAX_PAGE_BODY = 64 << 20
 #: After this many 2xx answers without a feedback, with not one real feedback seen yet, the
@@ -159,7 +162,7 @@ class FeedbackClient:
                 if 300 <= resp.status < 400:
                     raise self._redirect(resp, "POST")
                 if not 200 <= resp.status < 300:
-                    raise await api_error(resp)
+                    raise await api_error(resp, MAX_BODY)
                 raw = await read_capped(resp, MAX_BODY + len(payload))
         except _NOT_SENT as exc:
             raise TransportError(describe_transport(exc)) from exc
@@ -208,7 +211,7 @@ class FeedbackClient:
                 if 300 <= resp.status < 400:
                     raise self._redirect(resp, "GET")
                 if resp.status != 200:
-                    raise await api_error(resp)
+                    raise await api_error(resp, MAX_BODY)
                 raw = await read_capped(resp, MAX_PAGE_BODY)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(describe_transport(exc)) from exc
