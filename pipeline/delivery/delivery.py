@@ -1,15 +1,17 @@
 """Delivery stage: send one record with rate limiting and retries, turn it into an Outcome.
 
-Every attempt passes, in order: the circuit breaker (``circuit.Gate``), then flow control
-(``flow.FlowControl``: the adaptive concurrency limit, the adaptive rate cap, the fixed
-``--rate``); its result feeds both back. A 429 is flow control, not a failure: the record
-waits (its own Retry-After, or a round trip) and tries again without spending an attempt.
+Every attempt passes, in order: the circuit breaker (``circuit.Gate``), then the limiters
+(:mod:`pipeline.flow.limiter`: flow control, with the adaptive concurrency limit, the adaptive
+rate cap and the fixed ``--rate``; then the ``--rate-scope`` budget); its result feeds them
+all back. A 429 is flow control, not a failure: the record waits (its own Retry-After, or a
+round trip) and tries again without spending an attempt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.delivery.circuit import Gate
 from pipeline.delivery.client import Created, FeedbackClient
@@ -27,8 +29,9 @@ from pipeline.errors import (
     RetryableApiError,
     TransportError,
 )
-from pipeline.flow.budget import RateBudget
+from pipeline.flow.budget import RateBudget, ScopeLimiter
 from pipeline.flow.compose import FlowControl, Kind, Result
+from pipeline.flow.limiter import Limiter, Limiters
 from pipeline.ledger.lease import NO_LEASE, LeaseGate
 from pipeline.models import Accepted, Outcome, Status
 from pipeline.stopping import Stopping
@@ -105,6 +108,10 @@ class Delivery:
         self._notice = notice
         self.sending = sending or Sending(FlowControl(concurrency, rate, sleep=control.pause))
         self.flow = self.sending.flow
+        limiters: list[Limiter[Any]] = [self.flow]
+        if shared is not None:
+            limiters.append(ScopeLimiter(shared))
+        self._limiters = Limiters(limiters)
         self._on_wait = on_wait
         self.gate = Gate(
             sleep=control.pause,
@@ -139,11 +146,9 @@ class Delivery:
         """One attempt, through the circuit breaker and flow control."""
         if self.gate.is_open:  # else admit() returns at once: no coroutine for it
             await self.gate.admit()
-        ticket = self.flow.try_acquire() or await self.flow.acquire()
+        tickets = self._limiters.try_acquire() or await self._limiters.acquire()
         result = _OTHER
         try:
-            if self.shared is not None:
-                await self.shared.acquire()
             if self._control.stopped:
                 raise NotSentError("not sent: " + (self._control.reason or "run stopped"))
             if item.record.assistant_id in self._missing:  # found out while this one waited
@@ -156,7 +161,7 @@ class Delivery:
             result = self._observe(exc)
             raise
         finally:
-            self.flow.release(ticket, result)
+            self._limiters.release(tickets, result)
 
     async def _post(self, item: Accepted, sent: _Sent) -> Created:
         """The request itself, once this worker's lease lets it start (a shared ledger's: its
@@ -182,8 +187,7 @@ class Delivery:
         if isinstance(exc, ApiError):
             self.gate.heard()
         if isinstance(exc, ApiError) and exc.status == 429:
-            if exc.retry_after is not None and self.shared is not None:
-                self.shared.throttled(exc.retry_after)  # every worker of the scope waits
+            # Each limiter moves on it (a scope's budget pauses every worker of the scope).
             return Result(Kind.THROTTLED, exc.retry_after)
         if _is_backpressure(exc):
             self.gate.failed(str(exc))

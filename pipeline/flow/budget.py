@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.extras import load
+from pipeline.flow.tickets import Kind, Result
 from pipeline.stopping import Stopping
 
 if TYPE_CHECKING:
@@ -18,11 +19,31 @@ if TYPE_CHECKING:
 
 
 class RateBudget(Protocol):
-    """What delivery needs of a shared budget: wait for a slot; report a 429's Retry-After."""
+    """A shared budget: wait for a slot; report a 429's Retry-After."""
 
     async def acquire(self) -> None: ...
 
     def throttled(self, retry_after: float) -> None: ...
+
+
+class ScopeLimiter:
+    """The scope's budget as a :class:`~pipeline.flow.limiter.Limiter`: a request waits for
+    its slot in the budget; a 429 with a Retry-After pauses the whole scope, so that every
+    worker of it waits it out."""
+
+    def __init__(self, budget: RateBudget) -> None:
+        self._budget = budget
+
+    def try_acquire(self) -> bool | None:
+        return None  # a slot is reserved in Redis: always a round trip
+
+    async def acquire(self) -> bool:
+        await self._budget.acquire()
+        return True
+
+    def release(self, ticket: bool, result: Result) -> None:
+        if result.kind is Kind.THROTTLED and result.retry_after is not None:
+            self._budget.throttled(result.retry_after)
 
 
 @contextlib.asynccontextmanager

@@ -1,39 +1,8 @@
-"""Flow control: how many requests may be in flight, and how fast they may start.
-
-Every request takes a :class:`Ticket` from :meth:`FlowControl.acquire` and hands it back with
-its :class:`Result`. Three limits compose, the first two found by the same algorithm
-(:class:`~pipeline.flow.aimd.Seeker`):
-
-- the **concurrency limit** (ceiling ``--concurrency``), slow start from ``initial``;
-- the **rate cap** (:mod:`pipeline.flow.ratecap`), none until the API refuses on rate (ceiling
-  ``--rate``);
-- the user's fixed ``--rate`` (aiolimiter), a hard ceiling that nothing replaces.
-
-The API's answers are two different signals, and each moves only its own limit. Which one a
-429 is, the levels it comes at tell (:mod:`pipeline.flow.levels`), not the Retry-After header
-(a gateway may send one with a refusal for too many in flight):
-
-- refused above any in-flight level that succeeded lately, where most requests lately were
-  refused: a **concurrency** refusal (Twilio's 20429, "too many concurrent requests"). The
-  limit drops to that in-flight level less one, at once;
-- refused among successes at its level: a **rate** refusal, and the rate cap moves (see
-  :mod:`pipeline.flow.ratecap`). A rate refusal at a level an in-flight limit found earlier should
-  admit shows that reading was wrong: it is dropped;
-- above an in-flight limit found before, without a Retry-After: that limit again once
-  ``PROBE_SHARE`` of the requests there lately were refused (see :mod:`pipeline.flow.levels`);
-- one refusal above what worked, with no pattern yet, moves nothing: the record waits;
-- before anything came back, nothing can tell an in-flight limit of N from a bucket of N
-  tokens: without a Retry-After it is read as concurrency, but slow start goes on from the
-  lower level (a rate limit's first burst must not pin the run); with one, as rate;
-- a 503, a timeout, a reset or a stall (:mod:`pipeline.flow.overdue`) is load only when errors
-  rise with the level of requests in flight (:mod:`pipeline.flow.overload`); a steady share at
-  every level is noise: counted ("not a limit"), nothing more.
-
-A limit the API showed (an in-flight 429 confirmed, errors that rose with the level) is
-:attr:`FlowControl.shown`, the only source of the summary's advice for next time.
-
-A Retry-After is obeyed by the request that got it (``pipeline.delivery.delivery``); everyone holds
-back only when refusals are all there is (:mod:`pipeline.flow.hold`).
+"""Flow control composed: :class:`FlowControl` is the one adaptive limiter a request passes
+(a slot under the concurrency limit, the hold, the rate cap, the user's fixed ``--rate``), and
+the one place its answer comes back to (:meth:`FlowControl.release`). Which signal moves which
+limit is the package's overview (:mod:`pipeline.flow`); a refusal's reading is
+:mod:`pipeline.flow.refusals`'.
 """
 
 from __future__ import annotations
@@ -50,6 +19,7 @@ from pipeline.flow.levels import Levels
 from pipeline.flow.overdue import STALLED_SHARE, Growth
 from pipeline.flow.overload import NOTHING, Overload
 from pipeline.flow.ratecap import RATE_WINDOW, RateCap
+from pipeline.flow.refusals import Refusals
 from pipeline.flow.slots import Slots
 from pipeline.flow.tickets import Kind as Kind
 from pipeline.flow.tickets import Result as Result
@@ -70,7 +40,7 @@ class _Epoch:
     successes: int = 0
 
 
-class FlowControl:
+class FlowControl(Refusals):
     def __init__(
         self,
         concurrency: int,
@@ -273,58 +243,6 @@ class FlowControl:
         if ticket.level >= self._ok_level or now - self._ok_at > RATE_WINDOW:
             self._ok_level, self._ok_at = ticket.level, now
         self._levels.note(ticket.level, True, now)
-
-    def _throttled(self, ticket: Ticket, retry_after: float | None, now: float) -> None:
-        self._refused()
-        if self._ok_level:  # the first refusals, before any success, are no evidence
-            self._levels.note(ticket.level, False, now)
-        above = self._ok_level < ticket.level  # nothing succeeded lately this high
-        if not self._ok_level:  # nothing to compare with yet: a Retry-After says rate
-            inflight: bool | None = retry_after is None
-        elif ticket.level > self._inflight_limit and retry_after is None:
-            # A probe above the in-flight limit found before, refused: back to it, even if a
-            # request at that level got through (the server's count and ours differ by a
-            # request on its way). Read as a rate refusal, it set a cap that held the run at
-            # 0.87-0.91 of the limit. Not when a few are refused among many there: a rate
-            # limit's bunched requests, above an in-flight limit its first burst misread.
-            inflight = self._levels.probe(ticket.level)
-        else:
-            inflight = self._levels.inflight(ticket.level) if above else False
-        if inflight is None:
-            pass  # one refusal above what worked: no pattern yet, the record just waits
-        elif inflight:
-            self._inflight(ticket, now)
-        else:
-            if ticket.level <= self._inflight_limit < math.inf:
-                # Refused at a level an in-flight limit admits: the rate is what is refused,
-                # and the in-flight limit was a rate limit's refusals misread.
-                self._inflight_limit = math.inf
-                self.shown = None
-                self._limit.relax()
-            run = self.hold.in_run(now, self.rtt)
-            if self._rate.refused(ticket.paced, now, self.rtt, ticket.started, run=run):
-                self._room()
-        if self.hold.refused(retry_after, now, self.rtt):
-            self._limit.cut(now, 0.0, confirmed=self._ok_level > 0)
-
-    def _inflight(self, ticket: Ticket, now: float) -> None:
-        """An in-flight refusal: the limit drops to the level below it, once per round trip."""
-        if ticket.started >= self._limit.pressured_at:
-            # Before anything succeeded, a refusal cannot tell an in-flight limit from a rate
-            # limit's first burst: keep slow start on from the lower level.
-            confirmed = self._ok_level > 0
-            self._limit.pressure(now, max(1.0, ticket.level - 1.0), confirmed=confirmed)
-            self._inflight_limit = self._limit.value
-            if confirmed:
-                self.shown = self.concurrency
-
-    def _room(self) -> None:
-        """The cap sets the pace now: the concurrency limit must leave it room to do so."""
-        cap = self._rate.value or 0.0
-        need = min(cap * (self.rtt or 0.05) * 1.5 + 1.0, self._inflight_limit)
-        if self._limit.value < need:
-            self._limit.value = min(float(self.ceiling), need)
-            self._limit.relax()
 
     # -- epochs: growth needs a clean stretch of about two round trips ----------------------
 
