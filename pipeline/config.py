@@ -13,11 +13,8 @@ one :class:`ConfigError` line naming where the value came from, before anything 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -31,12 +28,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pipeline.config_layers import check_env_names, describe, origin_of, read_env, read_toml
 from pipeline.errors import ConfigError
 from pipeline.models import RECORD_FIELDS
-from pipeline.urls import check_scope_url
+from pipeline.urls import check_scope_url, is_loopback
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -146,7 +143,7 @@ class Settings(BaseSettings):
             port = 0
         if port == 0:
             raise ValueError("has a port that is not a number from 1 to 65535")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
         if re.search(r"/v1(/|$)", parts.path, re.IGNORECASE):
             # Every assistant would be "not found" (404) at .../v1/v1/Assistants/...
@@ -177,23 +174,44 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``Settings(...)`` is what it is given and the defaults, nothing else: a program
+        that builds one (the Python API) reads no environment unless it asks (:meth:`load`)."""
+        return (init_settings,)
+
+    @classmethod
     def load(cls, config_file: str | None = None, **flags: Any) -> Settings:
-        """Merge the sources (flags set to None are treated as not given) and validate."""
+        """Merge the sources (flags set to None are treated as not given) and validate: the
+        config file (``config_file``, else ``$FEEDBACK_PIPELINE_CONFIG``) < the environment
+        (``FEEDBACK_PIPELINE_*``) < ``flags``."""
         path = config_file or os.environ.get(CONFIG_ENV) or None
-        _check_env_names(cls.model_fields)
+        check_env_names(cls.model_fields, ENV_PREFIX, NON_SETTING_ENV)
         layers = {
-            "file": _read_toml(path) if path else {},
-            "env": _read_env(cls),
+            "file": read_toml(path) if path else {},
+            "env": read_env(cls, ENV_PREFIX),
             "flag": {k: v for k, v in flags.items() if v is not None},
         }
         merged = {**layers["file"], **layers["env"], **layers["flag"]}
         try:
             settings = cls.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, layers, path)) from None
+            raise ConfigError(describe(exc, layers, path, ENV_PREFIX, _FLAGS)) from None
         for name in merged:
-            settings._origins[name] = _origin(name, layers, path)
+            settings._origins[name] = origin_of(name, layers, path, ENV_PREFIX, _FLAGS)
         return settings
+
+    @classmethod
+    def from_env(cls, config_file: str | None = None, **overrides: Any) -> Settings:
+        """The settings as the command line builds them (:meth:`load`): for a program that
+        wants the config file and the ``FEEDBACK_PIPELINE_*`` variables read."""
+        return cls.load(config_file, **overrides)
 
     def source_of(self, name: str) -> str:
         """Where a setting's value came from, for a person: its flag, variable or file key,
@@ -233,72 +251,6 @@ class Settings(BaseSettings):
         )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config: file {path} not found") from None
-    except UnicodeDecodeError as exc:  # a binary file, or another encoding than UTF-8
-        raise ConfigError(
-            f"config: cannot read {path}: not a UTF-8 text file (byte {exc.start + 1})"
-        ) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc}") from None
-
-
-def _check_env_names(fields: Iterable[str]) -> None:
-    """A misspelt variable (FEEDBACK_PIPELINE_CONCURENCY) would otherwise be silently ignored."""
-    known = NON_SETTING_ENV | {ENV_PREFIX + name.upper() for name in fields}
-    for name in sorted(os.environ):
-        # pydantic-settings matches names case-insensitively; so does this check.
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
-            raise ConfigError(f"configuration error: {name}: is not a setting (a typo?)")
-
-
-def _read_env(cls: type[BaseSettings]) -> dict[str, Any]:
-    try:
-        return EnvSettingsSource(cls)()
-    except SettingsError as exc:
-        # Raised for a value that must be JSON (FEEDBACK_PIPELINE_COLUMNS) and is not.
-        match = re.search(r'field "(\w+)"', str(exc))
-        name = ENV_PREFIX + (match[1] if match else "COLUMNS").upper()
-        raise ConfigError(
-            f"configuration error: {name}: not valid JSON; expected an object such as "
-            '{"score": "rating"}'
-        ) from None
-
-
-def _origin(name: str, layers: dict[str, dict[str, Any]], path: str | None) -> str:
-    """The layer that won for ``name``, named as a user would type it."""
-    origin = {
-        "flag": _FLAGS.get(name, f"--{name.replace('_', '-')}"),
-        "env": ENV_PREFIX + name.upper(),
-        "file": f"{name} in {path}",
-    }
-    return next((origin[k] for k in ("flag", "env", "file") if name in layers[k]), name)
-
-
-def _describe(exc: ValidationError, layers: dict[str, dict[str, Any]], path: str | None) -> str:
-    error = exc.errors(include_url=False)[0]
-    name = str(error["loc"][0]) if error["loc"] else "settings"
-    where = _origin(name, layers, path)
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "is not a setting"
-    more = len(exc.errors()) - 1
-    return f"configuration error: {where}: {message}" + (f" (and {more} more)" if more else "")
-
-
 class Credentials(BaseSettings):
     """Twilio credentials from the environment: an auth token, or an API key and secret."""
 
@@ -308,6 +260,21 @@ class Credentials(BaseSettings):
     auth_token: SecretStr | None = None
     api_key: str | None = None
     api_secret: SecretStr | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+    ) -> Credentials:
+        """Credentials given by a program, the environment not read (``Credentials()`` reads
+        ``TWILIO_*``). The secrets are kept as ``SecretStr``: never in a repr or a log."""
+        given = {"account_sid": account_sid, "auth_token": auth_token}
+        given |= {"api_key": api_key, "api_secret": api_secret}
+        return cls.model_validate({k: v for k, v in given.items() if v is not None})
 
     def basic_auth(self) -> tuple[str, str]:
         """The (user, password) pair for HTTP Basic auth, or a ConfigError naming what's missing."""

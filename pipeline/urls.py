@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
@@ -68,3 +69,13 @@ def check_scope_url(url: str) -> str:
     if "key" in query and not query["key"][-1].strip():
         raise ValueError(f"{mask_url(url)}: key must not be empty")
     return url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
