@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from pipeline.config import Credentials, Settings  # noqa: E402
+from pipeline.config import Settings  # noqa: E402
+from pipeline.credentials import Credentials
 from pipeline.errors import (  # noqa: E402
     AbortedError,
     ApiError,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import CONFIG_ENV, Credentials, Settings
+from pipeline.config import CONFIG_ENV, Settings
+from pipeline.credentials import Credentials
 from pipeline.errors import ConfigError
 
 SECRET = "s3cr3t-auth-token-value"

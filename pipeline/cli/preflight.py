@@ -25,7 +25,8 @@ from pipeline.cli.common import (
     guarded,
     parse_map,
 )
-from pipeline.config import Credentials, Settings
+from pipeline.config import Settings
+from pipeline.credentials import Credentials
 from pipeline.delivery.client import FeedbackClient
 from pipeline.engine.columns import check_files
 from pipeline.engine.control import RunControl

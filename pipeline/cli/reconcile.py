@@ -17,7 +17,8 @@ from pipeline.cli.common import (
     require_ledger,
 )
 from pipeline.cli.options import default
-from pipeline.config import Credentials, Settings
+from pipeline.config import Settings
+from pipeline.credentials import Credentials
 from pipeline.engine.runner import reconcile_ledger
 from pipeline.errors import (
     AuthError,

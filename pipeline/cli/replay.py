@@ -14,7 +14,7 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.options import delivery_options, finish, load_settings
 from pipeline.cli.replay_plan import plan as replay_plan
-from pipeline.config import Credentials
+from pipeline.credentials import Credentials
 from pipeline.engine.runner import replay_failed
 
 

@@ -13,7 +13,7 @@ from pipeline.cli.common import (
     parse_map,
 )
 from pipeline.cli.options import delivery_options, finish, load_settings
-from pipeline.config import Credentials
+from pipeline.credentials import Credentials
 from pipeline.engine.runner import run_sources
 
 

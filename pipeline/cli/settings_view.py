@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from pipeline.cli.common import epilog, guarded
-from pipeline.config import CONFIG_ENV, ENV_PREFIX, Credentials, Settings
+from pipeline.config import CONFIG_ENV, ENV_PREFIX, Settings
+from pipeline.credentials import Credentials
 from pipeline.urls import mask_url
 
 #: Settings that cannot be given as one flag value here (a mapping: set it in the file).
