@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows, write_csv
 
-from pipeline.sources import base
+from pipeline.sources.files import opening as base
 
 HEADER = ["assistant_id", "session_id", "message_id", "text", "score"]
 

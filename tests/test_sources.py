@@ -330,7 +330,7 @@ def test_open_reader_refuses_when_access_is_denied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path / "in.csv", b"session_id\ns1\n")
-    monkeypatch.setattr("pipeline.sources.base.os.access", lambda p, mode: False)
+    monkeypatch.setattr("pipeline.sources.files.opening.os.access", lambda p, mode: False)
 
     with pytest.raises(SourceError, match="permission denied") as info:
         open_reader(path, None)

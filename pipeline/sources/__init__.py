@@ -14,17 +14,10 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.extras import load
-from pipeline.sources.base import (
-    STDIN,
-    Done,
-    Publisher,
-    Reader,
-    Source,
-    SourceOptions,
-    check_readable,
-)
+from pipeline.sources.base import STDIN, Done, Publisher, Reader, Source, SourceOptions
 from pipeline.sources.files.csv import CsvSource
 from pipeline.sources.files.jsonl import JsonlSource
+from pipeline.sources.files.opening import check_readable
 from pipeline.sources.files.source import FileSource, Format, detect_format, open_reader
 from pipeline.sources.files.source import open_source as _open_file
 from pipeline.urls import mask_url, scheme

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -17,25 +16,11 @@ from pipeline.ledger.sqlite import queries as sqlite_queries
 from pipeline.ledger.sqlite import writes as sqlite_writes
 from pipeline.ledger.sqlite.connect import connect, ledger_error
 from pipeline.ledger.sqlite.schema import migrate
-from pipeline.ledger.sqlite.writes import CLAIM, OUTCOME, Write
+from pipeline.ledger.sqlite.writes import CLAIM, INVALID, OUTCOME, Write, fields_json
 from pipeline.models import Accepted, Outcome, Rejection, Status, invalid_key
 
 #: The state a claim reads for a row without the body it needs (see sqlite_queries.HEAL).
 _BODILESS = "bodiless"
-
-_INVALID = """
-INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
-VALUES (?, 'invalid', ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    state = 'invalid', location = excluded.location, run_id = excluded.run_id,
-    error_message = excluded.error_message, fields = excluded.fields,
-    retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
-"""
-
-
-def _fields_json(fields: dict[str, object]) -> str:
-    # ASCII escapes: a lone surrogate (an undecodable byte) cannot be stored as UTF-8 text.
-    return json.dumps(fields, ensure_ascii=True, default=str)
 
 
 def _chunks(values: Sequence[str]) -> Iterator[tuple[list[str], str]]:
@@ -137,7 +122,7 @@ class SqliteStore:
         now = _now()
         for item in batch:
             if isinstance(item, Rejection):
-                fields = None if item.fields is None else _fields_json(item.fields)
+                fields = None if item.fields is None else fields_json(item.fields)
                 invalid.append((item.key, item.location, self.run_id, item.reason, fields, now))
                 decisions.append(Decision.INVALID)
                 continue
@@ -165,7 +150,7 @@ class SqliteStore:
         ]
         self._commit_many(
             (CLAIM, claims),
-            (_INVALID, invalid),
+            (INVALID, invalid),
             ("DELETE FROM records WHERE key = ?", fixed),
             (sqlite_queries.HEAL, heal),
         )

@@ -86,3 +86,19 @@ def write(db: sqlite3.Connection, batch: bool, statement: Write, rows: Sequence[
             db.execute(statement.batch, (text,))
             return
     db.executemany(statement.rows, rows)  # type: ignore[arg-type]
+
+
+#: A rejection recorded: invalid, with its reason and its fields (for `failures`).
+INVALID = """
+INSERT INTO records (key, state, location, run_id, error_message, fields, updated_at)
+VALUES (?, 'invalid', ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    state = 'invalid', location = excluded.location, run_id = excluded.run_id,
+    error_message = excluded.error_message, fields = excluded.fields,
+    retired_from = NULL, retired_reason = NULL, updated_at = excluded.updated_at
+"""
+
+
+def fields_json(fields: dict[str, object]) -> str:
+    # ASCII escapes: a lone surrogate (an undecodable byte) cannot be stored as UTF-8 text.
+    return json.dumps(fields, ensure_ascii=True, default=str)

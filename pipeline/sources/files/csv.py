@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 
 from pipeline.models import RECORD_FIELDS, RawRecord
-from pipeline.sources.base import READ_ERRORS, Input, display_name, open_input, watch_tail
+from pipeline.sources.base import READ_ERRORS
+from pipeline.sources.files.opening import Input, display_name, open_input, watch_tail
 
 #: The longest CSV field, in characters. The csv module's own default (131072) was an
 #: accident of the library; this one is chosen: far above any real feedback text, and low

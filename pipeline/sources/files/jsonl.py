@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from pipeline.models import RawRecord
-from pipeline.sources.base import READ_ERRORS, Input, display_name, open_input, watch_tail
+from pipeline.sources.base import READ_ERRORS
 from pipeline.sources.decode import json_object
+from pipeline.sources.files.opening import Input, display_name, open_input, watch_tail
 
 #: The longest JSON line, in bytes. Without a limit one line without a newline (a binary
 #: file, a log without line breaks) is read whole into memory; with it, it costs one record.

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pipeline.errors import ConfigError
 from pipeline.models import RECORD_FIELDS, RawRecord
-from pipeline.sources.base import STDIN, Done, Reader, SourceOptions, check_readable
+from pipeline.sources.base import STDIN, Done, Reader, SourceOptions
 from pipeline.sources.files.csv import CsvSource
 from pipeline.sources.files.jsonl import JsonlSource
 from pipeline.sources.files.offloop import OffLoop
+from pipeline.sources.files.opening import check_readable
 
 Format = Literal["csv", "jsonl"]
 

@@ -42,13 +42,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pipeline.errors import AbortedError, DeadLetterError, SourceError
+from pipeline.errors import DeadLetterError, SourceError
 from pipeline.logs import event
-from pipeline.models import Accepted, RawRecord
+from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
 from pipeline.sources.redis.dead import DeadLetters, Letter
 from pipeline.sources.redis.link import Target, connect
+from pipeline.sources.redis.publish import RedisPublisher, open_publisher
 
 #: An entry larger than this (all its fields) is refused as invalid rather than parsed.
 MAX_ENTRY_BYTES = 1024 * 1024
@@ -287,30 +288,4 @@ async def open_source(url: str, options: SourceOptions) -> RedisStreamSource:
     return RedisStreamSource(client, target, options)
 
 
-class RedisPublisher:
-    """``enqueue --to redis://...``: XADD per record, one pipelined round trip per batch."""
-
-    def __init__(self, client: aioredis.Redis, target: Target) -> None:
-        self._redis = client
-        self._t = target
-        self.published = 0
-
-    async def publish(self, batch: Sequence[Accepted]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    fields = item.record.model_dump(exclude_none=True)
-                    fields["key"] = item.key
-                    pipe.xadd(self._t.stream, {k: str(v) for k, v in fields.items()})
-                await pipe.execute()
-        except RedisError as exc:  # mid-run: exit 3, one line
-            raise AbortedError(self._t.error("publish failed", exc)) from None
-        self.published += len(batch)
-
-    async def close(self) -> None:
-        await self._redis.aclose()
-
-
-async def open_publisher(url: str, options: SourceOptions) -> RedisPublisher:
-    target = Target.parse(url, need_group=False)
-    return RedisPublisher(await connect(target), target)
+__all__ = ["RedisPublisher", "RedisStreamSource", "open_publisher", "open_source"]
