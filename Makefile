@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/python samples/demo.py
 
+# lint-imports: the layering and the absence of import cycles (contracts in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from pipeline.config import Settings  # noqa: E402
+from pipeline.config import Settings
 from pipeline.credentials import Credentials
-from pipeline.errors import (  # noqa: E402
+from pipeline.errors import (
     AbortedError,
     ApiError,
     AuthError,
@@ -15,7 +13,8 @@ from pipeline.errors import (  # noqa: E402
     PipelineError,
     SourceError,
 )
-from pipeline.models import FeedbackRecord, Outcome, RawRecord, Rejection, Status  # noqa: E402
+from pipeline.models import FeedbackRecord, Outcome, RawRecord, Rejection, Status
+from pipeline.version import __version__
 
 __all__ = [
     "AbortedError",

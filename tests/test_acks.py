@@ -86,16 +86,21 @@ def test_each_record_is_acked_once_the_ledger_holds_its_final_state(
     assert (acks[5].state, acks[5].dead_letter) == ("sent", None)
     # Skipped and duplicate: right after the claim commit, which holds the key.
     assert (acks[1].state, acks[1].dead_letter) == ("sent", None)
-    assert acks[2].state is not None and acks[2].dead_letter is None
+    assert acks[2].state is not None
+    assert acks[2].dead_letter is None
     # Invalid and permanently failed: dead-lettered with their reason, after their commit.
     assert acks[3].state == "invalid"
-    assert acks[3].dead_letter is not None and acks[3].dead_letter.startswith("invalid: score")
+    assert acks[3].dead_letter is not None
+    assert acks[3].dead_letter.startswith("invalid: score")
     assert acks[4].state == "failed"
-    assert acks[4].dead_letter is not None and "HTTP 404" in acks[4].dead_letter
+    assert acks[4].dead_letter is not None
+    assert "HTTP 404" in acks[4].dead_letter
     assert source.closed
     # Options reach the source as built from the settings.
     [(url, options)] = memory_source.OPENED
-    assert url == "mem://q" and options.drain and options.claim_idle == 60.0
+    assert url == "mem://q"
+    assert options.drain
+    assert options.claim_idle == 60.0
     # The API holds exactly the sent records, once each.
     counts = cli.server.state.content_counts()
     assert sorted(key[1] for key in counts) == ["s0", "s1", "s5"]
@@ -150,7 +155,8 @@ def test_records_cut_off_in_flight_are_never_acked(tmp_path: Path) -> None:
         result = cli.run("mem://q", "--grace", "60")
 
         assert result.exit_code == 3, result.output
-        assert "interrupted by SIGINT" in result.output and "cut off" in result.output
+        assert "interrupted by SIGINT" in result.output
+        assert "cut off" in result.output
         assert source.acked == []
         assert {r["state"] for r in cli.ledger_rows().values()} == {"in_flight"}
         assert len(cli.ledger_rows()) == 3
@@ -226,7 +232,8 @@ def test_records_not_sent_because_the_run_stopped_are_not_acked(
         assert result.exit_code == exit_code, result.output
         states = {h: cli.ledger_rows()[source.key(h)]["state"] for h in range(6)}
         sent = {h for h, s in states.items() if s == "sent"}
-        assert sent and len(sent) < 6  # some finished, the rest were never sent
+        assert sent
+        assert len(sent) < 6
         # The ledger holds the rest as failed "not sent": a later run sends them.
         assert set(states.values()) == {"sent", "failed"}
         # Only the final states were acked; "not sent" entries come again from the queue.
@@ -265,7 +272,8 @@ def test_a_following_run_settles_its_unknowns_and_logs_as_it_goes(cli: Cli) -> N
     assert "stopped by SIGINT" in result.output
     assert {a.state for a in source.acks_by_handle().values()} == {"sent"}
     assert "INFO    progress: read 4, " in result.output  # the periodic progress line
-    assert cli.server.state.stored_count == 4 and cli.server.state.duplicates() == {}
+    assert cli.server.state.stored_count == 4
+    assert cli.server.state.duplicates() == {}
 
 
 def test_enqueue_publishes_valid_records_with_their_key(tmp_path: Path) -> None:

@@ -131,7 +131,8 @@ async def test_a_2xx_without_a_feedback_is_not_success(
         await client.create(ASSISTANT, {"session_id": "s"})
     error = caught.value
     # May be stored: never resent blindly, settled by reconciliation.
-    assert isinstance(error, Ambiguous) and not is_retryable(error)
+    assert isinstance(error, Ambiguous)
+    assert not is_retryable(error)
     assert error.status == status
 
 
@@ -203,7 +204,8 @@ async def test_a_huge_error_body_is_not_read_whole(
     reply(mock, 400, payload={"code": 20001, "message": "x" * 1100}, reason="Bad")
     with pytest.raises(PermanentApiError) as caught:
         await client.create(ASSISTANT, {"session_id": "s"})
-    assert caught.value.code is None and caught.value.message == "Bad"
+    assert caught.value.code is None
+    assert caught.value.message == "Bad"
 
 
 async def test_many_2xx_without_a_feedback_and_none_with_one_is_not_the_api(
@@ -245,17 +247,21 @@ async def test_a_redirect_is_never_followed(
     reply(mock, 201, url=re.compile(r"https://elsewhere.*"), method=method)
     reply(mock, 200, url=re.compile(r"https://elsewhere.*"), method="GET")
 
-    with pytest.raises(RedirectError) as caught:
+    async def request() -> object:
         if method == "POST":
-            await client.create(ASSISTANT, {"session_id": "s"})
-        else:
-            await client.list_page(ASSISTANT)
+            return await client.create(ASSISTANT, {"session_id": "s"})
+        return await client.list_page(ASSISTANT)
+
+    with pytest.raises(RedirectError) as caught:
+        await request()
 
     message = str(caught.value)
-    assert message.startswith(f"--base-url {BASE}: {method} ") and location in message
+    assert message.startswith(f"--base-url {BASE}: {method} ")
+    assert location in message
     assert f"HTTP {status}" in message
     assert [u.host for _, u, _ in sent_requests(mock)] == ["assistants.test"]
-    assert isinstance(caught.value, BaseUrlError) and not isinstance(caught.value, Ambiguous)
+    assert isinstance(caught.value, BaseUrlError)
+    assert not isinstance(caught.value, Ambiguous)
 
 
 async def test_a_redirect_location_is_printed_on_one_line(
@@ -265,7 +271,9 @@ async def test_a_redirect_location_is_printed_on_one_line(
     with pytest.raises(RedirectError) as caught:
         await client.create(ASSISTANT, {"session_id": "s"})
     message = str(caught.value)
-    assert "\x1b" not in message and "..." in message and len(message) < 600
+    assert "\x1b" not in message
+    assert "..." in message
+    assert len(message) < 600
 
 
 async def test_assistant_id_is_one_quoted_path_segment(

@@ -45,7 +45,8 @@ def test_a_map_to_a_column_the_file_lacks_is_refused(run_cli: Cli, tmp_path: Pat
     )
 
     assert result.exit_code == 2
-    assert "--map score=ratings" in result.stderr and "no column 'ratings'" in result.stderr
+    assert "--map score=ratings" in result.stderr
+    assert "no column 'ratings'" in result.stderr
     assert run_cli.server.state.stored_count == 0
 
 
@@ -120,7 +121,8 @@ def test_validate_reports_the_same(run_cli: Cli, tmp_path: Path) -> None:
     refused = run_cli("validate", str(source), "--assistant-id", "aia_asst_x")
     ignored = run_cli("validate", str(source), "--assistant-id", "x", "--ignore-extra-columns")
 
-    assert refused.exit_code == 2 and "'rating', 'comment'" in refused.stderr
+    assert refused.exit_code == 2
+    assert "'rating', 'comment'" in refused.stderr
     assert ignored.exit_code == 0
 
 
@@ -131,7 +133,8 @@ def test_the_validator_names_the_columns_of_a_record() -> None:
     result = validator(raw)
     lenient = Validator(default_assistant_id="aia_asst_x", ignore_extra=True)(raw)
 
-    assert isinstance(result, Rejection) and "--map score=rating" in result.reason
+    assert isinstance(result, Rejection)
+    assert "--map score=rating" in result.reason
     assert isinstance(lenient, Accepted)
 
 

@@ -28,7 +28,8 @@ def test_invalid_records_within_the_threshold_exit_0(
 
     assert result.exit_code == code, result.output
     data = json.loads(report.read_text())
-    assert data["invalid"] == 2 and data["exit_code"] == code
+    assert data["invalid"] == 2
+    assert data["exit_code"] == code
     assert data["max_invalid"] == int(accepted or 0)
 
 

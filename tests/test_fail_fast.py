@@ -38,14 +38,18 @@ async def test_a_never_answering_api_fails_within_first_contact_not_max_outage()
     for _ in range(3):
         gate.failed("connection refused")
 
-    with pytest.raises(OutageError) as raised:
+    async def probes() -> None:
         for _ in range(100):
             await gate.admit()
             gate.failed("connection refused")  # every probe fails too
 
+    with pytest.raises(OutageError) as raised:
+        await probes()
+
     assert clock.now - 1000.0 == pytest.approx(FIRST_CONTACT_S, abs=5)
     message = str(raised.value)
-    assert "--base-url http://127.0.0.1:9" in message and "feedback-pipeline check" in message
+    assert "--base-url http://127.0.0.1:9" in message
+    assert "feedback-pipeline check" in message
     assert "connection refused" in message
 
 

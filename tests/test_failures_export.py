@@ -63,7 +63,9 @@ def test_export_fix_and_run_sends_each_fixed_row_exactly_once(
     ]
     gone, bad = exported["s404"], exported["bad"]
     assert (gone["state"], gone["location"], gone["http_status"]) == ("failed", f"{path}:4", "404")
-    assert gone["error_code"] and gone["reason"] and gone["key"]
+    assert gone["error_code"]
+    assert gone["reason"]
+    assert gone["key"]
     assert (bad["state"], bad["location"], bad["score"], bad["key"]) == (
         "invalid",
         f"{path}:5",
@@ -83,7 +85,8 @@ def test_export_fix_and_run_sends_each_fixed_row_exactly_once(
     assert strict_cli.run(str(export)).exit_code == 0
     again = strict_cli.run(str(export))
 
-    assert again.exit_code == 0 and "sent 0" in again.stdout
+    assert again.exit_code == 0
+    assert "sent 0" in again.stdout
     counts = strict_cli.server.state.content_counts()
     assert strict_cli.server.state.stats()["posts_received"] - before == 2
     fixed = [dict(rows[1], assistant_id=KNOWN), dict(rows[2], score="0.7")]
@@ -111,7 +114,8 @@ def test_export_jsonl_by_state_keeps_native_values(strict_cli: Cli, tmp_path: Pa
 
     out.write_text(json.dumps(dict(row, assistant_id=KNOWN)) + "\n")
     fixed = strict_cli.run(str(out))
-    assert fixed.exit_code == 0 and "sent 1" in fixed.stdout
+    assert fixed.exit_code == 0
+    assert "sent 1" in fixed.stdout
     assert strict_cli.server.state.content_counts()[(KNOWN, "s404", None, 0.1, None)] == 1
     assert strict_cli.server.state.duplicates() == {}
 
@@ -123,7 +127,8 @@ def test_export_to_stdout_and_a_missing_ledger(strict_cli: Cli, tmp_path: Path) 
     assert result.exit_code == 0
     assert [r["session_id"] for r in csv.DictReader(result.stdout.splitlines())] == ["bad"]
     missing = strict_cli("failures", "--ledger", str(tmp_path / "none.sqlite3"))
-    assert missing.exit_code == 2 and "no ledger at" in missing.stderr
+    assert missing.exit_code == 2
+    assert "no ledger at" in missing.stderr
     assert not (tmp_path / "none.sqlite3").exists()
 
 

@@ -18,14 +18,19 @@ AUTH = {"Authorization": aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_
 
 def test_shedding_and_stalling_count_requests_in_flight() -> None:
     shed = Limiter(Limits(shed_above=2))
-    assert shed.admit(0.0) is None and shed.admit(0.0) is None
-    assert shed.admit(0.0) is SHED and SHED.status == 503 and SHED.retry_after is None
+    assert shed.admit(0.0) is None
+    assert shed.admit(0.0) is None
+    assert shed.admit(0.0) is SHED
+    assert SHED.status == 503
+    assert SHED.retry_after is None
     shed.done()
     assert shed.admit(0.0) is None
 
     stall = Limiter(Limits(stall_above=1))
-    assert stall.admit(0.0) is None and not stall.stalls()
-    assert stall.admit(0.0) is None and stall.stalls()  # a second one while one is at work
+    assert stall.admit(0.0) is None
+    assert not stall.stalls()
+    assert stall.admit(0.0) is None
+    assert stall.stalls()
     stall.done()  # the stalled one gives its slot back at once
     assert stall.in_flight == 1
     with pytest.raises(ValueError, match="stall_above"):
@@ -48,7 +53,8 @@ async def test_beyond_n_in_flight_a_503_at_once_and_nothing_stored() -> None:
     with FakeServer(state) as server:
         statuses = await _post_many(server, 5)
     assert sorted(statuses) == [201, 201, 503, 503, 503]
-    assert state.stored_count == 2 and state.responses[503] == 3
+    assert state.stored_count == 2
+    assert state.responses[503] == 3
 
 
 async def test_beyond_n_at_work_stored_but_answered_late() -> None:
@@ -56,14 +62,18 @@ async def test_beyond_n_at_work_stored_but_answered_late() -> None:
     state = FakeState(faults=Faults(latency_ms=200), limits=limits)
     with FakeServer(state) as server:
         statuses = await _post_many(server, 5)
-    assert statuses == [201] * 5 and state.stored_count == 5
-    assert state.late == 3 and state.stats()["late"] == 3
+    assert statuses == [201] * 5
+    assert state.stored_count == 5
+    assert state.late == 3
+    assert state.stats()["late"] == 3
 
 
 async def test_a_share_answered_late_after_it_was_stored() -> None:
     state = FakeState(faults=Faults(slow_rate=1.0, slow_ms=10))
     with FakeServer(state) as server:
         statuses = await _post_many(server, 3)
-    assert statuses == [201] * 3 and state.stored_count == 3 and state.late == 3
+    assert statuses == [201] * 3
+    assert state.stored_count == 3
+    assert state.late == 3
     with pytest.raises(ValueError, match="slow_rate"):
         Faults(slow_rate=1.5)

@@ -56,7 +56,8 @@ def assert_twilio_error(data: Any, status: int, code: int) -> None:
     assert data["status"] == status
     assert data["code"] == code
     assert data["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
-    assert isinstance(data["message"], str) and data["message"]
+    assert isinstance(data["message"], str)
+    assert data["message"]
 
 
 async def test_auth_required_and_token_never_echoed(server: FakeServer) -> None:
@@ -76,12 +77,14 @@ async def test_auth_required_and_token_never_echoed(server: FakeServer) -> None:
                 assert resp.status == 401
                 assert resp.headers["WWW-Authenticate"].startswith("Basic")
                 assert_twilio_error(await resp.json(), 401, 20003)
-                assert secret not in text and DEFAULT_AUTH_TOKEN not in text
+                assert secret not in text
+                assert DEFAULT_AUTH_TOKEN not in text
         async with s.get(server.url + PATH) as resp:
             assert resp.status == 401
     async with aiohttp.ClientSession(headers={"Authorization": GOOD_AUTH}) as s:
         status, _, text = await post(s, server, {"session_id": "s"})
-        assert status == 201 and DEFAULT_AUTH_TOKEN not in text
+        assert status == 201
+        assert DEFAULT_AUTH_TOKEN not in text
     state = server.state
     assert state.stored_count == 1
     assert state.posts_received == len(attempts) + 1
@@ -118,7 +121,8 @@ async def test_created_resource_shape(server: FakeServer, session: aiohttp.Clien
     )
     assert re.fullmatch(r"AC[0-9a-fA-F]{32}", data["account_sid"])
     assert re.fullmatch(r"US[0-9a-fA-F]{32}", data["user_sid"])
-    assert ISO_UTC.match(data["date_created"]) and ISO_UTC.match(data["date_updated"])
+    assert ISO_UTC.match(data["date_created"])
+    assert ISO_UTC.match(data["date_updated"])
     assert (data["assistant_id"], data["session_id"], data["message_id"]) == (
         ASSISTANT,
         "sess-1",
@@ -235,7 +239,8 @@ async def test_throttle_allows_a_burst(server: FakeServer, session: aiohttp.Clie
 def test_token_bucket_refills_over_time() -> None:
     now = [100.0]
     bucket = TokenBucket(2.0, clock=lambda: now[0])
-    assert bucket.take() is None and bucket.take() is None
+    assert bucket.take() is None
+    assert bucket.take() is None
     wait = bucket.take()
     assert wait == pytest.approx(0.5)
     now[0] += 0.5
@@ -252,7 +257,8 @@ async def test_reset_fault_stores_then_drops_the_connection(
     state = server.state
     assert state.stored_count == 1
     assert state.feedbacks()[0]["session_id"] == "lost-answer"
-    assert state.resets == 1 and state.posts_received == 1
+    assert state.resets == 1
+    assert state.posts_received == 1
     assert state.responses == {}
     state.faults.reset_rate = 0.0
     status, _, _ = await post(session, server, {"session_id": "next"})
@@ -309,7 +315,8 @@ async def test_list_paginates_in_creation_order(
         assert [f["session_id"] for f in (await resp.json())["feedbacks"]] == ["s0", "s1", "s2"]
     async with session.get(server.url + PATH) as resp:
         default = await resp.json()
-    assert default["meta"]["page_size"] == 50 and len(default["feedbacks"]) == 7
+    assert default["meta"]["page_size"] == 50
+    assert len(default["feedbacks"]) == 7
 
 
 @pytest.mark.parametrize(
@@ -338,12 +345,14 @@ async def test_control_endpoints(server: FakeServer, session: aiohttp.ClientSess
         assert server.state.faults.fail_rate == 1
         async with control.get(server.url + "/_fake/stats") as resp:
             stats = await resp.json()
-        assert stats["posts_received"] == 2 and stats["stored"] == 1
+        assert stats["posts_received"] == 2
+        assert stats["stored"] == 1
         assert stats["responses"] == {"201": 1, "503": 1}
         assert stats["duplicates"] == 0
         async with control.post(server.url + "/_fake/reset") as resp:
             assert resp.status == 200
-        assert server.state.stored_count == 0 and server.state.posts_received == 0
+        assert server.state.stored_count == 0
+        assert server.state.posts_received == 0
         assert server.state.responses == {}
 
 
@@ -358,14 +367,14 @@ async def test_duplicates_counting(server: FakeServer, session: aiohttp.ClientSe
 
 
 def test_faults_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fail_rate must be between 0 and 1"):
         Faults(fail_rate=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="throttle_rps must be > 0"):
         Faults(throttle_rps=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="error_status must be an HTTP error status"):
         Faults(error_status=200)
     faults = Faults()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reset_rate must be between 0 and 1"):
         faults.update({"latency_ms": 5, "reset_rate": -1})
     assert faults.latency_ms == 0  # nothing applied when any change is invalid
 
@@ -429,7 +438,8 @@ async def test_serve_hides_a_real_token(capsys: pytest.CaptureFixture[str]) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert "listening on" in out and "real-looking-secret" not in out
+    assert "listening on" in out
+    assert "real-looking-secret" not in out
 
 
 # --- hostile modes -----------------------------------------------------------------------------
@@ -447,11 +457,13 @@ async def test_hostile_modes_are_set_and_checked_through_the_control_endpoint(
     server: FakeServer,
 ) -> None:
     status, faults = await set_hostile(server, "portal")
-    assert status == 200 and faults["hostile"]["mode"] == "portal"
+    assert status == 200
+    assert faults["hostile"]["mode"] == "portal"
     assert faults["hostile"]["status"] == 200
     for bad in ("nope", {"mode": "redirect", "status": 200}, {"mode": "drip", "x": 1}, 5):
         status, body = await set_hostile(server, bad)
-        assert status == 400 and "hostile" in body["error"]
+        assert status == 400
+        assert "hostile" in body["error"]
     assert server.state.faults.hostile == Hostile(mode="portal")
     assert (await set_hostile(server, None))[1]["hostile"] is None
 
@@ -461,7 +473,8 @@ async def test_portal_answers_html_before_checking_credentials(server: FakeServe
     async with aiohttp.ClientSession() as anonymous:
         for method in ("POST", "GET"):
             async with anonymous.request(method, server.url + PATH, json={}) as resp:
-                assert resp.status == 202 and resp.content_type == "text/html"
+                assert resp.status == 202
+                assert resp.content_type == "text/html"
                 assert b"<html>" in await resp.read()
     assert server.state.stored_count == 0
     assert server.state.stats()["hostile"] == {"portal": 2}
@@ -493,7 +506,8 @@ async def test_huge_streams_a_valid_feedback_of_the_given_size(
 ) -> None:
     server.state.update_faults({"hostile": {"mode": "huge", "size": 300_000}})
     status, data, text = await post(session, server, {"session_id": "s"})
-    assert status == 201 and len(text) == 300_000
+    assert status == 201
+    assert len(text) == 300_000
     assert data["id"] == server.state.feedbacks()[0]["id"]
     assert server.state.hostile_stats["bytes_streamed"] == 300_000
 

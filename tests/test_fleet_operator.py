@@ -68,11 +68,14 @@ async def test_a_version_2_ledger_is_migrated_to_3_and_read_before_and_after(
     assert version[0] == 3
     [run] = after["runs"]  # only the job's
     assert (run["run_id"], run["pid"], run["consumer"], run["job"]) == ("new", 4242, "w1", "j1")
-    assert run["counts"] == {"read": 7, "in_flight": 2} and run["state"] == "running"
-    assert run["last_progress"] is not None and "T" in run["last_seen"]
+    assert run["counts"] == {"read": 7, "in_flight": 2}
+    assert run["state"] == "running"
+    assert run["last_progress"] is not None
+    assert "T" in run["last_seen"]
     assert after["holder"] == [{"run_id": "new", "host": run["host"], "pid": 4242}]
     # The queue it read cannot be reached: said, and the job is not known to be complete.
-    assert "reading the queue" in after["queue_error"] and not after["complete"]
+    assert "reading the queue" in after["queue_error"]
+    assert not after["complete"]
 
 
 def test_status_of_a_postgresql_ledger_that_is_not_there_is_exit_2(
@@ -80,7 +83,8 @@ def test_status_of_a_postgresql_ledger_that_is_not_there_is_exit_2(
 ) -> None:
     result = CliRunner().invoke(cli_main, ["status", "--ledger", pg_schema.url()])
     assert result.exit_code == 2, result.output
-    assert "no ledger at" in result.output and "Traceback" not in result.output
+    assert "no ledger at" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_status_says_what_in_flight_and_unsent_failed_records_are(
@@ -126,9 +130,12 @@ def test_enqueue_says_published_and_no_ledger_counts(
     result = run_cli("enqueue", str(path), "--to", stream.publish_url(), "--report", str(report))
     assert result.exit_code == 0, result.output
     assert "enqueue: read 12, published 12, invalid 0" in result.output
-    assert "skipped" not in result.output and "sent earlier" not in result.output
+    assert "skipped" not in result.output
+    assert "sent earlier" not in result.output
     data = json.loads(report.read_text())
-    assert data["published"] == 12 and "sent" not in data and "skipped" not in data
+    assert data["published"] == 12
+    assert "sent" not in data
+    assert "skipped" not in data
 
 
 async def test_a_late_renewal_is_said_as_it_happens() -> None:
@@ -157,13 +164,15 @@ def test_failures_into_head_ends_quietly(run_cli: Cli, tmp_path: Path) -> None:
     run_cli.run(str(write_csv(tmp_path / "bad.csv", rows)))
     command = [sys.executable, "-m", "pipeline", "failures", "--ledger", str(run_cli.ledger)]
     reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout is not None
+    assert reader.stderr is not None
     first = reader.stdout.readline()  # `head -1`: read a line, then stop reading
     reader.stdout.close()
     errors = reader.stderr.read().decode()
     reader.stderr.close()
     assert reader.wait(60) == 0, errors
-    assert first.startswith(b"assistant_id,") and errors == ""
+    assert first.startswith(b"assistant_id,")
+    assert errors == ""
 
 
 def test_the_share_done_counts_what_the_queue_still_holds() -> None:
@@ -181,7 +190,9 @@ def test_the_share_done_counts_what_the_queue_still_holds() -> None:
 def test_a_bad_job_label_fails_fast_naming_the_setting(run_cli: Cli, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", make_rows(2))
     result = run_cli.run(str(path), "--job", "two words")
-    assert result.exit_code == 2 and "--job" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2
+    assert "--job" in result.output
+    assert "Traceback" not in result.output
 
 
 def _fleet_run(**changes: object) -> FleetRun:
@@ -199,16 +210,21 @@ def test_each_state_of_a_run_in_one_word_and_why() -> None:
     assert judge(_fleet_run(), now, 60)[0] == "running"
     # Killed a moment ago: its lease still runs, but no heartbeat came. One state, not two.
     state, why = judge(_fleet_run(last_seen=995.0), 1000.0, 60)
-    assert state == "stalled" and "no heartbeat for 5 s" in why and "runs out in 15 s" in why
+    assert state == "stalled"
+    assert "no heartbeat for 5 s" in why
+    assert "runs out in 15 s" in why
     # Heartbeats go on, but nothing settles: stuck, not slow.
     moving = _fleet_run(last_seen=1100.0, last_progress=1000.0, lease_until=1115.0)
     state, why = judge(moving, 1100.5, 60)
-    assert state == "stalled" and "none settled for 100 s" in why
+    assert state == "stalled"
+    assert "none settled for 100 s" in why
     assert judge(_fleet_run(stop_requested="asked"), now, 60)[0] == "stopping"
     state, why = judge(_fleet_run(lease_until=999.0), now, 60)
-    assert state == "killed" and "4 of its records await reconciliation" in why
+    assert state == "killed"
+    assert "4 of its records await reconciliation" in why
     state, why = judge(_fleet_run(lease_until=999.0, open_records=0), now, 60)
-    assert state == "killed" and "none of its records is left uncertain" in why
+    assert state == "killed"
+    assert "none of its records is left uncertain" in why
     lost = {"aborted": "lease lost: no renewal reached the ledger for 3.1 s", "exit_code": 3}
     assert judge(_fleet_run(finished_at="x", summary=lost), now, 60)[0] == "lease lost"
     ended = {"exit_code": 0}

@@ -101,15 +101,22 @@ def test_status_shows_each_worker_during_a_run_after_a_kill_and_at_completion(
     fleet.note("status during the run:\n" + text)
     for worker in workers:
         row = _row(during, worker)
-        assert row["state"] == "running" and row["alive"], row
-        assert row["consumer"] == worker.name and row["pid"] == worker.proc.pid, row
-        assert row["host"] and row["job"] == JOB and row["last_progress"], row
+        assert row["state"] == "running", row
+        assert row["alive"], row
+        assert row["consumer"] == worker.name, row
+        assert row["pid"] == worker.proc.pid, row
+        assert row["host"], row
+        assert row["job"] == JOB, row
+        assert row["last_progress"], row
         assert row["counts"]["read"] > 0  # live counts, not {}
         assert "T" in row["last_seen"]  # an ISO time, like the others
     assert sorted(h["pid"] for h in during["holder"]) == sorted(w.proc.pid for w in workers)
-    assert during["queue"] is not None and during["queue"]["pending"] is not None
+    assert during["queue"] is not None
+    assert during["queue"]["pending"] is not None
     assert not during["complete"]
-    assert "consumer w1" in text and "RUNNING" in text and "not complete" in text
+    assert "consumer w1" in text
+    assert "RUNNING" in text
+    assert "not complete" in text
 
     victim = workers[1]
     fleet.signal(victim, signal.SIGKILL)
@@ -130,14 +137,17 @@ def test_status_shows_each_worker_during_a_run_after_a_kill_and_at_completion(
     assert done.returncode == 0, fleet
     assert "complete: every record settled" in done.stdout
     final = _status(ledger)
-    assert final["complete"] and final["queue"] == {
+    assert final["complete"]
+    assert final["queue"] == {
         "source": f"{stream.server}?stream={stream.name}&group=workers",
         "backlog": 0,
         "pending": 0,
     }
-    assert final["sent"] == len(rows) and final["in_flight"] == final["unknown"] == 0
+    assert final["sent"] == len(rows)
+    assert final["in_flight"] == final["unknown"] == 0
     killed = _row(final, victim)
-    assert killed["open_records"] == 0 and "none of its records" in killed["why"]
+    assert killed["open_records"] == 0
+    assert "none of its records" in killed["why"]
     assert_exactly_once(api, rows)
     print(fleet.events and "\n".join(fleet.events))  # the three views, for the record
 
@@ -211,11 +221,13 @@ def test_stop_on_rabbitmq_requeues_what_was_not_sent(
         ]
         fleet.wait(lambda: api.state.stored_count >= 60, "records stored")
         stopped = _cli("stop", "--ledger", ledger, "--wait", "30")
-        assert stopped.returncode == 0 and "all 3 workers ended" in stopped.stdout, fleet
+        assert stopped.returncode == 0, fleet
+        assert "all 3 workers ended" in stopped.stdout, fleet
         for worker in workers:
             assert fleet.end(worker, 30) == 0, fleet
         stored = api.state.stored_count
-        assert stored < len(rows) and api.state.duplicates() == {}
+        assert stored < len(rows)
+        assert api.state.duplicates() == {}
         # Every consumer is gone: what they did not settle is ready on the queue again.
         assert q.ready() == len(rows) - stored, fleet
         rest = fleet.start("w3", q.url(), ledger, "--job", JOB)
@@ -244,11 +256,13 @@ def test_stop_with_no_worker_alive_and_on_an_sqlite_ledger(
     clean_env: None, pg_schema: PgSchema, tmp_path: Path
 ) -> None:
     nobody = _cli("stop", "--ledger", pg_schema.url())
-    assert nobody.returncode == 2 and "no ledger at" in nobody.stderr  # none created there yet
+    assert nobody.returncode == 2
+    assert "no ledger at" in nobody.stderr
     sqlite = tmp_path / "l.sqlite3"
     asyncio.run(_sqlite_ledger(sqlite))
     refused = _cli("stop", "--ledger", str(sqlite))
-    assert refused.returncode == 2 and "SQLite ledger has one run at a time" in refused.stderr
+    assert refused.returncode == 2
+    assert "SQLite ledger has one run at a time" in refused.stderr
 
 
 async def _sqlite_ledger(path: Path) -> None:

@@ -26,7 +26,8 @@ async def test_a_refusal_that_comes_back_late_cuts_the_cap_from_the_pace_it_was_
     clock.now += 0.08
     flow.release(tickets[10], Result(Kind.THROTTLED, retry_after=0.0))
     flow.release(tickets[11], Result(Kind.THROTTLED, retry_after=0.0))
-    assert flow.cap is not None and flow.cap >= 100
+    assert flow.cap is not None
+    assert flow.cap >= 100
 
 
 def test_start_times_reserved_under_a_low_cap_are_given_back_when_it_rises() -> None:

@@ -58,8 +58,11 @@ def test_random_503s_at_every_level_move_nothing() -> None:
     sent = 0
     for _ in range(500):  # ten seconds at 16 in flight, 5% of the answers 503s
         sent += _round(flow, clock, lambda level: rng.random() < 0.05)
-    assert flow.concurrency == 16 and sent >= 0.97 * 16 * 500
-    assert flow.shown is None and flow.errors.load == 0 and flow.errors.noise > 300
+    assert flow.concurrency == 16
+    assert sent >= 0.97 * 16 * 500
+    assert flow.shown is None
+    assert flow.errors.load == 0
+    assert flow.errors.noise > 300
     assert flow.calm()  # a retry need not back off
 
 
@@ -68,8 +71,10 @@ def test_503s_beyond_n_in_flight_are_a_limit_found_and_shown() -> None:
     flow = FlowControl(32, initial=32, clock=clock)
     for _ in range(200):  # beyond 8 in flight, every request is shed at once
         _round(flow, clock, lambda level: level > 8)
-    assert flow.concurrency <= 9 and flow.shown == 8
-    assert flow.errors.load > 0 and not flow.calm()
+    assert flow.concurrency <= 9
+    assert flow.shown == 8
+    assert flow.errors.load > 0
+    assert not flow.calm()
 
 
 def test_a_request_that_stalls_is_judged_before_its_timeout_and_leaves_the_wire() -> None:
@@ -81,11 +86,13 @@ def test_a_request_that_stalls_is_judged_before_its_timeout_and_leaves_the_wire(
     assert stalled is not None
     for _ in range(10):  # 15 others come and go, four round trips and more
         _round(flow, clock, _never)
-    assert stalled.overdue and flow._slots.on_wire == 0
+    assert stalled.overdue
+    assert flow._slots.on_wire == 0
     assert flow.errors.noise + flow.errors.load == 1
     clock.now += 1.0
     flow.release(stalled, FAILED)  # its timeout: not judged twice
-    assert flow.errors.noise + flow.errors.load == 1 and flow.in_flight == 0
+    assert flow.errors.noise + flow.errors.load == 1
+    assert flow.in_flight == 0
 
 
 def test_noise_and_an_outage_never_become_advice() -> None:

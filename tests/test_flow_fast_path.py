@@ -35,14 +35,16 @@ async def test_it_takes_a_free_slot_exactly_as_acquire_does() -> None:
         assert _state(fast) == _state(slow)
         clock.now += 0.01
     assert [a for a, _ in tickets] == [b for _, b in tickets]
-    assert fast._slots.filled and fast.in_flight == 3
+    assert fast._slots.filled
+    assert fast.in_flight == 3
 
 
 async def test_it_declines_wherever_acquire_would_wait() -> None:
     clock = _Clock()
     flow = FlowControl(2, clock=clock)
     first, second = flow.try_acquire(), flow.try_acquire()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert flow.try_acquire() is None  # every slot taken
     flow.release(first, Result(Kind.OK))
     flow.hold.until = clock.now + 1.0
@@ -59,6 +61,7 @@ async def test_it_declines_wherever_acquire_would_wait() -> None:
     assert taken is not None
     waiting = asyncio.ensure_future(held.acquire())
     await asyncio.sleep(0)
-    assert not waiting.done() and held.try_acquire() is None
+    assert not waiting.done()
+    assert held.try_acquire() is None
     held.release(taken, Result(Kind.OK))
     assert (await asyncio.wait_for(waiting, 5.0)).level == 1

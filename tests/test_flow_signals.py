@@ -63,7 +63,8 @@ async def test_the_first_burst_refused_above_n_halves_nothing_for_good() -> None
     clock.now += 0.001
     for ticket in tickets[8:]:
         flow.release(ticket, Result(Kind.THROTTLED))
-    assert flow.limit == 8 and flow.cap is None
+    assert flow.limit == 8
+    assert flow.cap is None
     assert flow._limit.slow_start
 
 

@@ -139,7 +139,8 @@ def test_an_in_flight_limit_that_sends_a_retry_after_is_still_a_concurrency_limi
 def test_a_rate_limit_is_learnt_as_a_rate_cap_just_under_it() -> None:
     outcome = simulate(_one(burst_ms=10, retry_after="zero"), records=2400, concurrency=16,
                        latency=0.005)  # fmt: skip
-    assert outcome.rate_cap is not None and 180 <= outcome.rate_cap <= 205
+    assert outcome.rate_cap is not None
+    assert 180 <= outcome.rate_cap <= 205
 
 
 def test_no_limit_no_cap_no_refusal() -> None:
@@ -162,4 +163,5 @@ def test_a_fixed_window_is_paced_by_what_it_admitted_not_by_the_wait() -> None:
     # The first window runs out in 60 ms and everyone waits for the next: pacing by what went
     # through per second *including the wait* (200 in 1.06 s) cost a tenth of the run.
     outcome = simulate(_one(window="fixed"), records=2400, concurrency=16, latency=0.005)
-    assert outcome.rate_cap is not None and outcome.rate_cap >= 190, outcome
+    assert outcome.rate_cap is not None, outcome
+    assert outcome.rate_cap >= 190, outcome

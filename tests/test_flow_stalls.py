@@ -25,7 +25,8 @@ def test_slow_start_does_not_double_into_a_stall_among_its_first_requests() -> N
     )
     # The first burst's 8, then one a probe above 8 (each a timeout).
     assert outcome.errors <= 8 + 6
-    assert max(outcome.limits) == 16 and outcome.concurrency in (8, 9)
+    assert max(outcome.limits) == 16
+    assert outcome.concurrency in (8, 9)
 
 
 def _round(flow: FlowControl, clock: Clock, keep: int = 0, rtt: float = 0.02) -> list[Ticket]:
@@ -53,7 +54,8 @@ def test_an_overdue_request_gives_its_slot_back() -> None:
     assert all(ticket.overdue and ticket.freed for ticket in stalled)
     for ticket in stalled:  # their timeouts
         flow.release(ticket, FAILED)
-    assert flow.in_flight == 0 and flow.concurrency == 16
+    assert flow.in_flight == 0
+    assert flow.concurrency == 16
     assert len(_round(flow, clock)) == 16
 
 

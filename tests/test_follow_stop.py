@@ -74,4 +74,5 @@ def test_a_following_run_that_finishes_within_grace_ends_with_exit_0(tmp_path: P
         assert result.exit_code == 0, result.output
         assert "stopped by SIGTERM (the normal end of a following run)" in result.output
         assert sorted(source.acks_by_handle()) == [0, 1, 2, 3]
-        assert state.stored_count == 4 and state.duplicates() == {}
+        assert state.stored_count == 4
+        assert state.duplicates() == {}

@@ -49,7 +49,8 @@ def test_a_mistyped_ledger_stops_before_sending_anything_twice(
 
     assert code == 2
     assert "is new, but 30 of the first 30 records are already at the API" in stderr
-    assert "--new-ledger adopt" in stderr and "--new-ledger send" in stderr
+    assert "--new-ledger adopt" in stderr
+    assert "--new-ledger send" in stderr
     assert run_cli.server.state.stored_count == 30  # not one sent twice
     assert not run_cli.server.state.duplicates()
 
@@ -65,7 +66,8 @@ def test_adopt_records_them_as_sent_and_sends_only_the_rest(run_cli: Cli, tmp_pa
     assert code == 0, stderr
     assert "20 of the first 30 records are already at the API" in stderr
     assert "sent 10, skipped 20" in stdout
-    assert run_cli.server.state.stored_count == 30 and not run_cli.server.state.duplicates()
+    assert run_cli.server.state.stored_count == 30
+    assert not run_cli.server.state.duplicates()
     with sqlite3.connect(ledger) as db:
         states = dict(db.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
     assert states == {"sent": 30}
@@ -91,8 +93,10 @@ def test_ledger_must_exist_refuses_a_missing_ledger(
     monkeypatch.setenv("FEEDBACK_PIPELINE_LEDGER_MUST_EXIST", "true")
     by_env = _run(run_cli, source, missing)
 
-    assert by_flag[0] == 2 and f"{missing} does not exist, and --ledger-must-exist" in by_flag[2]
-    assert by_env[0] == 2 and "FEEDBACK_PIPELINE_LEDGER_MUST_EXIST" in by_env[2]
+    assert by_flag[0] == 2
+    assert f"{missing} does not exist, and --ledger-must-exist" in by_flag[2]
+    assert by_env[0] == 2
+    assert "FEEDBACK_PIPELINE_LEDGER_MUST_EXIST" in by_env[2]
     assert not missing.exists()
     assert run_cli.server.state.stored_count == 0
 

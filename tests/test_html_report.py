@@ -56,8 +56,10 @@ def test_the_page_is_self_contained_and_embeds_the_summary(run_cli: Cli, tmp_pat
     parser.feed(html)
     for tag, attrs in parser.tags:  # nothing is loaded from anywhere
         assert tag not in ("img", "link", "iframe", "object", "embed"), tag
-        assert "src" not in attrs and "href" not in attrs, (tag, attrs)
-    assert "url(" not in html and "@import" not in html
+        assert "src" not in attrs, (tag, attrs)
+        assert "href" not in attrs, (tag, attrs)
+    assert "url(" not in html
+    assert "@import" not in html
     # Besides the SVG namespace, only the --base-url the run was given, as text (what was run).
     urls = set(re.findall(r"https?://[^\s\"'<]+", html)) - {run_cli.server.url}
     assert urls == {"http://www.w3.org/2000/svg"}
@@ -70,8 +72,11 @@ def test_the_page_is_self_contained_and_embeds_the_summary(run_cli: Cli, tmp_pat
         "chart-latency",
     ]
     summary = json.loads(re.findall(r'id="summary">(.*?)</script>', html, re.S)[0])
-    assert summary["sent"] == 300 and summary["failed"] == 3 and summary["invalid"] == 1
-    assert "invalid: score" in html and "HTTP 404" in html  # the failure reasons table
+    assert summary["sent"] == 300
+    assert summary["failed"] == 3
+    assert summary["invalid"] == 1
+    assert "invalid: score" in html
+    assert "HTTP 404" in html
     assert DEFAULT_AUTH_TOKEN not in html
 
 
@@ -108,9 +113,11 @@ def test_chromium_renders_the_charts(run_cli: Cli, tmp_path: Path) -> None:
     # The browser's own DOM: every chart with its lines (200, 201, 503 and 404 answers).
     assert dom.count("<svg") == 6
     rate = re.search(r'<svg id="chart-rate".*?</svg>', dom, re.S)
-    assert rate and 'class="series"' in rate[0]
+    assert rate
+    assert 'class="series"' in rate[0]
     status = re.search(r'<svg id="chart-status".*?</svg>', dom, re.S)
-    assert status and {"HTTP 201", "HTTP 503", "HTTP 404"} <= set(
+    assert status
+    assert {"HTTP 201", "HTTP 503", "HTTP 404"} <= set(
         re.findall(r'data-name="([^"]+)"', status[0])
     )
     assert dom.count('class="bar"') == 5  # p50, p90, p95, p99, max
@@ -167,28 +174,36 @@ def test_the_page_an_on_call_person_opens_first(run_cli: Cli, tmp_path: Path) ->
     _chromium(tmp_path, "--window-size=900,3200", f"--screenshot={shot}", page.as_uri())
 
     run = re.search(r'<div id="run">.*?</div>', dom, re.S)
-    assert run and str(tmp_path / "in.csv") in run[0]
+    assert run
+    assert str(tmp_path / "in.csv") in run[0]
     assert "Sent to the assistants: aia_asst_test, aia_asst_gone" in run[0]
     settings = dict(re.findall(r'<td class="reason">(\w+)</td><td class="reason">[^<]*</td>'
                                r'<td class="reason">([^<]+)</td>', run[0]))  # fmt: skip
-    assert settings["base_url"] == "--base-url" and settings["rate"] == "FEEDBACK_PIPELINE_RATE"
+    assert settings["base_url"] == "--base-url"
+    assert settings["rate"] == "FEEDBACK_PIPELINE_RATE"
     assert settings["concurrency"] == "default"
     problems = re.search(r'<table id="problems">.*?</table>(.*?)<h2>', dom, re.S)
-    assert problems and "invalid: score" in problems[0] and "HTTP 404" in problems[0]
+    assert problems
+    assert "invalid: score" in problems[0]
+    assert "HTTP 404" in problems[0]
     assert f"feedback-pipeline failures --ledger {run_cli.ledger}" in problems[1]
     assert re.search(r'<table id="reconciliation">.*this run.s unknown outcomes', dom, re.S)
     advice = re.search(r'<pre id="advice">(.*?)</pre>', dom, re.S)
-    assert advice and "rate limit 100000/s (--rate), API rate cap" in advice[1]
+    assert advice
+    assert "rate limit 100000/s (--rate), API rate cap" in advice[1]
     # Concurrency and rate on axes of their own; clock times on the x axes.
     limit = re.search(r'<svg id="chart-limit".*?</svg>', dom, re.S)
-    assert limit and limit[0].count('class="series"') == 1
-    assert 'id="chart-rate-cap"' in dom and 'id="chart-retries"' in dom
+    assert limit
+    assert limit[0].count('class="series"') == 1
+    assert 'id="chart-rate-cap"' in dom
+    assert 'id="chart-retries"' in dom
     assert re.search(r"\d\d:\d\d:\d\d · 0 s", dom)
     # Legends sit below the plot, under the axis labels: never on the title's line.
     for y in re.findall(r'<rect class="legend" x="[\d.]+" y="([\d.]+)"', dom):
         assert float(y) > 200
     with Image.open(shot) as image:
-        assert image.size == (900, 3200) and shot.stat().st_size > 50_000
+        assert image.size == (900, 3200)
+        assert shot.stat().st_size > 50_000
 
 
 def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
@@ -203,7 +218,8 @@ def test_an_empty_failure_table_says_so_and_a_spike_is_clipped() -> None:
         "Records settled", [Series("records/s", steady)], "records/s", "c", clip=True
     )
 
-    assert "No failures." in page and "No invalid, failed or unknown records." in page
+    assert "No failures." in page
+    assert "No invalid, failed or unknown records." in page
     # An unknown outcome settled since (summary.unknown back to 0) is no problem left.
     from pipeline.observe.html.sections import problems_section
 

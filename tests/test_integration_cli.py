@@ -78,8 +78,11 @@ def test_the_token_never_leaks(
         # The failures are 404s: a default replay would not send them (nor meet the 401).
         refused = cli.replay("--include-rejected", "--report", str(tmp_path / "replay.json"))
 
-    assert good.exit_code == 1 and refused.exit_code == 3
-    assert state.responses[201] > 0 and state.responses[503] > 0 and state.responses[401] > 0
+    assert good.exit_code == 1
+    assert refused.exit_code == 3
+    assert state.responses[201] > 0
+    assert state.responses[503] > 0
+    assert state.responses[401] > 0
     texts = [good.output, good.stderr, refused.output, refused.stderr]
     files = [p for p in tmp_path.iterdir() if p.is_file()]
     assert any(p.name.endswith("-wal") or p.name.endswith(".sqlite3") for p in files)
@@ -110,7 +113,8 @@ def test_dry_run_sends_nothing_and_creates_no_ledger(run_cli: Cli, tmp_path: Pat
     assert run_cli.server.state.posts_received == 0
     assert not run_cli.ledger.exists()
     clean = run_cli.run(str(write_csv(tmp_path / "b.csv", rows[:10])), "--dry-run")
-    assert clean.exit_code == 0 and "would send 10" in clean.stdout
+    assert clean.exit_code == 0
+    assert "would send 10" in clean.stdout
 
 
 def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
@@ -123,8 +127,11 @@ def test_status_json_counts(run_cli: Cli, tmp_path: Path) -> None:
     counts = json.loads(result.stdout)
     runs = counts.pop("runs")
     fleet = {k: counts.pop(k) for k in ("job", "now", "holder", "queue", "complete")}
-    assert fleet["holder"] == [] and fleet["queue"] is None and fleet["complete"]
-    assert counts.pop("done_fraction") == 1.0 and counts.pop("failed_unsent") == 0
+    assert fleet["holder"] == []
+    assert fleet["queue"] is None
+    assert fleet["complete"]
+    assert counts.pop("done_fraction") == 1.0
+    assert counts.pop("failed_unsent") == 0
     assert counts == {
         "sent": 6,
         "failed": 0,
@@ -209,4 +216,5 @@ def test_dry_run_counts_repeats_across_batches(
     result = run_cli.run(str(write_csv(tmp_path / "a.csv", rows + rows[:3])), "--dry-run")
 
     assert result.exit_code == 0
-    assert "read 13, would send 10" in result.stdout and "duplicate 3" in result.stdout
+    assert "read 13, would send 10" in result.stdout
+    assert "duplicate 3" in result.stdout

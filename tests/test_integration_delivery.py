@@ -91,7 +91,8 @@ def test_503_and_429_are_retried_to_success(run_cli: Cli, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert_exactly_once(run_cli.server, rows)
     responses = run_cli.server.state.responses
-    assert responses[503] > 0 and responses[429] > 0
+    assert responses[503] > 0
+    assert responses[429] > 0
     report = run_cli.report()
     assert report["retries"] == responses[503] + responses[429]
     assert report["attempts"] == run_cli.server.state.posts_received
@@ -137,7 +138,8 @@ def test_replay_after_the_server_recovers(run_cli: Cli, tmp_path: Path) -> None:
     report = run_cli.report()
     assert (report["command"], report["read"], report["sent"]) == ("replay", 25, 25)
     again = run_cli.replay()
-    assert again.exit_code == 0 and "read 0" in again.stdout
+    assert again.exit_code == 0
+    assert "read 0" in again.stdout
     assert run_cli.run(source).exit_code == 0
     assert_exactly_once(run_cli.server, rows)
 
@@ -157,8 +159,10 @@ def test_401_aborts_the_run_at_once(
     # Only the requests already on their way went out, not one per record.
     assert run_cli.server.state.responses[401] <= 4
     states = [r["state"] for r in run_cli.ledger_rows().values()]
-    assert "in_flight" not in states and "sent" not in states
+    assert "in_flight" not in states
+    assert "sent" not in states
     report = run_cli.report()
-    assert report["aborted"] and report["read"] <= 200  # reading stopped too
+    assert report["aborted"]
+    assert report["read"] <= 200
     assert report["failed"] == report["read"]
     assert_counts_add_up(report)

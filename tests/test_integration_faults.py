@@ -47,7 +47,9 @@ def test_resets_after_store_are_settled_not_resent(run_cli: Cli, tmp_path: Path)
 
     assert result.exit_code == 0, result.output
     state = run_cli.server.state
-    assert state.resets > 0 and state.responses[503] > 0 and state.responses[429] > 0
+    assert state.resets > 0
+    assert state.responses[503] > 0
+    assert state.responses[429] > 0
     assert_exactly_once(run_cli.server, rows)  # a blind resend would have duplicated the resets
     print(f"\nsoak: {len(rows)} records, server: {state.stats()}")
     report = run_cli.report()
@@ -80,12 +82,14 @@ def test_no_reconcile_leaves_uncertain_records_unsent(run_cli: Cli, tmp_path: Pa
     source = str(write_csv(tmp_path / "a.csv", rows))
     run_cli.server.state.update_faults({"reset_rate": 1.0})
     first = run_cli.run(source, "--no-reconcile", "--report", str(tmp_path / "report.json"))
-    assert first.exit_code == 1 and run_cli.report()["unknown"] == 20
+    assert first.exit_code == 1
+    assert run_cli.report()["unknown"] == 20
     run_cli.server.state.update_faults({"reset_rate": 0.0})
 
     again = run_cli.run(source, "--no-reconcile", "--report", str(tmp_path / "report.json"))
 
-    assert again.exit_code == 1 and run_cli.report()["unknown"] == 20
+    assert again.exit_code == 1
+    assert run_cli.report()["unknown"] == 20
     assert run_cli.server.state.posts_received == 20  # nothing resent blindly
     settled = run_cli(
         "reconcile", "--ledger", str(run_cli.ledger), "--base-url", run_cli.server.url
@@ -133,7 +137,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert kills >= 6
     assert stats["resets"] > 0
     assert_exactly_once(server, rows)
-    assert stats["stored"] == len(rows) and stats["duplicates"] == 0
+    assert stats["stored"] == len(rows)
+    assert stats["duplicates"] == 0
 
 
 def test_reconcile_report_counts_add_up_after_a_crash(run_cli: Cli, tmp_path: Path) -> None:

@@ -79,7 +79,8 @@ def test_a_portal_answering_200_html_aborts_and_loses_nothing(run_cli: Cli, tmp_
     assert state.posts_received < 50
     report = run_cli.report("r.json")
     parts = ("sent", "skipped", "duplicate", "invalid", "failed", "unknown", "stopped_records")
-    assert report["read"] == sum(report[k] for k in parts) and report["in_flight"] == 0
+    assert report["read"] == sum(report[k] for k in parts)
+    assert report["in_flight"] == 0
     then_a_sane_api_delivers_once(run_cli, source, rows)
 
 
@@ -97,7 +98,8 @@ def test_a_2xx_without_a_feedback_is_reconciled_not_trusted(
     # Stored but unconfirmed: reconciliation found each one, under the API's own id.
     assert result.exit_code == 0, result.output
     state = run_cli.server.state
-    assert state.posts_received == 60 and state.responses[status] > 0
+    assert state.posts_received == 60
+    assert state.responses[status] > 0
     assert_exactly_once(run_cli.server, rows)
     assert_ledger_truthful(run_cli)
     assert {r["feedback_id"] for r in run_cli.ledger_rows().values()} == {

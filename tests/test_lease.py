@@ -48,15 +48,18 @@ def _lease(clock: Clock, ledger: Ledger, lost: list[str], seconds: float = 10.0)
 async def test_requests_start_only_while_the_lease_holds_less_its_margin() -> None:
     clock, ledger, lost = Clock(), Ledger(), list[str]()
     lease = _lease(clock, ledger, lost)
-    assert lease.margin == 2.0 and lease.valid()
+    assert lease.margin == 2.0
+    assert lease.valid()
     clock.now += 10.0 - 2.0 - 0.01
     assert lease.valid()
     clock.now += 0.02
-    assert not lease.valid() and not lost  # waits for a renewal, not lost yet
+    assert not lease.valid()
+    assert not lost
     clock.now += 2.0
     with pytest.raises(LeaseLostError, match="no renewal reached the ledger"):
         await lease.admit()
-    assert len(lost) == 1 and "lease lost" in lost[0]
+    assert len(lost) == 1
+    assert "lease lost" in lost[0]
 
 
 async def test_a_waiting_request_goes_once_a_renewal_gets_through() -> None:
@@ -68,7 +71,9 @@ async def test_a_waiting_request_goes_once_a_renewal_gets_through() -> None:
     assert not waiting.done()
     keeper = asyncio.create_task(lease.keep(3600))
     await asyncio.wait_for(waiting, 5)
-    assert lease.valid() and not lost and ledger.renewals == 1
+    assert lease.valid()
+    assert not lost
+    assert ledger.renewals == 1
     keeper.cancel()
 
 
@@ -77,7 +82,9 @@ async def test_a_refused_renewal_loses_the_lease_for_good() -> None:
     lease = _lease(clock, ledger, lost)
     ledger.answer = False
     await asyncio.wait_for(lease.keep(0), 5)  # ends: nothing more to renew
-    assert not lease.valid() and lost and "refused" in lost[0]
+    assert not lease.valid()
+    assert lost
+    assert "refused" in lost[0]
     ledger.answer = True
     with pytest.raises(LeaseLostError):
         await lease.admit()
@@ -93,7 +100,8 @@ async def test_a_renewal_granted_after_a_pause_longer_than_the_lease_still_loses
 
     lease._renew = paused_renewal
     await asyncio.wait_for(lease.keep(0), 5)
-    assert lost and "not running for 11.0 s" in lost[0]
+    assert lost
+    assert "not running for 11.0 s" in lost[0]
 
 
 async def test_a_failing_ledger_is_tolerated_while_the_lease_holds_then_lost() -> None:
@@ -108,9 +116,12 @@ async def test_a_failing_ledger_is_tolerated_while_the_lease_holds_then_lost() -
     lease._sleep = tick
     await asyncio.wait_for(lease.keep(1.0), 5)
     # Said once as renewals fail, and once more as the lease is lost (as it happens).
-    assert len(notices) == 2 and "renewal failed" in notices[0] and "***" in notices[0]
+    assert len(notices) == 2
+    assert "renewal failed" in notices[0]
+    assert "***" in notices[0]
     assert notices[1].startswith("lease lost: ")
-    assert lost and "no renewal reached the ledger for 10.0 s" in lost[0]
+    assert lost
+    assert "no renewal reached the ledger for 10.0 s" in lost[0]
     assert 9 <= ledger.renewals <= 11
 
 
@@ -120,7 +131,8 @@ async def test_a_renewal_that_never_answers_cannot_hold_the_lease_up() -> None:
     ledger.answer = None
     lease = Lease(0.3, ledger.renew, on_lost=lost.append)
     await asyncio.wait_for(lease.keep(0.01), 5)
-    assert lost and "no renewal reached the ledger" in lost[0]
+    assert lost
+    assert "no renewal reached the ledger" in lost[0]
     assert ledger.renewals == 1  # the stuck renewal is not piled upon
 
 
@@ -140,10 +152,12 @@ async def test_delivery_never_starts_a_request_once_the_lease_is_lost() -> None:
             clock.now += 10.0  # no renewal since: the lease ran out
             second = await delivery.send(Accepted.of("in.csv:3", record))
         assert first.status is Status.SENT
-        assert second.status is Status.FAILED and second.attempts == 0
+        assert second.status is Status.FAILED
+        assert second.attempts == 0
         assert (second.error_message or "").startswith("not sent: lease lost")
         assert server.state.posts_received == 1
-    assert control.lease_lost and (control.reason or "").startswith("lease lost")
+    assert control.lease_lost
+    assert (control.reason or "").startswith("lease lost")
 
 
 class _LapsesOnce:
@@ -177,8 +191,10 @@ async def test_the_last_check_as_the_request_is_written_stops_it_unwritten() -> 
             outcome = await delivery.send(Accepted.of("in.csv:2", record))
             # A List request carries no check: reconciliation reads whatever the lease says.
             await client.list_page("aia_asst_x")
-        assert outcome.status is Status.SENT and outcome.attempts == 1
-        assert server.state.posts_received == 1 and gate.checks == 2
+        assert outcome.status is Status.SENT
+        assert outcome.attempts == 1
+        assert server.state.posts_received == 1
+        assert gate.checks == 2
         assert delivery.retries == 0
 
 

@@ -176,7 +176,8 @@ def test_a_ledger_restarted_mid_run_ends_the_run_with_its_summary_and_the_rerun_
     out = worker.output()
     # One line naming the ledger (password masked) and the summary; exit 3, no traceback.
     assert code == 3, fleet
-    assert "Traceback" not in out and "internal error" not in out, fleet
+    assert "Traceback" not in out, fleet
+    assert "internal error" not in out, fleet
     assert "ledger postgresql://postgres@127.0.0.1" in out, fleet
     assert "run: read" in out, fleet
     _sweep(fleet, source, ledger)

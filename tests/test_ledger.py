@@ -392,7 +392,7 @@ async def test_read_only_on_missing_path_creates_nothing(tmp_path: Path) -> None
     finally:
         await ledger.close("dry run")
 
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240 - a check, nothing else runs
 
 
 async def test_read_only_writes_nothing_to_an_existing_ledger(ledgers: Ledgers) -> None:

@@ -94,7 +94,8 @@ async def test_decisions_across_runs_and_outcome_columns(opener: Ledgers) -> Non
     assert own[0][0].record == b.record  # the body is kept until sent
     runs = await second.runs(5)
     assert [r.run_id for r in runs] == ["r2", "r1"]
-    assert runs[1].summary == {"exit": 0} and runs[0].finished_at is None
+    assert runs[1].summary == {"exit": 0}
+    assert runs[0].finished_at is None
 
 
 async def test_settle_writes_only_records_still_uncertain(opener: Ledgers) -> None:
@@ -148,7 +149,8 @@ async def test_records_filter_and_retire(opener: Ledgers) -> None:
     ]
     assert sorted(r.state for r in found) == ["failed", "invalid"]
     by_state = {r.state: r for r in found}
-    assert by_state["failed"].body is not None and by_state["failed"].http_status == 400
+    assert by_state["failed"].body is not None
+    assert by_state["failed"].http_status == 400
     assert by_state["invalid"].fields == {"session_id": ""}
     prefixed = RecordFilter(("failed", "invalid"), location_prefix="other.csv")
     assert [r.state async for b in ledger.records(prefixed) for r in b] == ["invalid"]

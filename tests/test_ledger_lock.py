@@ -111,7 +111,8 @@ async def test_names_that_are_not_files_are_refused(
     for read_only in (False, True):
         with pytest.raises(ConfigError, match="--ledger: "):
             await SqliteLedger.open(name, "run-1", command="run", read_only=read_only)
-    assert list(tmp_path.iterdir()) == []  # no file named ":memory:" left behind
+    # No file named ":memory:" left behind (a check: nothing else runs meanwhile).
+    assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240
 
 
 def test_run_refuses_memory_ledger_before_sending(
@@ -123,7 +124,8 @@ def test_run_refuses_memory_ledger_before_sending(
         cli, ["run", str(source), "--base-url", fake_api.url, "--ledger", ":memory:"]
     )
     assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and "--ledger" in result.output, result.output
+    assert result.output.count("\n") == 1, result.output
+    assert "--ledger" in result.output, result.output
     assert fake_api.state.posts_received == 0
     assert not (tmp_path / ":memory:").exists()
 

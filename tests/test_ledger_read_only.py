@@ -112,7 +112,8 @@ def test_run_refuses_a_read_only_ledger_before_sending_anything(
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
-    assert "--ledger: " in result.stderr and "read-only" in result.stderr
+    assert "--ledger: " in result.stderr
+    assert "read-only" in result.stderr
     assert "internal error" not in result.stderr
     assert fake_api.state.posts_received == before
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ PROBLEMS = RecordFilter(("failed", "invalid", "unknown"))
 
 
 @pytest.fixture
-async def path(tmp_path: Path) -> AsyncIterator[Path]:
-    yield tmp_path / "ledger.sqlite3"
+async def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.sqlite3"
 
 
 async def opened(path: Path, run_id: str, *, read_only: bool = False) -> SqliteLedger:
@@ -102,7 +101,8 @@ async def test_exact_locations_do_not_match_longer_ones(path: Path) -> None:
     finally:
         await ledger.close()
     assert [r.location for r in exact] == ["in.csv:3"]
-    assert len(prefixed) == 3 and retired == 1
+    assert len(prefixed) == 3
+    assert retired == 1
 
 
 async def test_records_filter_by_key_and_location_prefix(path: Path) -> None:
@@ -205,9 +205,12 @@ async def test_runs_newest_first_with_summaries(path: Path) -> None:
     finally:
         await ledger.close()
     assert [r.run_id for r in runs] == ["r2", "r1"]
-    assert runs[0].finished_at is None and runs[0].last_seen is not None
-    assert runs[1].summary == {"exit_code": 1} and runs[1].finished_at is not None
-    assert holder is not None and holder.startswith("pid ")
+    assert runs[0].finished_at is None
+    assert runs[0].last_seen is not None
+    assert runs[1].summary == {"exit_code": 1}
+    assert runs[1].finished_at is not None
+    assert holder is not None
+    assert holder.startswith("pid ")
 
 
 async def test_holder_is_none_when_no_run_holds_the_ledger(path: Path) -> None:

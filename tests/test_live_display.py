@@ -96,11 +96,13 @@ def test_the_live_display_shows_the_run_and_ends_at_100_percent(
     assert re.search(flow, shown), shown
     # Frames were drawn while it went (in place: the cursor moves up over the last frame).
     frames = [int(f) for f in re.findall(rb"(\d+)% of input", data)]
-    assert len(frames) >= 2 and frames[0] < 100, frames
+    assert len(frames) >= 2, frames
+    assert frames[0] < 100, frames
     assert frames == sorted(frames), frames  # the share done never goes back (item 6)
     assert b"\x1b[2K" in data
     # Log lines appear above the display, and the summary is a table with the top reasons.
-    assert "WARNING" in shown and "invalid: score" in shown
+    assert "WARNING" in shown
+    assert "invalid: score" in shown
     assert re.search(r"┃ read ┃ sent ┃", shown), shown
     assert "top failure reasons" in shown
     assert re.search(r"│ +\d │ failed: (HTTP 404 \(Twilio error 20404\)|not sent: assist)", shown)
@@ -116,7 +118,8 @@ def test_quiet_on_a_terminal_logs_progress_lines_instead(
     shown = _text(screen)
     assert code == 1, shown
     # No display: no bar, and no line erased to draw a frame over it.
-    assert not re.search("━+ ", shown) and b"\x1b[2K" not in data
+    assert not re.search("━+ ", shown)
+    assert b"\x1b[2K" not in data
     assert re.search(r"INFO    progress: read \d+, sent \d+", shown), shown
 
 
@@ -174,5 +177,6 @@ def test_an_interrupt_ends_the_display_with_the_summary(tmp_path: Path) -> None:
     assert re.search(r"rate limit 50/s \(--rate\) +API rate cap none found", shown), shown
     assert "rate limit 50/s (--rate), API rate cap none found" in shown
     assert "next time: --rate" not in shown
-    assert report["failed"] == 0 and report["stopped_records"] > 0, report
+    assert report["failed"] == 0, report
+    assert report["stopped_records"] > 0, report
     assert re.search(r"┃ failed ┃ unknown ┃ stopped ┃", shown), shown

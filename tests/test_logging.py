@@ -29,7 +29,8 @@ def test_text_lines_have_a_timestamp_and_level_and_the_summary_stays_on_stdout(
 
     assert result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
-    assert lines and all(TEXT_LINE.match(line) for line in lines), result.stderr
+    assert lines, result.stderr
+    assert all(TEXT_LINE.match(line) for line in lines), result.stderr
     assert any(re.search(r" WARNING .*in\.csv:\d+: invalid: score", line) for line in lines)
     assert any(" INFO    run started: run " in line for line in lines)
     assert any(" INFO    run finished (exit 1)" in line for line in lines)
@@ -52,12 +53,16 @@ def test_json_logs_are_one_object_per_event_with_fields(run_cli: Cli, tmp_path: 
         assert {"timestamp", "level", "logger", "message", "event"} <= set(e), e
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$", e["timestamp"])
     [problem] = [e for e in events if e["event"] == "problem"]
-    assert problem["level"] == "WARNING" and problem["location"].endswith("in.csv:32")
+    assert problem["level"] == "WARNING"
+    assert problem["location"].endswith("in.csv:32")
     [end] = [e for e in events if e["event"] == "end"]
-    assert end["read"] == 31 and end["sent"] == 30 and end["invalid"] == 1
+    assert end["read"] == 31
+    assert end["sent"] == 30
+    assert end["invalid"] == 1
     assert end["exit_code"] == 1
     [reason] = end["failure_reasons"]
-    assert reason["count"] == 1 and reason["reason"].startswith("invalid: score: ")
+    assert reason["count"] == 1
+    assert reason["reason"].startswith("invalid: score: ")
 
 
 @pytest.mark.parametrize(
@@ -78,7 +83,8 @@ def test_v_and_q_set_the_level(
     assert {e["level"] for e in _json_lines(result.stderr)} == levels
     if "-v" in flags:  # every POST attempt, with its status
         attempts = [e for e in _json_lines(result.stderr) if e["event"] == "attempt"]
-        assert len(attempts) == 30 and {e["status"] for e in attempts} == {201}
+        assert len(attempts) == 30
+        assert {e["status"] for e in attempts} == {201}
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -97,8 +103,11 @@ def test_no_log_line_holds_the_token(
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET + "-wrong")
         refused = cli.replay("-v", "--log-format", fmt, "--include-rejected")
 
-    assert good.exit_code == 1 and refused.exit_code == 3
-    assert state.responses[201] > 0 and state.responses[503] > 0 and state.responses[401] > 0
+    assert good.exit_code == 1
+    assert refused.exit_code == 3
+    assert state.responses[201] > 0
+    assert state.responses[503] > 0
+    assert state.responses[401] > 0
     lines = (good.stderr + refused.stderr).splitlines()
     assert len(lines) > 30  # the debug lines of every attempt, problems, notices
     for line in lines:

@@ -45,9 +45,12 @@ def test_validate_clean_input_and_usage_errors(strict_cli: Cli, tmp_path: Path) 
     ok = strict_cli("validate", str(path))
     missing = strict_cli("validate", str(tmp_path / "nope.csv"))
     queue = strict_cli("validate", "redis://localhost/0?stream=x")
-    assert ok.exit_code == 0 and "read 3, valid 3, invalid 0" in ok.stdout
-    assert missing.exit_code == 2 and "Traceback" not in missing.output
-    assert queue.exit_code == 2 and "not queues" in queue.stderr
+    assert ok.exit_code == 0
+    assert "read 3, valid 3, invalid 0" in ok.stdout
+    assert missing.exit_code == 2
+    assert "Traceback" not in missing.output
+    assert queue.exit_code == 2
+    assert "not queues" in queue.stderr
 
 
 def check(cli: Cli, *args: str) -> Result:
@@ -60,7 +63,8 @@ def test_check_accepts_known_assistants_one_read_each(strict_cli: Cli, tmp_path:
     assert result.exit_code == 0, result.output
     assert f"check: {KNOWN}: ok" in result.stdout
     stats = strict_cli.server.state.stats()
-    assert stats["responses"] == {"200": 1} and stats["posts_received"] == 0
+    assert stats["responses"] == {"200": 1}
+    assert stats["posts_received"] == 0
 
 
 def test_check_names_an_unknown_assistant(strict_cli: Cli, tmp_path: Path) -> None:
@@ -85,8 +89,10 @@ def test_check_usage_errors(strict_cli: Cli, monkeypatch: pytest.MonkeyPatch) ->
     nothing = check(strict_cli)
     monkeypatch.delenv("TWILIO_AUTH_TOKEN")
     no_token = check(strict_cli, "--assistant-id", KNOWN)
-    assert nothing.exit_code == 2 and "no assistant id" in nothing.stderr
-    assert no_token.exit_code == 2 and "TWILIO_AUTH_TOKEN" in no_token.stderr
+    assert nothing.exit_code == 2
+    assert "no assistant id" in nothing.stderr
+    assert no_token.exit_code == 2
+    assert "TWILIO_AUTH_TOKEN" in no_token.stderr
 
 
 def test_check_says_when_the_base_url_is_not_the_api(strict_cli: Cli) -> None:

@@ -40,12 +40,15 @@ def test_a_run_logs_progress_lines_that_add_up(run_cli: Cli, tmp_path: Path) -> 
     lines = [m for m in map(LINE.match, result.stderr.splitlines()) if m]
     assert len(lines) >= 3, result.stderr
     sent = [int(m["sent"]) for m in lines]
-    assert sent == sorted(sent) and sent[-1] <= 60 and sent[0] < 60
+    assert sent == sorted(sent)
+    assert sent[-1] <= 60
+    assert sent[0] < 60
     assert [m["ts"] for m in lines] == sorted(m["ts"] for m in lines)
     for m in lines:
         assert int(m["read"]) >= int(m["sent"]) + int(m["failed"])
         assert int(m["limit"]) <= 2
-        assert m["pct"] is not None and 0 <= int(m["pct"]) <= 100  # a file: its size is known
+        assert m["pct"] is not None
+        assert 0 <= int(m["pct"]) <= 100
     assert any(int(m["rate"]) > 0 for m in lines)
     assert_exactly_once(run_cli.server, rows)
 
@@ -63,7 +66,8 @@ def test_json_progress_events_carry_the_counts(run_cli: Cli, tmp_path: Path) -> 
     progress = [e for e in events if e["event"] == "progress"]
     assert len(progress) >= 2
     for e in progress:
-        assert e["level"] == "INFO" and e["message"].startswith("progress: read ")
+        assert e["level"] == "INFO"
+        assert e["message"].startswith("progress: read ")
         assert e["bytes_total"] == source.stat().st_size
         assert 0 <= e["bytes_read"] <= e["bytes_total"]
         assert e["read"] >= e["sent"]
@@ -90,9 +94,11 @@ def test_stdin_has_no_percentage_and_the_default_interval_logs_nothing(
     )
     quick = run_cli.run(str(source))  # 60 s default: a short run has no progress line
 
-    assert piped.exit_code == 0 and quick.exit_code == 0
+    assert piped.exit_code == 0
+    assert quick.exit_code == 0
     lines = [m for m in map(LINE.match, piped.stderr.splitlines()) if m]
-    assert lines and all(m["pct"] is None for m in lines)
+    assert lines
+    assert all(m["pct"] is None for m in lines)
     assert "progress:" not in quick.stderr
 
 
@@ -131,14 +137,16 @@ def test_rate_eta_and_line_on_a_fake_clock() -> None:
     summary.read, summary.sent, summary.invalid = 100, 75, 5  # 20 in flight
     snap = monitor.snapshot()
     assert meter(snap) == 18.75
-    assert snap.fraction == 0.4 and snap.eta == pytest.approx(6.0)  # half read, 80% of it settled
+    assert snap.fraction == 0.4
+    assert snap.eta == pytest.approx(6.0)
     assert progress_line(snap, 18.75) == (
         "progress: read 100, sent 75 (19/s), failed 0, invalid 5, skipped 0, duplicate 0, "
         "retries 0, "
         "40% of input, ETA 0:06 (0:04 elapsed)"
     )
     queue = Snapshot(1, 1, 1, 0, 0, 0, 0, 0, 1, 0, None, None, None)
-    assert queue.fraction is None and queue.eta is None
+    assert queue.fraction is None
+    assert queue.eta is None
 
 
 def test_the_progress_line_says_what_a_drain_waits_for() -> None:

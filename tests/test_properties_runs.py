@@ -97,7 +97,8 @@ class Story:
     def finish(self, proc: subprocess.Popen[bytes], errors: Path) -> int:
         code = proc.wait(timeout=90)
         text = errors.read_text()
-        assert "internal error" not in text and "Traceback" not in text, text
+        assert "internal error" not in text, text
+        assert "Traceback" not in text, text
         return code
 
     def after_posts(self, k: int) -> tuple[subprocess.Popen[bytes], Path]:

@@ -37,6 +37,7 @@ def test_resets_settled_at_the_end_are_counted_in_summary_and_report(
     )
     with sqlite3.connect(cli.ledger) as db:
         states = dict(db.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
-    assert states == {"sent": report["sent"]} and report["sent"] == len(rows)
+    assert states == {"sent": report["sent"]}
+    assert report["sent"] == len(rows)
     assert_counts_add_up(report)
     assert_exactly_once(server, rows)

@@ -188,7 +188,8 @@ def test_a_password_never_shows_in_a_run(
     )
 
     assert code == 1, out
-    assert password not in out and password not in report.read_text()
+    assert password not in out
+    assert password not in report.read_text()
     assert password.encode() not in (tmp_path / "l.sqlite3").read_bytes()
     queue.redis.close()
 
@@ -210,7 +211,8 @@ def test_what_reconcile_found_not_stored_stays_pending_and_the_next_run_sends_it
     proc.send_signal(signal.SIGTERM)
     code, out = _finish(proc)
     assert code == 1, out  # failed records: exit 1 even at a normal end
-    assert stream.pending() == 4 and api.state.stored_count == 0
+    assert stream.pending() == 4
+    assert api.state.stored_count == 0
     api.state.update_faults({"error_status": None})
 
     code, out = _finish(_start(api, url, ledger, "--drain"))
@@ -246,7 +248,8 @@ def test_entries_taken_but_not_sent_at_sigterm_are_released_and_sent_by_the_next
     assert code == 0, out  # the service's normal end: the rest is not a failure
     summary = json.loads(report.read_text())
     assert_counts_add_up(summary)
-    assert summary["failed"] == 0 and summary["released"] > 0
+    assert summary["failed"] == 0
+    assert summary["released"] > 0
     assert summary["sent"] + summary["released"] == len(rows)
     assert stream.pending() == summary["released"]  # not acked: still the queue's
     api.state.update_faults({"latency_ms": 0})

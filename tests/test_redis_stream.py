@@ -146,10 +146,13 @@ def test_a_broker_that_is_down_at_start_exits_2_with_the_url_masked(cli: Cli) ->
 
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "cannot connect" in lines[0]
-    assert ":***@127.0.0.1" in lines[0] and "hunter2" not in result.output
+    assert len(lines) == 1
+    assert "cannot connect" in lines[0]
+    assert ":***@127.0.0.1" in lines[0]
+    assert "hunter2" not in result.output
     published = CliRunner().invoke(cli_main, ["enqueue", "-", "--format", "csv", "--to", url])
-    assert published.exit_code == 2 and "hunter2" not in published.output
+    assert published.exit_code == 2
+    assert "hunter2" not in published.output
 
 
 def test_a_stream_url_without_group_is_a_configuration_error(cli: Cli) -> None:

@@ -96,7 +96,8 @@ async def test_an_unknown_ledger_scheme_is_a_one_line_error(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         await open_ledger(url, "run-1", command="run")
     message = str(info.value)
-    assert "\n" not in message and "no ledger backend" in message
+    assert "\n" not in message
+    assert "no ledger backend" in message
     assert "secret" not in message
 
 
@@ -108,7 +109,8 @@ async def test_an_unregistered_source_scheme_is_a_one_line_error(url: str) -> No
     with pytest.raises(ConfigError) as info:
         await open_source(url, OPTIONS)
     message = str(info.value)
-    assert "\n" not in message and f"no source for {scheme(url)}://" in message
+    assert "\n" not in message
+    assert f"no source for {scheme(url)}://" in message
     assert "s3cret" not in message
 
 
@@ -119,7 +121,8 @@ async def test_a_path_is_a_file_source_that_acks_nothing(tmp_path: Path) -> None
 
     source = await open_source(str(path), options)
 
-    assert isinstance(source, FileSource) and source.name == str(path)
+    assert isinstance(source, FileSource)
+    assert source.name == str(path)
     batches = [batch async for batch in source.batches(asyncio.Event())]
     assert [[r.fields["session_id"] for r in b] for b in batches] == [["s1", "s2"], ["s3"]]
     assert all(r.handle is None for b in batches for r in b)
@@ -168,7 +171,8 @@ def test_run_with_an_unknown_scheme_fails_with_one_line(clean_env: None, tmp_pat
         cli, ["run", "foo://user:pw@host/q", "--ledger", str(tmp_path / "l.db")]
     )
     assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and "no source for foo://" in result.output
+    assert result.output.count("\n") == 1
+    assert "no source for foo://" in result.output
     assert "pw" not in result.output
     assert not (tmp_path / "l.db").exists()
 

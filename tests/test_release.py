@@ -33,15 +33,20 @@ def queue() -> Iterator[Queue]:
 def test_holding_gives_entries_back_in_order_once_their_delay_is_over() -> None:
     now = [100.0]
     held: Holding[str] = Holding(2.0, clock=lambda: now[0])
-    assert held.wait() is None and held.due() == []
+    assert held.wait() is None
+    assert held.due() == []
     held.hold(["a", "b"])
     now[0] += 1.0
     held.hold(["c"])
-    assert held.due() == [] and held.wait() == 1.0 and len(held) == 3
+    assert held.due() == []
+    assert held.wait() == 1.0
+    assert len(held) == 3
     now[0] += 1.0
-    assert held.due() == ["a", "b"] and len(held) == 1
+    assert held.due() == ["a", "b"]
+    assert len(held) == 1
     now[0] += 1.0
-    assert held.due() == ["c"] and held.wait() is None
+    assert held.due() == ["c"]
+    assert held.wait() is None
 
 
 async def _next(batches: AsyncIterator[list[RawRecord]]) -> list[RawRecord] | None:
@@ -93,7 +98,8 @@ async def test_redis_drain_ends_when_another_consumer_acked_a_released_entry(
         assert isinstance(source, Releasing)
         batches = source.batches(asyncio.Event())
         batch = await _next(batches)
-        assert batch is not None and len(batch) == 2
+        assert batch is not None
+        assert len(batch) == 2
         source.release([batch[0].handle])
         await source.ack([Done(batch[1].handle)])
         # Taken over and finished elsewhere: nothing left for this run to wait for.
@@ -138,7 +144,8 @@ def test_a_drain_ends_when_its_released_entries_cannot_be_settled(
     # Released, then given up on (it is a job): unknown, never sent, left for the next run.
     assert result.exit_code == 1, result.output
     assert "same page twice" in result.output
-    assert stream.pending() == len(rows) and api.posts_received == len(rows)
+    assert stream.pending() == len(rows)
+    assert api.posts_received == len(rows)
     api.update_faults({"hostile": None})
     assert run_cli.run(stream.url("solo"), "--drain", *fast).exit_code == 0
     assert stream.pending() == 0

@@ -44,7 +44,8 @@ def test_dry_run_shows_what_would_be_sent_and_sends_nothing(
 
     assert result.exit_code == 0, result.output
     assert "would send 3 failed records" in result.stdout
-    assert result.stdout.count("busy.csv:") == 3 and "503" in result.stdout
+    assert result.stdout.count("busy.csv:") == 3
+    assert "503" in result.stdout
     assert "2 failed records were rejected by the API for good" in result.stdout
     assert strict_cli.server.state.stats()["posts_received"] == posts
 
@@ -58,9 +59,11 @@ def test_default_replay_leaves_permanent_rejections_out(strict_cli: Cli, tmp_pat
     assert "sent 3" in result.stdout
     assert "2 failed records were rejected by the API for good" in result.stderr
     counts = strict_cli.server.state.content_counts()
-    assert {content_of(r) for r in busy} == set(counts) and set(counts.values()) == {1}
+    assert {content_of(r) for r in busy} == set(counts)
+    assert set(counts.values()) == {1}
     again = strict_cli.replay()
-    assert again.exit_code == 0 and "read 0" in again.stdout
+    assert again.exit_code == 0
+    assert "read 0" in again.stdout
 
 
 def test_include_rejected_sends_them_and_limit_caps_a_replay(
@@ -69,10 +72,12 @@ def test_include_rejected_sends_them_and_limit_caps_a_replay(
     failing(strict_cli, tmp_path)
 
     limited = strict_cli.replay("--limit", "2")
-    assert limited.exit_code == 0 and "read 2, sent 2" in limited.stdout
+    assert limited.exit_code == 0
+    assert "read 2, sent 2" in limited.stdout
     forced = strict_cli.replay("--include-rejected")
 
     assert forced.exit_code == 1  # the assistant still does not exist
-    assert "read 3, sent 1" in forced.stdout and "failed 2" in forced.stdout
+    assert "read 3, sent 1" in forced.stdout
+    assert "failed 2" in forced.stdout
     assert strict_cli.server.state.stored_count == 3
     assert strict_cli.server.state.duplicates() == {}

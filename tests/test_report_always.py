@@ -48,7 +48,8 @@ def test_an_authentication_abort_writes_the_report(
     assert code == 3, output
     report = _report(tmp_path)
     assert report["aborted"].startswith("authentication refused by the API")
-    assert report["exit_code"] == 3 and report["sent"] == 0
+    assert report["exit_code"] == 3
+    assert report["sent"] == 0
 
 
 def test_an_outage_writes_the_report(run_cli: Cli, tmp_path: Path) -> None:
@@ -70,7 +71,8 @@ def test_an_unusable_ledger_writes_the_report(run_cli: Cli, tmp_path: Path) -> N
     assert code == 3, output
     report = _report(tmp_path)
     assert "file is not a database" in report["aborted"]
-    assert report["exit_code"] == 3 and report["read"] == 0
+    assert report["exit_code"] == 3
+    assert report["read"] == 0
     assert run_cli.server.state.posts_received == 0
 
 
@@ -98,7 +100,8 @@ def test_an_internal_error_writes_the_report(
 
     code, output = _run(run_cli, tmp_path)
 
-    assert code == 3 and "internal error: RuntimeError: a bug" in output
+    assert code == 3
+    assert "internal error: RuntimeError: a bug" in output
     report = _report(tmp_path)
     assert report["aborted"] == "internal error: RuntimeError: a bug"
     assert report["exit_code"] == 3

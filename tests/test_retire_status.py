@@ -57,9 +57,12 @@ def test_retire_is_safe_by_default_and_dry_run_changes_nothing(
     nothing = retire(strict_cli, "--reason", "oops")
     dry = retire(strict_cli, "--state", "invalid", "--reason", "known bad", "--dry-run")
 
-    assert nothing.exit_code == 2 and "say what to retire" in nothing.stderr
-    assert dry.exit_code == 0 and "would retire 2 records" in dry.stdout
-    assert dry.stdout.count("night.csv:") == 2 and "score:" in dry.stdout
+    assert nothing.exit_code == 2
+    assert "say what to retire" in nothing.stderr
+    assert dry.exit_code == 0
+    assert "would retire 2 records" in dry.stdout
+    assert dry.stdout.count("night.csv:") == 2
+    assert "score:" in dry.stdout
     assert strict_cli.ledger_rows() == before
 
 
@@ -73,16 +76,21 @@ def test_retired_records_leave_the_counts_replay_and_the_exit_code(
     forced = strict_cli.replay("--include-rejected")
     by_prefix = retire(strict_cli, "--all", "--location-prefix", str(tmp_path), "--reason", "gone")
 
-    assert by_state.exit_code == 0 and "retired 2 records (known bad rows)" in by_state.stdout
+    assert by_state.exit_code == 0
+    assert "retired 2 records (known bad rows)" in by_state.stdout
     assert forced.exit_code == 1  # the assistant is still gone
-    assert by_prefix.exit_code == 0 and "retired 2 records" in by_prefix.stdout
+    assert by_prefix.exit_code == 0
+    assert "retired 2 records" in by_prefix.stdout
     counts = status(strict_cli)
     assert (counts["sent"], counts["failed"], counts["invalid"], counts["retired"]) == (3, 0, 0, 4)
     assert counts["runs"][0]["command"] == "retire"
     replay = strict_cli.replay("--include-rejected")
-    assert replay.exit_code == 0 and "read 0" in replay.stdout
+    assert replay.exit_code == 0
+    assert "read 0" in replay.stdout
     text = strict_cli("status", "--ledger", str(strict_cli.ledger))
-    assert "retired" in text.stdout and "retire" in text.stdout and "exit 0" in text.stdout
+    assert "retired" in text.stdout
+    assert "retire" in text.stdout
+    assert "exit 0" in text.stdout
     assert strict_cli.server.state.duplicates() == {}
 
 
@@ -158,6 +166,8 @@ def test_retire_is_refused_while_a_run_holds_the_ledger(strict_cli: Cli, tmp_pat
         result = retire(strict_cli, "--all", "--reason", "x")
         # Reading is never refused: failures and status take no lock.
         listed = strict_cli("failures", "--ledger", str(strict_cli.ledger))
-    assert result.exit_code == 3 and "in use by another run" in result.stderr
-    assert listed.exit_code == 0 and listed.stdout.count("\n") == 5  # header + 4 problems
+    assert result.exit_code == 3
+    assert "in use by another run" in result.stderr
+    assert listed.exit_code == 0
+    assert listed.stdout.count("\n") == 5
     assert strict_cli.ledger_rows() == before

@@ -161,7 +161,8 @@ def test_redis_stream_three_workers_one_killed_the_survivors_finish(
     try:
         left = _kill_mid_run(api, procs, pg_schema, tmp_path)
         held = stream.redis.xpending_range(stream.name, stream.group, "-", "+", 1000, VICTIM)
-        assert left > 0 and held, "the victim held no records at the kill"
+        assert left > 0, "the victim held no records at the kill"
+        assert held, "the victim held no records at the kill"
         reports = _survivors(procs, tmp_path)
     finally:
         _stop(procs)

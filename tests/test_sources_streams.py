@@ -33,10 +33,10 @@ def feed(path: str, data: bytes) -> threading.Thread:
 
 
 @pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[str]:
+def fifo(tmp_path: Path) -> str:
     path = tmp_path / "input.fifo"
     os.mkfifo(path)
-    yield str(path)
+    return str(path)
 
 
 # --- gzip through a FIFO or a pipe: sniffed without reopening -----------------------------------

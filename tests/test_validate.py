@@ -227,8 +227,10 @@ def test_unknown_columns_are_a_problem_unless_ignored() -> None:
     ignored = Validator(default_assistant_id=ASSISTANT, ignore_extra=True)(
         RawRecord(LOCATION, fields)
     )
-    assert isinstance(rejected, Rejection) and "'comment', 'rating'" in rejected.reason
-    assert isinstance(ignored, Accepted) and ignored.record.body() == {"session_id": "s"}
+    assert isinstance(rejected, Rejection)
+    assert "'comment', 'rating'" in rejected.reason
+    assert isinstance(ignored, Accepted)
+    assert ignored.record.body() == {"session_id": "s"}
 
 
 def test_column_mapping_reads_the_mapped_column() -> None:
@@ -358,4 +360,5 @@ def test_rejection_keeps_the_record_fields_by_field_name_and_nothing_else() -> N
     assert isinstance(nul, Rejection)
     assert nul.fields == {"session_id": "a\x00b", "assistant_id": "aia_asst_x"}
     unreadable = validator(RawRecord("f.csv:6", {}, error="malformed CSV"))
-    assert isinstance(unreadable, Rejection) and unreadable.fields is None
+    assert isinstance(unreadable, Rejection)
+    assert unreadable.fields is None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import click
 
-from pipeline import __version__
 from pipeline.cli import (
     enqueue,
     failures,
@@ -29,6 +28,7 @@ from pipeline.cli import (
     settings_view,
     stop,
 )
+from pipeline.version import __version__
 
 _COMPLETION = (
     "\b\nShell completion (bash; zsh_source and fish_source likewise):\n"

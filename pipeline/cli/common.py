@@ -64,7 +64,7 @@ def guarded(fn: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(EXIT_OK)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean exit
+        except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
             fail(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import aiohttp
 import click
 
-from pipeline import __version__
 from pipeline.cli.common import (
     EXIT_ABORTED,
     EXIT_OK,
@@ -41,6 +40,7 @@ from pipeline.errors import (
 )
 from pipeline.models import Accepted
 from pipeline.sources import is_queue, open_source, source_options
+from pipeline.version import __version__
 
 #: Problems ``validate`` prints one line each by default (all are counted).
 SHOWN = 20

@@ -221,7 +221,7 @@ class Delivery:
         try:
             try:  # the first attempt outside tenacity (see retry.after)
                 created = await self._attempt(item, sent)
-            except Exception as first:
+            except Exception as first:  # noqa: BLE001 - the retry policy judges every error
                 created = await after(self._policy, first, lambda: self._attempt(item, sent))
         except NotSentError as exc:
             stopped = self._control.stopped

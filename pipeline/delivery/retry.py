@@ -17,7 +17,7 @@ Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 
-class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wait strategies
+class wait_retry_after(wait_base):
     """The fallback backoff, but never less than the server's ``Retry-After``."""
 
     def __init__(self, fallback: wait_base) -> None:
@@ -32,7 +32,7 @@ class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wai
         return backoff
 
 
-class wait_unless_noise(wait_base):  # noqa: N801 - named like tenacity's own wait strategies
+class wait_unless_noise(wait_base):
     """The backoff, unless failures lately are noise (``noise()``): then a short wait
     (``short()``). A backoff that doubles is for a server under load; a record that met a
     background 503 backing off for seconds only makes the run's last seconds longer."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from pipeline import __version__
 from pipeline.config import Settings
 from pipeline.delivery.client import FeedbackClient
 from pipeline.delivery.delivery import Delivery, Sending
@@ -39,6 +38,7 @@ from pipeline.observe.monitor import observed_client
 from pipeline.observe.observer import Observer
 from pipeline.observe.problems import Progress
 from pipeline.observe.summary import Summary
+from pipeline.version import __version__
 
 #: Makes the batches of a run once its ledger is open (replay reads them from the ledger).
 BatchesOf = Callable[[Ledger, RunControl], Batches]

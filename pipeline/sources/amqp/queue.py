@@ -273,7 +273,8 @@ class AmqpSource:
     async def _dead_letter(self, done: Done) -> str | None:
         """Publish the copy; what was left out of it (None: whole)."""
         handle = done.handle
-        assert isinstance(handle, _Handle) and done.dead_letter is not None
+        assert isinstance(handle, _Handle)
+        assert done.dead_letter is not None
         limit = frame_max(self._connection.transport)
         copy, cut = dead_letter(
             handle.message, done.dead_letter, handle.location, self._target.queue, limit
