@@ -172,6 +172,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown field {unknown[0]!r}; fields are {', '.join(RECORD_FIELDS)}")
         return value
 
+    def __init__(self, **values: Any) -> None:
+        """What a program gives (keywords named like the settings) over the defaults; a bad
+        value is a ConfigError naming the setting, as from the command line."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            nowhere: dict[str, dict[str, Any]] = {"file": {}, "env": {}, "flag": {}}
+            # The cause stays: load() names the layer each bad value came from with it.
+            raise ConfigError(describe(exc, nowhere, None, ENV_PREFIX, _FLAGS)) from exc
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -199,9 +209,11 @@ class Settings(BaseSettings):
         }
         merged = {**layers["file"], **layers["env"], **layers["flag"]}
         try:
-            settings = cls.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(describe(exc, layers, path, ENV_PREFIX, _FLAGS)) from None
+            settings = cls.model_validate(merged)  # through __init__ (pydantic calls it)
+        except ConfigError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ConfigError(describe(exc.__cause__, layers, path, ENV_PREFIX, _FLAGS)) from None
         for name in merged:
             settings._origins[name] = origin_of(name, layers, path, ENV_PREFIX, _FLAGS)
         return settings

@@ -90,6 +90,10 @@ class AbortedError(PipelineError):
     (heartbeat, ack, ledger writer) failed;
     :class:`pipeline.engine.control.RunControl` raises it."""
 
+    #: The run's summary, when the Python API (:mod:`pipeline.api`) raises it for a run that
+    #: stopped early; None elsewhere.
+    summary: object | None = None
+
 
 class OutageError(AbortedError):
     """The API failed every request (or the ``--rate-scope`` Redis could not be reached) for

@@ -28,9 +28,14 @@ from pipeline.errors import AbortedError
 
 class RunControl:
     """``grace``: seconds requests on the wire may take to finish after the first signal;
-    ``service``: a signal is the normal end of the run (a queue followed without ``--drain``)."""
+    ``service``: a signal is the normal end of the run (a queue followed without ``--drain``);
+    ``handle_signals``: whether :meth:`signals` installs SIGINT/SIGTERM handlers (the command
+    line does; the Python API only when asked, since signals belong to the program)."""
 
-    def __init__(self, *, grace: float = 10.0, service: bool = False) -> None:
+    def __init__(
+        self, *, grace: float = 10.0, service: bool = False, handle_signals: bool = True
+    ) -> None:
+        self._handle_signals = handle_signals
         self.stop = asyncio.Event()
         self.reason: str | None = None  # why the run was aborted
         self.ended: str | None = None  # why a service ended normally
@@ -134,7 +139,7 @@ class RunControl:
             loop.call_later(self._grace, cut_off, why)
 
         installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if self._handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, handle, sig.name)
                 installed.append(sig)

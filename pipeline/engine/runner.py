@@ -40,7 +40,12 @@ from pipeline.sources import is_queue, open_source, source_options
 
 
 async def run_sources(
-    settings: Settings, paths: Sequence[str], *, auth: tuple[str, str] | None, dry_run: bool
+    settings: Settings,
+    paths: Sequence[str],
+    *,
+    auth: tuple[str, str] | None,
+    dry_run: bool,
+    handle_signals: bool = True,
 ) -> Summary:
     """The ``run`` command: read, validate, claim and deliver every record of ``paths``
     (files, ``-``, or queue URLs; a queue is followed until a signal unless ``drain``)."""
@@ -75,6 +80,7 @@ async def run_sources(
             follow=follow,
             queue=queue,
             sources=sources,
+            handle_signals=handle_signals,
         )
 
 
@@ -84,6 +90,7 @@ async def replay_failed(
     auth: tuple[str, str],
     retryable_only: bool = False,
     limit: int | None = None,
+    handle_signals: bool = True,
 ) -> Summary:
     """The ``replay`` command: send again the records the ledger holds as ``failed`` (those
     the API may still take when ``retryable_only``; at most ``limit``)."""
@@ -98,7 +105,9 @@ async def replay_failed(
             if left == 0:
                 return
 
-    return await _execute("replay", settings, auth, batches, dry_run=False)
+    return await _execute(
+        "replay", settings, auth, batches, dry_run=False, handle_signals=handle_signals
+    )
 
 
 async def _execute(
@@ -111,6 +120,7 @@ async def _execute(
     follow: bool = False,
     queue: bool = False,
     sources: Sequence[object] = (),
+    handle_signals: bool = True,
 ) -> Summary:
     run_id = uuid.uuid4().hex[:16]
     summary = Summary(
@@ -120,7 +130,7 @@ async def _execute(
         max_invalid=settings.max_invalid,
         max_failed=settings.max_failed,
     )
-    control = RunControl(grace=settings.grace, service=follow)
+    control = RunControl(grace=settings.grace, service=follow, handle_signals=handle_signals)
     sending = None
     if not dry_run and auth is not None:
         sending = Sending(FlowControl(settings.concurrency, settings.rate, sleep=control.pause))
