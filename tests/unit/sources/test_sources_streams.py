@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from pipeline.models import RawRecord
 from pipeline.sources import CsvSource, JsonlSource, open_reader
@@ -223,7 +224,7 @@ def test_jsonl_line_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_readme_states_the_limits_the_code_has() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     text = " ".join(readme.split())
     assert f"A CSV field is at most {csv_source.FIELD_LIMIT} characters" in text
     assert f"a JSON line at most {jsonl_source.LINE_LIMIT} bytes" in text

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import annotated_types
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import ROOT
 
 from pipeline.config import ENV_PREFIX, Settings
 from pipeline.errors import ConfigError
@@ -43,7 +44,7 @@ VALUES = st.one_of(
 GIVEN = st.dictionaries(st.sampled_from(FIELDS), st.tuples(st.sampled_from(ORIGINS), VALUES))
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 def documented_ranges() -> dict[str, tuple[float, float, float | None]]:

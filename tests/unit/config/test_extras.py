@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from pipeline.engine.control import RunControl
 from pipeline.errors import MissingExtraError
 from pipeline.flow.budget import shared_rate
 
-SAMPLE = str(Path(__file__).resolve().parents[1] / "samples" / "ratings.csv")
+SAMPLE = str(ROOT / "samples" / "ratings.csv")
 CLIENT_LIBRARIES = ("redis", "aio_pika", "aiormq", "asyncpg")
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from conftest import assert_exactly_once, make_rows, write_csv
+from paths import ROOT
 
 import pipeline
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState, Faults
 
-ROOT = Path(__file__).resolve().parents[1]
 CREDENTIALS = pipeline.Credentials.of(
     account_sid=DEFAULT_ACCOUNT_SID, auth_token=DEFAULT_AUTH_TOKEN
 )

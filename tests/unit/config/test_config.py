@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import ROOT
 
 from pipeline.config import CONFIG_ENV, Settings
 from pipeline.credentials import Credentials
@@ -312,7 +313,7 @@ def test_credentials_are_not_read_from_settings_sources(
 
 
 def test_the_sample_config_file_loads_to_the_defaults() -> None:
-    sample = Path(__file__).resolve().parent.parent / "config" / "pipeline.toml"
+    sample = ROOT / "config" / "pipeline.toml"
     assert Settings.load(str(sample)).model_dump() == Settings.load().model_dump()
 
 

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 from conftest import assert_exactly_once, make_rows, write_csv
+from paths import ROOT
 from pg_helpers import PgSchema, pg_schema
 from redis_helpers import REDIS_URL, Stream, stream
 
 from pipeline.fake import FakeServer, FakeState, Faults
 
 __all__ = ["pg_schema", "stream"]  # fixtures, used by name
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 OK = "aia_asst_test"
 
 

@@ -9,17 +9,17 @@ create requests carry every field (an omitted one comes back ``null``; tested be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import DATA
 
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
 
-SPEC = Path(__file__).resolve().parent / "data" / "openapi-feedback.json"
+SPEC = DATA / "openapi-feedback.json"
 PATH = "/v1/Assistants/{id}/Feedbacks"
 CREATE_FIELDS = {"session_id": "s", "message_id": "aia_msg_1", "score": 0.5, "text": "t"}
 AUTH = (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import Cli, make_rows, write_csv
 from pg_helpers import PgSchema, pg_schema
 from redis_helpers import Stream, stream
-from test_lease import Clock, Ledger
+from unit.ledger.test_lease import Clock, Ledger
 
 from pipeline.cli import cli as cli_main
 from pipeline.cli.fleet_view import judge
