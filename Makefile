@@ -25,8 +25,9 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# With branch coverage and its threshold (pyproject.toml, [tool.coverage]).
 unit: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 test: lint typecheck unit
 

@@ -6,8 +6,8 @@ Credentials come from the environment only (``TWILIO_*``): never from a file or 
 they would end up in shell history or version control.
 
 Every number is bounded on both sides and finite: an ``inf`` rate or timeout, a timeout of
-1e-300 s or a ``concurrency = true`` is not a setting anybody means, and each of them used to
-be accepted and then hang or stall the run. Bad settings of any kind, from any source, end as
+1e-300 s or a ``concurrency = true`` is not a setting anybody means, and would hang or stall
+the run. Bad settings of any kind, from any source, end as
 one :class:`ConfigError` line naming where the value came from, before anything is sent.
 """
 

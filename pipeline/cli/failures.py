@@ -1,4 +1,5 @@
-"""``failures`` (export what needs a person, in a form ``run`` reads back) and ``retire``.
+"""``failures``: export what needs a person, in a form ``run`` reads back (``retire`` closes
+what was dealt with: :mod:`pipeline.cli.retire`).
 
 An export has the record's own columns first (``assistant_id, session_id, message_id, score,
 text, key``), then what went wrong (``state, location, http_status, error_code, reason``):

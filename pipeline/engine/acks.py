@@ -12,7 +12,7 @@ A record the ledger calls uncertain (another worker holds it, or a dead one left
 reconciliation) is neither acked nor kept: it is *released* (:meth:`Acks.release`), and its
 source offers it again later (:mod:`pipeline.sources.release`).
 
-Handles are wrapped with their source (:class:`Ticket`) as records are read, so that several
+Handles are wrapped with their source (:class:`AckHandle`) as records are read, so that several
 sources can be acked each with its own handles. A failing ack ends the run through
 :class:`RunControl`; the entries it did not ack are redelivered. A dead-letter copy that could
 not be written whole (or at all) is one entry's trouble, not the run's: it is said, and the
@@ -32,7 +32,7 @@ from pipeline.sources.release import Releasing
 
 
 @dataclass(frozen=True, slots=True)
-class Ticket:
+class AckHandle:
     """A record's ack handle together with the source it came from."""
 
     source: Source
@@ -52,7 +52,7 @@ class Acks:
         self._control = control
         self._problem = problem
         self._refused = refused
-        self._held: dict[str, list[Ticket]] = defaultdict(list)  # unknown, by ledger key
+        self._held: dict[str, list[AckHandle]] = defaultdict(list)  # unknown, by ledger key
         self._broken = False
 
     async def done(self, finished: Iterable[tuple[object | None, str | None]]) -> None:
@@ -62,7 +62,7 @@ class Acks:
         # By identity: a source need not be hashable.
         by_source: dict[int, tuple[Source, list[Done]]] = {}
         for handle, dead_letter in finished:
-            if isinstance(handle, Ticket):
+            if isinstance(handle, AckHandle):
                 entry = by_source.setdefault(id(handle.source), (handle.source, []))
                 entry[1].append(Done(handle.handle, dead_letter))
         for source, dones in by_source.values():
@@ -79,7 +79,7 @@ class Acks:
 
     def hold(self, key: str, handle: object | None) -> None:
         """Keep an ``unknown`` record's handle until reconciliation settles it."""
-        if isinstance(handle, Ticket):
+        if isinstance(handle, AckHandle):
             self._held[key].append(handle)
 
     async def settled(self, found: Iterable[str], missing: Iterable[str]) -> None:
@@ -92,13 +92,13 @@ class Acks:
     @staticmethod
     def releasable(handle: object | None) -> bool:
         """Whether the record's source can offer it again later (queues; not files)."""
-        return isinstance(handle, Ticket) and isinstance(handle.source, Releasing)
+        return isinstance(handle, AckHandle) and isinstance(handle.source, Releasing)
 
     def release(self, handles: Iterable[object | None]) -> None:
         """Give these (releasable) entries back to their sources, which offer them again."""
         by_source: dict[int, tuple[Releasing, list[object]]] = {}
         for handle in handles:
-            if isinstance(handle, Ticket) and isinstance(handle.source, Releasing):
+            if isinstance(handle, AckHandle) and isinstance(handle.source, Releasing):
                 entry = by_source.setdefault(id(handle.source), (handle.source, []))
                 entry[1].append(handle.handle)
         for source, raw in by_source.values():

@@ -1,12 +1,12 @@
 """Which source columns a run reads, and the two mistakes that cost data: a column that maps
 to no record field, and a ``--map`` that names a column the source does not have.
 
-A CSV with ``rating,comment`` columns used to be read as records without a score or a text,
-every row "valid", and sent so: the feedback went to the API empty, and fixing the mapping
-later changed the records' keys, so they were sent a second time. So a column (a JSONL key, a
-queue entry's field) that no record field is read from is an error, unless the run is told to
-ignore extra columns; the columns of a ``failures`` export (what went wrong with a record) are
-known and stay accepted, so an export can be fixed and run as it is.
+A column (a JSONL key, a queue entry's field) that no record field is read from is an error,
+unless the run is told to ignore extra columns: otherwise a CSV with ``rating,comment``
+columns would be records without a score or a text, every row "valid", sent empty, and fixing
+the mapping later would change their keys and send them a second time. The columns of a
+``failures`` export (what went wrong with a record) are known and stay accepted, so an export
+can be fixed and run as it is.
 
 Files are checked before anything is sent (:func:`check_files`: the header of a CSV file, the
 keys of the first lines of a JSONL file); every record is checked again as it is validated

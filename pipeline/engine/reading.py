@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
-from pipeline.engine.acks import Ticket
+from pipeline.engine.acks import AckHandle
 from pipeline.engine.control import RunControl
 from pipeline.engine.validate import Validator
 from pipeline.errors import PipelineError
@@ -48,7 +48,7 @@ def what(exc: BaseException) -> str:
 async def raw_batches(
     sources: Sequence[Source], control: RunControl
 ) -> AsyncIterator[list[RawRecord]]:
-    """The sources one after the other, each record's handle a :class:`Ticket` to ack it
+    """The sources one after the other, each record's handle a :class:`AckHandle` to ack it
     by; a source that fails ends the run."""
     for source in sources:
         if control.stopped:
@@ -59,7 +59,7 @@ async def raw_batches(
                     yield [
                         raw
                         if raw.handle is None
-                        else dataclasses.replace(raw, handle=Ticket(source, raw.handle))
+                        else dataclasses.replace(raw, handle=AckHandle(source, raw.handle))
                         for raw in raw_batch
                     ]
             except PipelineError as exc:

@@ -73,9 +73,9 @@ class Stages:
         self.acks = Acks(control, progress.problem, self._refused_copies)
         self._outcomes: asyncio.Queue[tuple[Accepted, Outcome] | None] = asyncio.Queue()
         # Claimed batches on their way to the workers: one may wait here, so that the next
-        # batch is read, validated and claimed while this one is sent (in turn, the workers
-        # ran dry at every batch boundary). The workers take records from ``_ready``, and the
-        # next batch only once it is empty: at most two batches are claimed and unsent.
+        # batch is read, validated and claimed while this one is sent (the workers never run
+        # dry at a batch boundary). The workers take records from ``_ready``, and the next
+        # batch only once it is empty: at most two batches are claimed and unsent.
         self._claimed: asyncio.Queue[list[Accepted] | None] = asyncio.Queue(maxsize=1)
         self._ready: collections.deque[Accepted] = collections.deque()
         self._taking = asyncio.Lock()

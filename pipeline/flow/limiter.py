@@ -64,5 +64,8 @@ class Limiters:
         return tickets
 
     def release(self, tickets: list[Any], result: Result) -> None:
+        if self._one is not None:  # the common case, once per request
+            self._one.release(tickets[0], result)
+            return
         for limiter, ticket in reversed(list(zip(self._limiters, tickets, strict=False))):
             limiter.release(ticket, result)

@@ -51,9 +51,9 @@ class Refusals:
         elif ticket.level > self._inflight_limit and retry_after is None:
             # A probe above the in-flight limit found before, refused: back to it, even if a
             # request at that level got through (the server's count and ours differ by a
-            # request on its way). Read as a rate refusal, it set a cap that held the run at
-            # 0.87-0.91 of the limit. Not when a few are refused among many there: a rate
-            # limit's bunched requests, above an in-flight limit its first burst misread.
+            # request on its way); it is not a rate refusal, and sets no rate cap. Not when a
+            # few are refused among many there: a rate limit's bunched requests, above an
+            # in-flight limit its first burst misread.
             inflight = self._levels.probe(ticket.level)
         else:
             inflight = self._levels.inflight(ticket.level) if above else False
