@@ -14,7 +14,8 @@ scheduler such as Airflow, Dagster or Prefect, or a plain script)::
   given and the defaults (``Settings.from_env()`` reads the config file and the
   ``FEEDBACK_PIPELINE_*`` variables, as the command line does); ``Credentials.of(...)`` the
   same (``Credentials()`` reads ``TWILIO_*``). No SIGINT/SIGTERM handler is installed unless
-  ``handle_signals=True``. Logging goes to the ``pipeline`` logger, configured by the program.
+  ``handle_signals=True`` (and then only by a run on the main thread's own loop: signals are
+  delivered there). Logging goes to the ``pipeline`` logger, configured by the program.
 - **Any thread, any loop.** The synchronous calls work from a worker thread, and from inside a
   running event loop (the run then goes on a fresh loop in a private thread, and the caller's
   thread waits for it); ``arun``, ``areplay`` and ``areconcile`` are the coroutines.
