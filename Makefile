@@ -53,4 +53,4 @@ RECIPE_FILES := backfill.sqlite3* backfill.json nightly.sh nightly.sqlite3* nigh
 	fix.sqlite3* fix.csv
 
 clean:
-	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache $(RECIPE_FILES)
+	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache .coverage $(RECIPE_FILES)
