@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 from bench.data import ASSISTANT_ID
+from pipeline.engine.validate import Validator
 from pipeline.ledger import open_ledger
 from pipeline.models import Accepted, Outcome, Status
-from pipeline.sources.csv import CsvSource
-from pipeline.validate import Validator
+from pipeline.sources.files.csv import CsvSource
 
 BATCH = 20_000
 

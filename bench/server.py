@@ -84,7 +84,7 @@ class ServerProcess:
         request = urllib.request.Request(
             self.url + path, method=method, data=b"" if method == "POST" else None
         )
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=10) as resp:
             data = json.loads(resp.read())
         if not isinstance(data, dict):
             raise BenchError(f"fake server {path}: not a JSON object")
@@ -143,7 +143,7 @@ def feedback_dates(server: ServerProcess, assistant_id: str) -> list[str]:
     while url:
         request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30) as resp:
                 page = json.loads(resp.read())
         except urllib.error.URLError as exc:
             raise BenchError(f"listing feedbacks failed: {exc}") from exc

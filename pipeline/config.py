@@ -6,18 +6,15 @@ Credentials come from the environment only (``TWILIO_*``): never from a file or 
 they would end up in shell history or version control.
 
 Every number is bounded on both sides and finite: an ``inf`` rate or timeout, a timeout of
-1e-300 s or a ``concurrency = true`` is not a setting anybody means, and each of them used to
-be accepted and then hang or stall the run. Bad settings of any kind, from any source, end as
+1e-300 s or a ``concurrency = true`` is not a setting anybody means, and would hang or stall
+the run. Bad settings of any kind, from any source, end as
 one :class:`ConfigError` line naming where the value came from, before anything is sent.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -26,17 +23,16 @@ from pydantic import (
     BeforeValidator,
     Field,
     PrivateAttr,
-    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pipeline.config_layers import check_env_names, describe, origin_of, read_env, read_toml
 from pipeline.errors import ConfigError
 from pipeline.models import RECORD_FIELDS
-from pipeline.ratescope import check_scope_url
+from pipeline.urls import check_scope_url, is_loopback
 
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -94,7 +90,7 @@ class Settings(BaseSettings):
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     # A column no record field is read from is an error (its values would not be sent)
-    # unless this says to leave such columns out (pipeline.columns).
+    # unless this says to leave such columns out (pipeline.engine.columns).
     ignore_extra_columns: Switch = False
     # A run refuses to start on a ledger that does not exist (a scheduled job: a mistyped
     # ledger would send everything again); and what a new ledger does about records the API
@@ -146,7 +142,7 @@ class Settings(BaseSettings):
             port = 0
         if port == 0:
             raise ValueError("has a port that is not a number from 1 to 65535")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
         if re.search(r"/v1(/|$)", parts.path, re.IGNORECASE):
             # Every assistant would be "not found" (404) at .../v1/v1/Assistants/...
@@ -176,24 +172,57 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown field {unknown[0]!r}; fields are {', '.join(RECORD_FIELDS)}")
         return value
 
+    def __init__(self, **values: Any) -> None:
+        """What a program gives (keywords named like the settings) over the defaults; a bad
+        value is a ConfigError naming the setting, as from the command line."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            nowhere: dict[str, dict[str, Any]] = {"file": {}, "env": {}, "flag": {}}
+            # The cause stays: load() names the layer each bad value came from with it.
+            raise ConfigError(describe(exc, nowhere, None, ENV_PREFIX, _FLAGS)) from exc
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``Settings(...)`` is what it is given and the defaults, nothing else: a program
+        that builds one (the Python API) reads no environment unless it asks (:meth:`load`)."""
+        return (init_settings,)
+
     @classmethod
     def load(cls, config_file: str | None = None, **flags: Any) -> Settings:
-        """Merge the sources (flags set to None are treated as not given) and validate."""
+        """Merge the sources (flags set to None are treated as not given) and validate: the
+        config file (``config_file``, else ``$FEEDBACK_PIPELINE_CONFIG``) < the environment
+        (``FEEDBACK_PIPELINE_*``) < ``flags``."""
         path = config_file or os.environ.get(CONFIG_ENV) or None
-        _check_env_names(cls.model_fields)
+        check_env_names(cls.model_fields, ENV_PREFIX, NON_SETTING_ENV)
         layers = {
-            "file": _read_toml(path) if path else {},
-            "env": _read_env(cls),
+            "file": read_toml(path) if path else {},
+            "env": read_env(cls, ENV_PREFIX),
             "flag": {k: v for k, v in flags.items() if v is not None},
         }
         merged = {**layers["file"], **layers["env"], **layers["flag"]}
         try:
-            settings = cls.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, layers, path)) from None
+            settings = cls.model_validate(merged)  # through __init__ (pydantic calls it)
+        except ConfigError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ConfigError(describe(exc.__cause__, layers, path, ENV_PREFIX, _FLAGS)) from None
         for name in merged:
-            settings._origins[name] = _origin(name, layers, path)
+            settings._origins[name] = origin_of(name, layers, path, ENV_PREFIX, _FLAGS)
         return settings
+
+    @classmethod
+    def from_env(cls, config_file: str | None = None, **overrides: Any) -> Settings:
+        """The settings as the command line builds them (:meth:`load`): for a program that
+        wants the config file and the ``FEEDBACK_PIPELINE_*`` variables read."""
+        return cls.load(config_file, **overrides)
 
     def source_of(self, name: str) -> str:
         """Where a setting's value came from, for a person: its flag, variable or file key,
@@ -230,96 +259,4 @@ class Settings(BaseSettings):
             return
         raise ConfigError(
             f"configuration error: {self.origin(name)}: cannot write {value}: {problem}"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config: file {path} not found") from None
-    except UnicodeDecodeError as exc:  # a binary file, or another encoding than UTF-8
-        raise ConfigError(
-            f"config: cannot read {path}: not a UTF-8 text file (byte {exc.start + 1})"
-        ) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc}") from None
-
-
-def _check_env_names(fields: Iterable[str]) -> None:
-    """A misspelt variable (FEEDBACK_PIPELINE_CONCURENCY) would otherwise be silently ignored."""
-    known = NON_SETTING_ENV | {ENV_PREFIX + name.upper() for name in fields}
-    for name in sorted(os.environ):
-        # pydantic-settings matches names case-insensitively; so does this check.
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
-            raise ConfigError(f"configuration error: {name}: is not a setting (a typo?)")
-
-
-def _read_env(cls: type[BaseSettings]) -> dict[str, Any]:
-    try:
-        return EnvSettingsSource(cls)()
-    except SettingsError as exc:
-        # Raised for a value that must be JSON (FEEDBACK_PIPELINE_COLUMNS) and is not.
-        match = re.search(r'field "(\w+)"', str(exc))
-        name = ENV_PREFIX + (match[1] if match else "COLUMNS").upper()
-        raise ConfigError(
-            f"configuration error: {name}: not valid JSON; expected an object such as "
-            '{"score": "rating"}'
-        ) from None
-
-
-def _origin(name: str, layers: dict[str, dict[str, Any]], path: str | None) -> str:
-    """The layer that won for ``name``, named as a user would type it."""
-    origin = {
-        "flag": _FLAGS.get(name, f"--{name.replace('_', '-')}"),
-        "env": ENV_PREFIX + name.upper(),
-        "file": f"{name} in {path}",
-    }
-    return next((origin[k] for k in ("flag", "env", "file") if name in layers[k]), name)
-
-
-def _describe(exc: ValidationError, layers: dict[str, dict[str, Any]], path: str | None) -> str:
-    error = exc.errors(include_url=False)[0]
-    name = str(error["loc"][0]) if error["loc"] else "settings"
-    where = _origin(name, layers, path)
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "is not a setting"
-    more = len(exc.errors()) - 1
-    return f"configuration error: {where}: {message}" + (f" (and {more} more)" if more else "")
-
-
-class Credentials(BaseSettings):
-    """Twilio credentials from the environment: an auth token, or an API key and secret."""
-
-    model_config = SettingsConfigDict(env_prefix="TWILIO_", extra="ignore", frozen=True)
-
-    account_sid: str | None = None
-    auth_token: SecretStr | None = None
-    api_key: str | None = None
-    api_secret: SecretStr | None = None
-
-    def basic_auth(self) -> tuple[str, str]:
-        """The (user, password) pair for HTTP Basic auth, or a ConfigError naming what's missing."""
-        if self.api_key or self.api_secret:
-            if not (self.api_key and self.api_secret):
-                raise ConfigError(
-                    "configuration error: TWILIO_API_KEY and TWILIO_API_SECRET must both be set"
-                )
-            return self.api_key, self.api_secret.get_secret_value()
-        if self.account_sid and self.auth_token:
-            return self.account_sid, self.auth_token.get_secret_value()
-        raise ConfigError(
-            "configuration error: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN "
-            "(or TWILIO_API_KEY and TWILIO_API_SECRET)"
         )

@@ -5,6 +5,7 @@ can catch the family; the CLI maps each branch to an exit code::
 
     PipelineError
     ├── ConfigError             bad settings or invocation               -> exit 2
+    │   └── MissingExtraError   a scheme's client library is not installed
     ├── SourceError             a source cannot be opened or read        -> exit 2
     │   │                       (mid-run: a broker gone; ends the run    -> exit 3)
     │   └── DeadLetterError     a dead-letter copy written truncated, or refused (its
@@ -53,6 +54,17 @@ class ConfigError(PipelineError):
     """A setting, flag or credential is missing or invalid."""
 
 
+class MissingExtraError(ConfigError):
+    """A scheme was used whose client library is an extra that is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(
+            f"{what} needs the {extra} client library, which is not installed: "
+            f"pip install 'feedback-pipeline[{extra}]'"
+        )
+        self.extra = extra
+
+
 class SourceError(PipelineError):
     """A source file cannot be opened (missing, a directory, unreadable)."""
 
@@ -75,7 +87,12 @@ class LedgerError(PipelineError):
 
 class AbortedError(PipelineError):
     """The run was stopped early: authentication refused, interrupted, or a background part
-    (heartbeat, ack, ledger writer) failed; :class:`pipeline.control.RunControl` raises it."""
+    (heartbeat, ack, ledger writer) failed;
+    :class:`pipeline.engine.control.RunControl` raises it."""
+
+    #: The run's summary, when the Python API (:mod:`pipeline.api`) raises it for a run that
+    #: stopped early; None elsewhere.
+    summary: object | None = None
 
 
 class OutageError(AbortedError):

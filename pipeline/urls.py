@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError
 
@@ -50,3 +51,31 @@ def local_path(url: str) -> str | None:
             f"ledger: {mask_url(url)}: expected sqlite:///relative/path or sqlite:////absolute/path"
         )
     return unquote(url[len(_SQLITE_PREFIX) :])
+
+
+def check_scope_url(url: str) -> str:
+    """``url`` if it names a Redis for a ``--rate-scope``, else ValueError (the password masked)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"{mask_url(url)}: expected redis://HOST:PORT/DB[?key=NAME]")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError(f"{mask_url(url)}: the port is not a number") from None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"key"})
+    if unknown:
+        raise ValueError(f"{mask_url(url)}: unknown parameter {unknown[0]!r}; only key=NAME")
+    if "key" in query and not query["key"][-1].strip():
+        raise ValueError(f"{mask_url(url)}: key must not be empty")
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

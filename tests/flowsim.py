@@ -16,9 +16,9 @@ import selectors
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.engine.stages import WORKERS_PER_SLOT
 from pipeline.fake.limiters import Limiter, Limits
-from pipeline.flow import FlowControl, Kind, Result
-from pipeline.stages import WORKERS_PER_SLOT
+from pipeline.flow.compose import FlowControl, Kind, Result
 
 #: How long a refusal takes to come back: a gateway answers at once.
 REFUSAL_RTT = 0.0005

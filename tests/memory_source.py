@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.engine.validate import Validator
 from pipeline.models import Accepted, RawRecord
 from pipeline.sources import Done, SourceOptions
-from pipeline.validate import Validator
 
 #: Sources by name, filled by the test before the run opens ``mem://NAME``.
 SOURCES: dict[str, MemorySource] = {}

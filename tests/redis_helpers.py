@@ -176,7 +176,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def scope() -> Iterator[str]:
     """A ``--rate-scope`` of its own on the shared Redis (``?key=``); its keys deleted after."""
-    from pipeline.ratescope import KEY_PREFIX
+    from pipeline.flow.shared import KEY_PREFIX
 
     require_redis()
     name = f"test-{uuid.uuid4().hex[:12]}"

@@ -18,9 +18,10 @@ the spec leaves out, or where the spec cannot be followed:
 
 from __future__ import annotations
 
+from pipeline.fake.faults import Faults
 from pipeline.fake.limiters import Limits
 from pipeline.fake.server import FakeServer, create_app, serve
-from pipeline.fake.state import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeState, Faults
+from pipeline.fake.state import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeState
 
 __all__ = [
     "DEFAULT_ACCOUNT_SID",

@@ -18,20 +18,21 @@ from typing import Any, NoReturn
 from aiohttp import hdrs, web
 
 from pipeline.fake import hostile
+from pipeline.fake.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_INDEX,
+    MAX_PAGE_SIZE,
+    InvalidRequest,
+    decode_page_token,
+    int_param,
+    list_meta,
+)
 from pipeline.fake.state import FakeState
 
 STATE_KEY = web.AppKey("fake_state", FakeState)
 
 CREATE_FIELDS = frozenset({"session_id", "message_id", "score", "text"})
 MESSAGE_ID_RE = re.compile(r"aia_msg_.+")
-PAGE_TOKEN_PREFIX = "PT"
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
-MAX_PAGE_INDEX = 10**100
-
-
-class InvalidRequest(Exception):
-    """A request parameter or body failed validation; the message goes to the client."""
 
 
 def twilio_error(
@@ -237,66 +238,6 @@ async def create_feedback(request: web.Request) -> web.StreamResponse:
     return web.json_response(resource, status=201)
 
 
-def encode_page_token(assistant_id: str, offset: int) -> str:
-    raw = f"{assistant_id}\n{offset}".encode()
-    return PAGE_TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_page_token(token: str, assistant_id: str) -> int:
-    """The offset a token stands for; InvalidRequest unless this server made it for this list."""
-    if not token.startswith(PAGE_TOKEN_PREFIX):
-        raise InvalidRequest("Invalid PageToken")
-    data = token[len(PAGE_TOKEN_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8")
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest("Invalid PageToken") from exc
-    owner, _, offset = raw.partition("\n")
-    if owner != assistant_id or not _is_decimal(offset):
-        raise InvalidRequest("Invalid PageToken")
-    return int(offset)
-
-
-def _is_decimal(value: str) -> bool:
-    # str.isdigit alone accepts non-ASCII digits such as "²" that int() rejects.
-    return value.isascii() and value.isdigit()
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    value = request.query.get(name)
-    if value is None:
-        return default
-    if not _is_decimal(value) or not low <= int(value) <= high:
-        raise InvalidRequest(f"Invalid parameter {name}: must be an integer in [{low}, {high}]")
-    return int(value)
-
-
-def _page_url(request: web.Request, size: int, page: int, offset: int) -> str:
-    query: dict[str, str | int] = {"PageSize": size, "Page": page}
-    if offset > 0:
-        query["PageToken"] = encode_page_token(request.match_info["id"], offset)
-    return str(request.url.with_query(query))
-
-
-def _list_meta(
-    request: web.Request, size: int, page: int, offset: int, total: int
-) -> dict[str, Any]:
-    has_next = offset + size < total
-    return {
-        "first_page_url": _page_url(request, size, 0, 0),
-        "key": "feedbacks",
-        "next_page_url": _page_url(request, size, page + 1, offset + size) if has_next else None,
-        "page": page,
-        "page_size": size,
-        "previous_page_url": (
-            _page_url(request, size, max(0, page - 1), max(0, offset - size))
-            if offset > 0
-            else None
-        ),
-        "url": str(request.url),
-    }
-
-
 async def list_feedbacks(request: web.Request) -> web.StreamResponse:
     state, account_sid = await _prelude(request)
     odd = hostile.intercept(request, state)
@@ -308,15 +249,15 @@ async def list_feedbacks(request: web.Request) -> web.StreamResponse:
     if _assistant_unknown(state, assistant_id):
         return _not_found(request)
     try:
-        size = _int_param(request, "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        size = int_param(request, "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         # Page is "simply for client state" (the spec: any integer >= 0); the bound only keeps
         # int() within Python's digit limit.
-        page = _int_param(request, "Page", 0, 0, MAX_PAGE_INDEX)
+        page = int_param(request, "Page", 0, 0, MAX_PAGE_INDEX)
         token = request.query.get("PageToken")
         offset = decode_page_token(token, assistant_id) if token is not None else 0
     except InvalidRequest as exc:
         return _bad_request(str(exc))
     items, total = state.page(assistant_id, offset, size)
-    meta = _list_meta(request, size, page, offset, total)
+    meta = list_meta(request, size, page, offset, total)
     hostile.rewrite_meta(request, state, meta)
     return web.json_response({"feedbacks": items, "meta": meta})

@@ -191,7 +191,7 @@ class FakeServer:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # reported to start() instead of threading.excepthook
+        except BaseException as exc:  # noqa: BLE001 - reported to start(), not excepthook
             self._error = exc
         finally:
             self._ready.set()

@@ -2,7 +2,7 @@
 
 A path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's form), is a
 SQLite file; ``postgresql://USER@HOST:PORT/DB[?schema=NAME]`` is the ledger many workers
-share (pipeline.ledger.postgres). Adding a backend is one module exporting
+share (pipeline.ledger.postgres.ledger). Adding a backend is one module exporting
 ``open_ledger(url, run_id, *, command, read_only, request_bound) -> Ledger`` plus one line in
 ``_BACKENDS``;
 it is imported only when used.
@@ -10,21 +10,21 @@ it is imported only when used.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 
 from pipeline.errors import ConfigError
+from pipeline.extras import load
 from pipeline.ledger.base import Decision, Ledger
-from pipeline.ledger.sqlite import SqliteLedger
+from pipeline.ledger.sqlite.ledger import SqliteLedger
 from pipeline.urls import local_path, mask_url, scheme
 
 __all__ = ["Decision", "Ledger", "SqliteLedger", "local_path", "open_ledger"]
 
 #: URL scheme -> module exporting ``open_ledger``. A plain path is "sqlite".
 _BACKENDS: dict[str, str] = {
-    "sqlite": "pipeline.ledger.sqlite",
-    "postgresql": "pipeline.ledger.postgres",
-    "postgres": "pipeline.ledger.postgres",
+    "sqlite": "pipeline.ledger.sqlite.ledger",
+    "postgresql": "pipeline.ledger.postgres.ledger",
+    "postgres": "pipeline.ledger.postgres.ledger",
 }
 
 
@@ -42,7 +42,7 @@ async def open_ledger(
             f"ledger: {mask_url(url)}: no ledger backend for {name}:// (known: {known}, "
             "or a file path)"
         )
-    opener: Callable[..., Awaitable[Ledger]] = importlib.import_module(module).open_ledger
+    opener: Callable[..., Awaitable[Ledger]] = load(module, what=f"ledger {name}://").open_ledger
     return await opener(
         url, run_id, command=command, read_only=read_only, request_bound=request_bound
     )

@@ -8,25 +8,18 @@ imported only when used, so their client library is only needed by those who use
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.sources.base import (
-    STDIN,
-    Done,
-    Publisher,
-    Reader,
-    Source,
-    SourceOptions,
-    check_readable,
-)
-from pipeline.sources.csv import CsvSource
-from pipeline.sources.files import FileSource, Format, detect_format, open_reader
-from pipeline.sources.files import open_source as _open_file
-from pipeline.sources.jsonl import JsonlSource
+from pipeline.extras import load
+from pipeline.sources.base import STDIN, Done, Publisher, Reader, Source, SourceOptions
+from pipeline.sources.files.csv import CsvSource
+from pipeline.sources.files.jsonl import JsonlSource
+from pipeline.sources.files.opening import check_readable
+from pipeline.sources.files.source import FileSource, Format, detect_format, open_reader
+from pipeline.sources.files.source import open_source as _open_file
 from pipeline.urls import mask_url, scheme
 
 __all__ = [
@@ -51,9 +44,9 @@ __all__ = [
 
 #: URL scheme -> module exporting ``open_source(url, options)`` and ``open_publisher(...)``.
 _BROKERS: dict[str, str] = {
-    "amqp": "pipeline.sources.amqp",
-    "amqps": "pipeline.sources.amqp",
-    "redis": "pipeline.sources.redis_stream",
+    "amqp": "pipeline.sources.amqp.queue",
+    "amqps": "pipeline.sources.amqp.queue",
+    "redis": "pipeline.sources.redis.stream",
 }
 
 
@@ -99,6 +92,6 @@ def _broker(spec: str, entry: str, what: str) -> Callable[[str, SourceOptions], 
             "anything else is a file path or -)"
         )
     opener: Callable[[str, SourceOptions], Awaitable[Any]] = getattr(
-        importlib.import_module(module), entry
+        load(module, what=f"{name}://"), entry
     )
     return opener

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from test_bad_input_corpus import KINDS
+from integration.test_bad_input_corpus import KINDS
 
 _GZIP = b"\x1f\x8b"
 _LIMIT = 1 << 20  # entries over the brokers' size limit are tested on their own

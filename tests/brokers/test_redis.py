@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,5 +78,5 @@ class RedisBroker(Broker):
 
 class TestRedisContract(BrokerContract):
     @pytest.fixture
-    def broker(self, stream: Stream) -> Iterator[Broker]:
-        yield RedisBroker(stream)
+    def broker(self, stream: Stream) -> Broker:
+        return RedisBroker(stream)

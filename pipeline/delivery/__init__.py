@@ -1,0 +1,1 @@
+"""Delivery of one record: the API client, retry verdicts, the circuit breaker."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL ledger: shared by many workers, with leases and fenced writes."""

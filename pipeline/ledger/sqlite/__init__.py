@@ -1,0 +1,1 @@
+"""The SQLite ledger: one run per file, all work on one thread."""

@@ -1,0 +1,1 @@
+"""Observing a run: observer, summary, monitor, live display, metrics, the HTML report."""

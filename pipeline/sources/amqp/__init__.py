@@ -1,0 +1,1 @@
+"""RabbitMQ: a source, its acks and dead letters, its connection, its publisher."""

@@ -1,0 +1,1 @@
+"""File sources: CSV and JSONL, plain or gzip, and standard input."""

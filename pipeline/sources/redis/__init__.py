@@ -1,0 +1,1 @@
+"""Redis Streams: a source, its dead letters, its connection."""
