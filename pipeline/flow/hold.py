@@ -7,8 +7,8 @@ keeps going, paced by the limits. Only when refusals are all there is does every
   used up). Everyone waits until the API's Retry-After (at most ``MAX_HOLD``), else for a
   back-off that doubles while it lasts; then one request at a time goes, as through a
   half-open circuit, until one succeeds. The first success after it means a new window.
-- a **burst**: refusals from a quarter of the requests the limit allows at once (``burst``
-  of the ceiling, at least four), without a success in between. Only a short
+- a **burst**: refusals from a quarter of the requests the limit allows at once (at least
+  four), without a success in between. Only a short
   back-off: it may be one burst, or an in-flight limit's first refusals, and is no sign yet
   that a window is used up.
 
@@ -27,11 +27,11 @@ _FIRST_BACKOFF = 0.02
 
 
 class Hold:
-    def __init__(self, ceiling: int, *, burst: float = 0.25, dry: bool = True) -> None:
+    def __init__(self, ceiling: int, *, dry: bool = True) -> None:
         self.until = -math.inf  # everyone waits until then
         self.count = 0  # holds so far (the summary's "pauses")
         #: Refusals without a success in between that make a burst.
-        self._burst = max(4.0, ceiling * burst)
+        self._burst = max(4.0, ceiling / 4)
         self._dry_spells = dry  # a dry spell holds back too (else bursts only)
         self._dry: tuple[float, int] | None = None  # refusals only since: when, how many
         self._backoff = _FIRST_BACKOFF
