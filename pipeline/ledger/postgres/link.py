@@ -25,6 +25,7 @@ T = TypeVar("T")
 # asyncpg logs a lost connection (with its traceback) itself, and with no handler Python
 # prints that to stderr beside our one line that says what it means for the run.
 logging.getLogger("asyncpg").addHandler(logging.NullHandler())
+log = logging.getLogger(__name__)
 
 #: What asyncpg raises when the server or the connection fails.
 DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -51,6 +52,7 @@ class Link:
     @classmethod
     async def connect(cls, dsn: str, shown: str) -> tuple[Link, asyncpg.Connection]:
         """A link and one connection of it (to set the ledger up; release it after)."""
+        hush_failed_returns(asyncio.get_running_loop())
         # min_size 0: no background task reconnects (and logs) while the server is away.
         pool = asyncpg.create_pool(
             dsn, min_size=0, max_size=4, timeout=CONNECT_S, command_timeout=CALL_BOUND_S
@@ -120,6 +122,42 @@ class Link:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_S):
                     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def hush_failed_returns(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep asyncpg's unread "connection could not go back to its pool" errors off stderr.
+
+    asyncpg hands a connection back under ``asyncio.shield``. When the call that held it is
+    cancelled meanwhile (an abandoned or stray call above) and the hand-back then fails on a
+    dead link, asyncpg has already terminated that connection, but the shielded task's error
+    has no reader left, and asyncio prints it with a traceback when the task is collected,
+    after our one line about the ledger. Only that task's driver errors are kept back (to the
+    debug log); anything else goes to the handler that was there before.
+    """
+    before = loop.get_exception_handler()
+    if getattr(before, "hushes_failed_returns", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task, exc = context.get("future"), context.get("exception")
+        if (
+            isinstance(task, asyncio.Task)
+            and getattr(task.get_coro(), "__qualname__", "") == _RETURN
+            and isinstance(exc, (*DRIVER_ERRORS, TimeoutError))
+        ):
+            log.debug("a pooled connection could not be returned (terminated): %r", exc)
+            return
+        if before is None:
+            loop.default_exception_handler(context)
+        else:
+            before(loop, context)
+
+    handler.hushes_failed_returns = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
+#: The coroutine asyncpg shields while it hands a connection back to its pool.
+_RETURN = "PoolConnectionHolder.release"
 
 
 async def _first(pool: asyncpg.Pool) -> asyncpg.Connection:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from pg_helpers import PG_URL, PgSchema, pg_schema
+from tcp_proxy import TcpProxy, pg_proxy
 
 from pipeline.errors import ConfigError, LedgerError
 from pipeline.ledger import Decision, open_ledger
@@ -15,7 +18,7 @@ from pipeline.ledger.postgres.ledger import PostgresLedger
 from pipeline.ledger.postgres.link import Link
 from pipeline.models import Accepted, FeedbackRecord, Outcome, Status
 
-__all__ = ["pg_schema"]
+__all__ = ["pg_proxy", "pg_schema"]  # fixtures, used by name
 
 
 class Workers:
@@ -234,3 +237,25 @@ async def test_a_call_that_does_not_answer_in_time_is_abandoned_and_named() -> N
         await link.call("sleeping", lambda: link.pool.execute("SELECT pg_sleep(5)"), 0.2)
     assert link.broken
     await asyncio.wait_for(link.close(), 6)
+
+
+async def test_a_connection_that_cannot_go_back_to_its_pool_ends_without_a_traceback(
+    pg_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg hands a connection back to its pool under a shield: when the call doing it is
+    abandoned (the link stalled) and the hand-back then fails as the link closes, nobody is
+    left to read that error, and it must not reach stderr as a traceback."""
+    caplog.set_level(logging.DEBUG, logger="pipeline.ledger.postgres.link")
+    link, conn = await Link.connect(pg_proxy.url_of(PG_URL), "ledger")
+    assert await conn.fetchval("SELECT 1") == 1
+    pg_proxy.stall()  # the hand-back's reset query gets no answer
+    with pytest.raises(LedgerError, match="returning: no answer within"):
+        await link.call("returning", lambda: link.pool.release(conn), 0.3)
+    await asyncio.wait_for(link.close(), 10)
+    for _ in range(20):  # the shielded hand-back fails a few loop steps later
+        await asyncio.sleep(0.01)
+        gc.collect()
+    unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert unread == []
+    kept_back = [r for r in caplog.records if "could not be returned" in r.getMessage()]
+    assert len(kept_back) == 1 and kept_back[0].levelno == logging.DEBUG
