@@ -23,6 +23,7 @@ from pipeline.engine.reading import raw_batches
 from pipeline.engine.reconcile import Reconciler, Settled
 from pipeline.engine.sending import BatchesOf, Run, deliver, scope_budget, session
 from pipeline.engine.skip import skipping_sent
+from pipeline.engine.spares import Spares
 from pipeline.engine.stages import Batches, claim
 from pipeline.engine.validate import Validator
 from pipeline.errors import (
@@ -132,8 +133,12 @@ async def _execute(
     )
     control = RunControl(grace=settings.grace, service=follow, handle_signals=handle_signals)
     sending = None
+    spares = Spares(settings.concurrency)  # the workers: more while some wait with no slot
     if not dry_run and auth is not None:
-        sending = Sending(FlowControl(settings.concurrency, settings.rate, sleep=control.pause))
+        flow = FlowControl(
+            settings.concurrency, settings.rate, sleep=control.pause, on_freed=spares.waiting
+        )
+        sending = Sending(flow)
     observer = Observer(settings, summary, sources, sending)
     error: BaseException | None = None
     checked = command == "run" and not dry_run  # a new ledger matters where records are sent
@@ -152,7 +157,7 @@ async def _execute(
             )
             observer.started(await introduce(ledger, settings.job, sources))
             fresh = checked and await _announce(settings, ledger, created, must_exist, observer)
-            parts = (observer, control, sending)
+            parts = (observer, control, sending, spares)
             await _on_ledger(command, settings, ledger, parts, auth, batches, follow, queue, fresh)
     except BaseException as exc:
         error = exc
@@ -185,23 +190,25 @@ async def _on_ledger(
     command: str,
     settings: Settings,
     ledger: Ledger,
-    parts: tuple[Observer, RunControl, Sending | None],
+    parts: tuple[Observer, RunControl, Sending | None, Spares],
     auth: tuple[str, str] | None,
     batches: BatchesOf,
     follow: bool,
     queue: bool,
     fresh: bool = False,
 ) -> None:
-    """``parts``: the run's observer, control and, for a run that sends, the delivery's live
-    state (None for a dry run, which sends nothing)."""
-    observer, control, sending = parts
+    """``parts``: the run's observer, control, for a run that sends the delivery's live
+    state (None for a dry run, which sends nothing), and its workers."""
+    observer, control, sending, spares = parts
     summary, progress = observer.summary, observer.progress
     try:
         if sending is None or auth is None:
             await _dry_run(ledger, batches(ledger, control), summary, progress)
             summary.aborted = control.reason  # a source that failed
         else:
-            run = Run(settings, ledger, control, sending, summary, progress, observer, fresh)
+            run = Run(
+                settings, ledger, control, sending, spares, summary, progress, observer, fresh
+            )
             await deliver(run, auth, batches, follow=follow, queue=queue)
     finally:
         summary.finish()

@@ -32,6 +32,7 @@ from pipeline.errors import (
 )
 from pipeline.flow.budget import RateBudget, both, shared_rate
 from pipeline.flow.compose import FlowControl
+from pipeline.flow.slots import most_open
 from pipeline.ledger import Ledger
 from pipeline.ledger.lease import HEARTBEAT_S, NO_LEASE, Lease, LeaseGate
 from pipeline.observe.monitor import observed_client
@@ -52,6 +53,7 @@ class Run:
     ledger: Ledger
     control: RunControl
     sending: Sending
+    spares: Spares  # the workers (flow control starts a spare one for a slot it frees)
     summary: Summary
     progress: Progress
     observer: Observer
@@ -88,7 +90,7 @@ async def deliver(
         client = observed_client(
             http, settings.base_url, run.observer.listeners, lease.check if lease else None
         )
-        spares = Spares(settings.concurrency)
+        spares = run.spares
         delivery = _delivery(run, client, lease or NO_LEASE, shared, spares.waiting)
         reconcilers = functools.partial(
             Reconciler,
@@ -281,7 +283,7 @@ async def _settle(
 async def session(
     settings: Settings, auth: tuple[str, str]
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=settings.concurrency)
+    connector = aiohttp.TCPConnector(limit=most_open(settings.concurrency))
     headers = {
         # Only ever in this header: never logged, never part of an error message.
         "Authorization": aiohttp.encode_basic_auth(*auth),

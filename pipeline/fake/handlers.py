@@ -190,7 +190,13 @@ def _abort_connection(request: web.Request) -> None:
 
 
 async def create_feedback(request: web.Request) -> web.StreamResponse:
-    request.app[STATE_KEY].note_post()
+    state = request.app[STATE_KEY]
+    state.note_post()
+    with state.working():
+        return await _create(request)
+
+
+async def _create(request: web.Request) -> web.StreamResponse:
     # Received is received: the body is read before the latency, so a request whose client
     # dies while the API works on it is still stored, late, as by a real API (the case that
     # reconcile's --settle wait is for). A client gone mid-body is handled below.

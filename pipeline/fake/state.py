@@ -6,12 +6,13 @@ thread, so every mutation and every multi-step read happens under one lock.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +82,9 @@ class FakeState:
         self.retry_after_once: int | None = None
         self.resets = 0
         self.late = 0  # answered late on purpose (slow_rate, a stall beyond stall_above)
+        # POSTs being worked on now, and the most at once: what a client really had out.
+        self.at_work = 0
+        self.peak_at_work = 0
         self.responses: Counter[int] = Counter()
         self.hostile_stats: Counter[str] = Counter()  # kept by pipeline.fake.hostile
         self._lock = threading.Lock()
@@ -156,6 +160,18 @@ class FakeState:
             return []
         counts = Counter(int(t - times[0]) for t in times)
         return [counts[second] for second in range(max(counts) + 1)]
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """One POST at work, from its arrival to its answer (or the client gone)."""
+        with self._lock:
+            self.at_work += 1
+            self.peak_at_work = max(self.peak_at_work, self.at_work)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.at_work -= 1
 
     def note_response(self, status: int) -> None:
         with self._lock:
@@ -235,6 +251,7 @@ class FakeState:
                 "duplicates": sum(n - 1 for n in counts.values()),
                 "resets": self.resets,
                 "late": self.late,
+                "peak_at_work": self.peak_at_work,
                 "responses": {str(k): v for k, v in sorted(self.responses.items())},
                 "hostile": dict(self.hostile_stats),
             }
@@ -248,6 +265,7 @@ class FakeState:
             self.post_times.clear()
             self.resets = 0
             self.late = 0
+            self.peak_at_work = self.at_work
             self.responses.clear()
             self.hostile_stats.clear()
             self._bucket = None

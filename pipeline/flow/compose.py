@@ -49,7 +49,12 @@ class FlowControl(Refusals):
         initial: int = 16,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_freed: Callable[[bool], None] = lambda _: None,
     ) -> None:
+        """``on_freed(True)``: an overdue request gave its slot back before its answer came;
+        ``on_freed(False)``: that answer came. The worker waiting for that answer holds no
+        slot meanwhile, and another worker must take the slot, or giving it back is for
+        nothing (the run's stages start a spare one: :mod:`pipeline.engine.spares`)."""
         self.ceiling = concurrency
         self.rate = rate or None
         self._limit = Seeker(
@@ -58,7 +63,7 @@ class FlowControl(Refusals):
         self._rate = RateCap(self.rate, clock=clock, sleep=sleep)
         self._fixed = make_limiter(self.rate)
         self._clock, self._sleep = clock, sleep
-        self._slots = Slots(lambda: self.concurrency)
+        self._slots = Slots(lambda: self.concurrency, on_freed)
         self._growth = Growth()
         self.hold = Hold(concurrency)
         #: The same, for errors (503s, timeouts, resets) and nothing else lately: its own,

@@ -7,7 +7,9 @@ the limit has room for; a waiter cancelled meanwhile gives its turn to the next.
 
 A request overdue (:mod:`pipeline.flow.overdue`) gives its slot back before its answer, up to
 ``FREED_SHARE`` of the limit at once: a background of answers later than ``--timeout`` held a
-slot each for the whole timeout, a tenth of the run at 1% of them and 20 ms. Only a share, so
+slot each for the whole timeout, a tenth of the run at 1% of them and 20 ms. The worker of
+that request still waits for its answer, so the slot goes to another (``on_freed``: the run
+starts a spare worker; without it the slot freed stood idle). Only a share, so
 that a server that stalls is never sent more than a quarter over the limit meanwhile (and
 flow control lowers the limit when stalls rise with it).
 """
@@ -24,9 +26,25 @@ from pipeline.flow.tickets import Ticket
 FREED_SHARE = 0.25
 
 
+def most_freed(limit: int) -> int:
+    """Overdue requests that may hold no slot at once under ``limit``."""
+    return max(1, int(limit * FREED_SHARE))
+
+
+def most_open(ceiling: int) -> int:
+    """Requests open at once at most under a ceiling of ``ceiling`` slots: the connections a
+    client needs (fewer, and the slot an overdue request gave back waits for a connection)."""
+    return ceiling + most_freed(ceiling)
+
+
 class Slots:
-    def __init__(self, limit: Callable[[], int]) -> None:
+    def __init__(
+        self, limit: Callable[[], int], on_freed: Callable[[bool], None] = lambda _: None
+    ) -> None:
         self._limit = limit  # read at every take and wake: the limit moves while requests wait
+        # Told when an overdue request gives its slot back (True) and when its answer comes
+        # (False): its worker waits meanwhile, so another must take the slot.
+        self._on_freed = on_freed
         self.taken = 0  # requests holding a slot (on the wire or about to be)
         self.on_wire = 0
         self.filled = False  # every slot was taken at some point (since the caller cleared it)
@@ -73,10 +91,11 @@ class Slots:
         """A request became overdue: it leaves the wire, and gives its slot back if fewer than
         ``FREED_SHARE`` of the limit did so already."""
         self.on_wire -= 1
-        if self.freed < max(1, int(self._limit() * FREED_SHARE)):
+        if self.freed < most_freed(self._limit()):
             ticket.freed = True
             self.freed += 1
             self.taken -= 1
+            self._on_freed(True)
 
     def give_back(self, ticket: Ticket | None) -> None:
         """A slot given back: its request (``ticket``) was answered, or never left (None).
@@ -84,6 +103,7 @@ class Slots:
         in."""
         if ticket is not None and ticket.freed:
             self.freed -= 1  # its slot went back when it became overdue
+            self._on_freed(False)
             return
         self.taken -= 1
         if ticket is not None and not ticket.overdue:

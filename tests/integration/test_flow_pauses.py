@@ -70,3 +70,24 @@ def test_a_shedding_server_and_two_pauses_leave_no_storm(tmp_path: Path) -> None
     assert summary["sent"] == stats["stored"]
     errors = stats["responses"].get("503", 0)
     assert errors <= ERROR_SHARE * stats["posts_received"], (errors, stats, summary)
+
+
+def test_an_overdue_request_gives_its_slot_to_another_worker(tmp_path: Path) -> None:
+    # A request judged overdue gives its slot back, but its worker still waits for the
+    # answer: with no other worker to take the slot, it stood idle (the limit of 4 sent 3).
+    # Answers 0.6 s late (the timeout is 2 s): overdue after 0.1 s, so a fifth request is at
+    # the server meanwhile, never a sixth (a quarter of the limit at most is given back).
+    args = ["--latency-ms", "20", "--slow-rate", "0.05", "--slow-ms", "600"]
+    with ServerProcess(tmp_path, extra=args) as server:
+        report = tmp_path / "report.json"
+        argv = [sys.executable, "-m", "pipeline", "run", str(_csv(tmp_path / "in.csv", 300))]
+        argv += ["--assistant-id", "aia_asst_freed", "--ledger", str(tmp_path / "l.sqlite3")]
+        argv += ["--base-url", server.url, "--concurrency", "4", "--rate", "0", "--quiet"]
+        argv += ["--timeout", "2", "--settle", "0", "--report", str(report)]
+        assert subprocess.run(argv, env=child_env(), timeout=120).returncode == 0
+        stats = server.stats()
+    summary = json.loads(report.read_text(encoding="utf-8"))
+    assert stats["late"] > 0
+    assert stats["duplicates"] == 0
+    assert summary["sent"] == stats["stored"] == 300
+    assert stats["peak_at_work"] == 5, stats
