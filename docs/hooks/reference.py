@@ -109,7 +109,7 @@ def _flags() -> dict[str, tuple[str, str]]:
 
 
 #: Settings whose flag is not named like them.
-_FLAG_NAMES = {"columns": "columns", "progress": "progress", "reconcile": "reconcile"}
+_FLAG_NAMES = {"format": "fmt"}
 
 
 def settings_rows() -> list[tuple[str, str, str, str, str, str]]:
@@ -118,6 +118,7 @@ def settings_rows() -> list[tuple[str, str, str, str, str, str]]:
     rows = []
     for name in Settings.model_fields:
         flag, meaning = flags.get(_FLAG_NAMES.get(name, name), ("", ""))
+        meaning = Settings.model_fields[name].description or meaning
         rows.append((name, setting_range(name), setting_default(name),
                      f"{ENV_PREFIX}{name.upper()}", flag, meaning.replace("|", "\\|")))  # fmt: skip
     return rows
@@ -135,10 +136,25 @@ def settings_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Flow:
+    """What a sending run's flow control shows (a run that sends has every metric)."""
+
+    limit, cap, api_cap, rate, ceiling = 16, None, None, 50.0, 16
+
+
+class _Sending:
+    flow, retries = _Flow(), 0
+
+
+class _File:
+    def progress(self) -> tuple[int, int]:
+        return (0, 1)
+
+
 def _metric_samples() -> list[tuple[str, str, str, list[Sample]]]:
     summary = Summary("run", "r")
     pulse = Pulse("r", "c", heartbeat_at=1.0, progress_at=1.0, backlog=0, pending=0)
-    metrics = RunMetrics(Monitor(summary), pulse)
+    metrics = RunMetrics(Monitor(summary, [_File()], sending=_Sending()), pulse)
     metrics.on_response(201, 0.01)
     return [(m.name, m.type, m.documentation, m.samples) for m in metrics.registry.collect()]
 

@@ -82,6 +82,7 @@ def test_the_page_runs_as_written(page: Path, tmp_path: Path, names: dict[str, s
     if "amqp://" in text:
         require_rabbitmq()
     shutil.copytree(ROOT / "samples", tmp_path / "samples")
+    shutil.copytree(ROOT / "config", tmp_path / "config")
     port = free_port()
     commands = [
         Command(_replace(c.line, port, names), [_replace(e, port, names) for e in c.expected])

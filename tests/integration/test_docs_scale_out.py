@@ -1,6 +1,7 @@
-"""The "Scale out" how-to's shell block (docs/how-to/scale-out.md), run as written: only the hosts (`q`, `db`) and the
-names (stream, ledger schema) are replaced by the test's own, and the API is the fake one
-(``FEEDBACK_PIPELINE_BASE_URL``). A block that does not work as pasted fails here."""
+"""The "Scale out" how-to's shell block (docs/how-to/scale-out.md), run as written: only the
+hosts (`q`, `db`) and the names (stream, ledger schema) are replaced by the test's own, and the
+API is the fake one (``FEEDBACK_PIPELINE_BASE_URL``). A block that does not work as pasted
+fails here."""
 
 from __future__ import annotations
 
