@@ -21,7 +21,7 @@ import pytest
 import redis
 from amqp_helpers import Queue, require_rabbitmq
 from paths import ROOT
-from redis_helpers import REDIS_URL, free_port, require_redis
+from redis_helpers import REDIS_URL, free_port, require_redis, unavailable
 
 import pipeline
 from documentation.blocks import Command, fences, matches, run_session, sessions
@@ -31,12 +31,13 @@ DOCS = ROOT / "docs"
 GUIDES = sorted(
     [DOCS / "tutorial.md", *(DOCS / "how-to").glob("*.md"), *(DOCS / "brokers").glob("*.md")]
 )
-RUNNABLE = [page for page in GUIDES if sessions(page.read_text(encoding="utf-8"))]
+#: ... and the README's quick start.
+RUNNABLE = [p for p in [*GUIDES, ROOT / "README.md"] if sessions(p.read_text(encoding="utf-8"))]
 SHELLS = {"sh", "bash", "shell", "console"}
 
 
 def _name(page: Path) -> str:
-    return str(page.relative_to(DOCS))
+    return str(page.relative_to(DOCS if page.is_relative_to(DOCS) else ROOT))
 
 
 @pytest.fixture
@@ -81,6 +82,8 @@ def test_the_page_runs_as_written(page: Path, tmp_path: Path, names: dict[str, s
         require_redis()
     if "amqp://" in text:
         require_rabbitmq()
+    if "promtool" in text and shutil.which("promtool") is None:
+        unavailable("promtool (Debian's prometheus package)")
     shutil.copytree(ROOT / "samples", tmp_path / "samples")
     shutil.copytree(ROOT / "config", tmp_path / "config")
     port = free_port()
