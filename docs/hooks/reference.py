@@ -6,8 +6,8 @@ its default, range, environment variable and flag (the pydantic settings model a
 options), the metrics (a run's own Prometheus registry), the ledger's states and schema. A
 table copied by hand drifts from the code; one read from it cannot.
 
-The tests import this module too (``tests/docs/``): the settings table they check is the one
-the site shows.
+The tests import this module too (``tests/documentation/``, ``tests/unit/config/``): the
+settings table they check is the one the site shows.
 """
 
 from __future__ import annotations
