@@ -125,15 +125,17 @@ def settings_rows() -> list[tuple[str, str, str, str, str, str]]:
 
 
 def settings_reference() -> str:
-    lines = [
-        "| setting | range | default | environment | flag | meaning |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| `{name}` | {rng} | {default} | `{env}` | {flag} | {meaning} |"
-        for name, rng, default, env, flag, meaning in settings_rows()
-    ]
-    return "\n".join(lines) + "\n"
+    """A section per setting (an anchor and a line in the page's table of contents each): what
+    it means, then its range, default, variable and flag."""
+    parts = []
+    for name, rng, default, env, flag, meaning in settings_rows():
+        facts = [f"range {rng}" if rng else "", f"default {default}", f"`{env}`", flag]
+        parts.append(
+            f"### `{name}`\n\n{meaning.replace(chr(92) + '|', '|')}\n\n"
+            + " · ".join(f for f in facts if f)
+            + "\n"
+        )
+    return "\n".join(parts)
 
 
 class _Flow:
