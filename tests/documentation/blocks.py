@@ -8,7 +8,8 @@ printed (``...`` stands for anything: a time, a run id). A command must exit 0; 
 meant to fail shows it (``...; echo "exit $?"``).
 
 A command ending in ``&`` starts a server in the background (the fake API): its output goes to
-a file of its own, and the next command waits (bounded) until its port answers.
+a file of its own, and the next command waits (bounded) until its port answers and it has
+printed its first line.
 
 Blocks that cannot run here are fenced as something else, and a how-to's shell blocks that do
 not run say why in their title (```` ```sh title="not run: ..." ````).
@@ -93,6 +94,10 @@ def script(commands: list[Command], port: int | None) -> str:
                     "for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"
                     f"{port}) 2>/dev/null && break; sleep 0.1; done"
                 )
+            # ... and has said so (it prints once it listens: a moment after the port answers).
+            out.append(
+                f"for _ in $(seq 100); do [ -s .background-{n}.log ] && break; sleep 0.1; done"
+            )
             out.append(f"cat .background-{n}.log")
         else:
             out.append(command.line)
