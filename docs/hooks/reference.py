@@ -3,8 +3,9 @@
 A page asks for a table by a marker line, ``<!-- reference:NAME -->``, which the build
 replaces by what the code says now: every command's ``--help`` (click), every setting with
 its default, range, environment variable and flag (the pydantic settings model and the click
-options), the metrics (a run's own Prometheus registry), the ledger's states and schema. A
-table copied by hand drifts from the code; one read from it cannot.
+options), each command's exit codes (its help's epilog), the metrics (a run's own Prometheus
+registry), the ledger's states and schema. A table copied by hand drifts from the code; one
+read from it cannot.
 
 The tests import this module too (``tests/documentation/``, ``tests/unit/config/``): the
 settings table they check is the one the site shows.
@@ -51,6 +52,27 @@ def cli_reference() -> str:
     for path, text in _commands(cli, root):
         parts.append(f"## `{path}`\n\n```text\n{text}\n```\n")
     return "\n".join(parts)
+
+
+def exit_codes_reference() -> str:
+    """Each command's exit codes, as its ``--help`` states them (the epilog's paragraph)."""
+    rows = ["| command | exit codes |", "| --- | --- |"]
+    root = click.Context(cli, info_name=PROG)
+    for path, command in _all_commands(cli, root):
+        said = re.search(r"Exit codes: (.*)", command.epilog or "", re.S)
+        if said:
+            rows.append(f"| `{path}` | {' '.join(said.group(1).split())} |")
+    return "\n".join(rows) + "\n"
+
+
+def _all_commands(group: click.Group, parent: click.Context) -> Iterator[tuple[str, click.Command]]:
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        ctx = click.Context(command, info_name=name, parent=parent)
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, ctx)
+        else:
+            yield ctx.command_path, command
 
 
 def _number(value: float) -> str:
@@ -196,6 +218,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "settings": settings_reference,
     "metrics": metrics_reference,
     "ledger-states": ledger_states,
+    "exit-codes": exit_codes_reference,
     "ledger-schema": ledger_schema,
 }
 

@@ -66,6 +66,15 @@ def test_every_metric_a_run_serves_is_listed() -> None:
     assert served <= listed
 
 
+def test_every_command_says_its_exit_codes() -> None:
+    table = REFERENCE.exit_codes_reference()
+    rows = re.findall(r"^\| `feedback-pipeline ([\w ]+)` \| (.+) \|$", table, re.M)
+    commands = {name for name, _ in rows}
+    assert {"run", "replay", "status", "config show", "fake-server"} <= commands
+    assert len(commands) == 12
+    assert all(text.startswith("0 ") for _, text in rows)
+
+
 def test_the_schema_is_the_migrations() -> None:
     schema = REFERENCE.ledger_schema()
     assert "CREATE TABLE records" in schema
