@@ -68,7 +68,7 @@ def test_every_metric_a_run_serves_is_listed() -> None:
 
 def test_every_command_says_its_exit_codes() -> None:
     table = REFERENCE.exit_codes_reference()
-    rows = re.findall(r"^\| `feedback-pipeline ([\w ]+)` \| (.+) \|$", table, re.M)
+    rows = re.findall(r"^\| `feedback-pipeline ([\w -]+)` \| (.+) \|$", table, re.M)
     commands = {name for name, _ in rows}
     assert {"run", "replay", "status", "config show", "fake-server"} <= commands
     assert len(commands) == 12
