@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit venv bench bench-smoke clean
+.PHONY: demo test lint typecheck unit docs monitoring venv bench bench-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -36,7 +36,18 @@ unit: venv
 	$(BIN)/python -m pytest --cov --cov-report=term $(SIMULATIONS:%=--ignore=%)
 	$(BIN)/python -m pytest $(SIMULATIONS)
 
-test: lint typecheck unit
+# The documentation site, built strictly (a broken link or anchor fails) into site/; its
+# reference pages are generated from the code (docs/hooks/reference.py).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The alert rules that ship (config/monitoring/): valid, and their tests pass (Debian's
+# prometheus package has promtool).
+monitoring:
+	promtool check rules config/monitoring/alerts.yml
+	promtool test rules config/monitoring/alerts_test.yml
+
+test: lint typecheck docs monitoring unit
 
 # The benchmark suite: ratios against baselines measured in the same run (a few minutes).
 bench: venv
@@ -47,10 +58,10 @@ bench: venv
 bench-smoke: venv
 	$(BIN)/python -m bench --smoke
 
-# What the README's recipes leave in the repository's root (ledgers of the fake API, reports,
+# What the documentation's sessions leave in the repository's root (ledgers of the fake API, reports,
 # the nightly script) goes too, so a clean tree is clean.
 RECIPE_FILES := backfill.sqlite3* backfill.json nightly.sh nightly.sqlite3* nightly.log reports \
-	fix.sqlite3* fix.csv
+	fix.sqlite3* fix.csv queue.sqlite3* night2.json night2.prom
 
 clean:
-	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache .coverage $(RECIPE_FILES)
+	rm -rf $(VENV) demo-out site .mypy_cache .ruff_cache .pytest_cache .coverage $(RECIPE_FILES)

@@ -85,8 +85,20 @@ class Settings(BaseSettings):
     max_outage: Number = Field(600.0, ge=0.1, le=7 * 86400)
     reconcile: Switch = True
     settle: Number = Field(5.0, ge=0, le=600)
-    backoff: Number = Field(0.5, ge=0.001, le=60)
-    max_backoff: Number = Field(30.0, ge=0.001, le=600)
+    # No flag of their own: the descriptions are what the reference shows (docs/hooks/).
+    backoff: Number = Field(
+        0.5,
+        ge=0.001,
+        le=60,
+        description="Seconds of the first backoff "
+        "before a retry; it doubles, with jitter, up to max_backoff.",
+    )
+    max_backoff: Number = Field(
+        30.0,
+        ge=0.001,
+        le=600,
+        description="Seconds a backoff grows to at most (a Retry-After is obeyed up to 300 s).",
+    )
     format: Literal["csv", "jsonl"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     # A column no record field is read from is an error (its values would not be sent)
@@ -99,15 +111,22 @@ class Settings(BaseSettings):
     new_ledger: Literal["check", "adopt", "send"] = "check"
     report: str | None = None
     progress: Switch = True
-    batch_size: Count = Field(500, ge=1, le=10_000)
+    batch_size: Count = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Records claimed in the ledger per batch (one commit each).",
+    )
     # Queue sources (ignored for files, which always end at their end).
     drain: Switch = False  # exit once the queue has no new and no pending entries
-    # What a run shows and tells (README: Watching a run). progress: the live display on a
+    # What a run shows and tells (docs/reference/observing.md). progress: the live display on a
     # terminal; quiet: none, a progress log line every log_every seconds instead (as off a
     # terminal, where the display never shows).
     quiet: Switch = False
     log_every: Number = Field(60.0, ge=0.01, le=86400)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="The lowest level logged: -v is debug, -qq warning, -qqq error."
+    )
     log_format: Literal["text", "json"] = "text"
     metrics_port: Count | None = Field(None, ge=1, le=65535)  # serve /metrics while running
     metrics_address: str = "0.0.0.0"  # ... on this address (every interface by default)

@@ -62,6 +62,17 @@ class _RunCollector(Collector):
                 "The adaptive concurrency limit: requests in flight at most, now.",
                 value=snap.limit,
             )
+            # The ceilings the limits move under: an alert compares the limit with them.
+            yield GaugeMetricFamily(
+                "feedback_concurrency_ceiling",
+                "--concurrency: the most the adaptive concurrency limit may reach.",
+                value=snap.ceiling or 0,
+            )
+        yield GaugeMetricFamily(
+            "feedback_rate_limit",
+            "--rate: the user's fixed request-rate limit in requests per second (0: none).",
+            value=snap.rate_limit or 0.0,
+        )
         yield GaugeMetricFamily(
             "feedback_rate_cap",
             "The adaptive request-rate cap in requests per second (0: none).",
@@ -75,10 +86,10 @@ class _RunCollector(Collector):
                 "feedback_input_bytes", "Bytes of the input files in all.", value=snap.input[1]
             )
         if self._pulse is not None:
-            yield from _pulse_metrics(self._pulse)
+            yield from _pulse_metrics(self._pulse, snap.waiting, self._monitor.summary.aborted)
 
 
-def _pulse_metrics(pulse: Pulse) -> Iterator[Metric]:
+def _pulse_metrics(pulse: Pulse, waiting: str | None, aborted: str | None) -> Iterator[Metric]:
     """Which worker this is (``run``, ``consumer`` labels: many workers' series side by side),
     and its pulse: a dead worker's heartbeat stops, a stuck one's last progress ages, a queue
     that falls behind shows its lag."""
@@ -96,6 +107,14 @@ def _pulse_metrics(pulse: Pulse) -> Iterator[Metric]:
         ("feedback_queue_backlog", "Queue entries not handed out yet (the group's lag).",
          pulse.backlog),
         ("feedback_queue_pending", "Queue entries handed out and not acked.", pulse.pending),
+        # 1 while a --drain run waits for something it names on its progress line (another
+        # consumer's entries, uncertain records): the alert on a drain that does not end.
+        ("feedback_drain_waiting", "1 while a draining run waits (its progress line says for "
+         "what), else 0.", 1 if waiting else 0),
+        # A lost lease ends the run (exit 3): the textfile, and a scrape in its last moments,
+        # still say why; after that the target is down, which the worker-gone alert hears.
+        ("feedback_lease_lost", "1 once the run lost its lease on the shared ledger, else 0.",
+         1 if aborted and aborted.startswith("lease lost") else 0),
     )  # fmt: skip
     for name, help_text, value in gauges:
         if value is not None:

@@ -52,6 +52,9 @@ class FlowView(Protocol):
     @property
     def rate(self) -> float | None: ...
 
+    #: --concurrency: the most the adaptive limit may reach (a limit far below it collapsed).
+    ceiling: int
+
 
 class SendingView(Protocol):
     """What a view shows of a sending run (:class:`pipeline.delivery.delivery.Sending`)."""
@@ -84,6 +87,7 @@ class Snapshot:
     rate_limit: float | None = None  # the user's --rate (None: no limit)
     api_cap: float | None = None  # the rate cap the API showed by refusing, if any
     progress: tuple[float | None, float | None] = (None, None)  # (share done, seconds left)
+    ceiling: int | None = None  # --concurrency, the adaptive limit's ceiling
 
     @property
     def fraction(self) -> float | None:
@@ -145,6 +149,7 @@ class Monitor:
             rate_limit=user or None,
             api_cap=api,
             progress=self._pace(elapsed, share, parsed or s.read, done, min(limits, default=None)),
+            ceiling=d.flow.ceiling if d is not None else None,
         )
 
     def _waiting(self) -> str | None:

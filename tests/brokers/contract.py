@@ -5,7 +5,8 @@ against the fake API, does something hostile (a consumer that holds entries, a k
 stage, resets on two live workers, the same record twice, poison, a refused dead letter, an
 outage, a refused credential) and judges by the API's own counts (each record stored exactly
 once), by the broker (nothing left unacked that should not be) and by the clock: every drain
-ends within the README's bound (:data:`brokers.workers.BOUND`) once it can.
+ends within the documented bound (docs/explanation/drain-bound.md,
+:data:`brokers.workers.BOUND`) once it can.
 
 Each test prints one ``FIGURES`` line (``pytest -s`` shows them): records, kills, duplicates,
 never sent, and the longest time to end.
@@ -261,7 +262,7 @@ class BrokerContract:
     ) -> None:
         rows = make_rows(ROWS, OK)
         broker.publish_rows(rows)
-        broker.publish_rows(rows)  # the README supports enqueuing a file twice
+        broker.publish_rows(rows)  # the docs support enqueuing a file twice
         names = ("w0", "w1")
         broker.spread(names, 3)
         api.state.update_faults({"reset_rate": 0.5})

@@ -20,7 +20,8 @@ SETTLE = 0.05  # FEEDBACK_PIPELINE_SETTLE
 RECONCILE_EVERY = 0.3  # --reconcile-every
 CLAIM_IDLE = 0.5  # --claim-idle
 TIMEOUT = 2.0  # --timeout: a dead worker's last request may take this long after its lease
-#: The README's bound: a drain ends within this once nothing more is published.
+#: The documented bound (docs/explanation/drain-bound.md): a drain ends within this once
+#: nothing more is published.
 BOUND = LEASE + TIMEOUT + SETTLE + RECONCILE_EVERY + CLAIM_IDLE
 #: What a worker process needs on top of the bound: starting Python and connecting (about a
 #: second), its own requests, and a loaded two-core machine (other test runs).

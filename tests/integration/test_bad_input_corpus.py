@@ -437,8 +437,9 @@ KINDS: list[Kind] = [
         "score-true-in-csv", csv_field_kind("score: Input should be a valid number", score="true")
     ),
     Kind("score-whitespace", csv_field_kind("score: Input should be a valid number", score="  ")),
-    # README, "Fields": an empty CSV cell means "absent", and score is optional in the API. (Its
-    # "Validation" paragraph says an empty score is rejected: the README contradicts itself.)
+    # docs/reference/run.md, "Fields": an empty CSV cell means "absent", and score is optional
+    # in the API. (docs/reference/validation.md says an empty score is rejected: the docs
+    # contradict themselves.)
     Kind(
         "score-empty-means-absent",
         accepted_kind(

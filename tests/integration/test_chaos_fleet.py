@@ -35,7 +35,7 @@ __all__ = ["pg_schema", "stream"]  # fixtures, used by name
 OK = "aia_asst_test"
 ROWS, BAD = 300, 3
 #: A drain worker ends within this once its own faults are over and nothing more is published
-#: (the README's bound for these settings: lease 2 + timeout 2 + settle + reconcile every
+#: (the documented bound for these settings: lease 2 + timeout 2 + settle + reconcile every
 #: 0.3 + claim-idle 0.5, per round of takeover, with room for a loaded machine).
 END_BOUND_S = 60.0
 CI_STORIES = (1, 2, 3, 4)

@@ -18,6 +18,9 @@ from pipeline.cli import cli
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+RUN_PAGE = (ROOT / "docs" / "reference" / "run.md").read_text(encoding="utf-8")
+#: Every page a reader copies shell lines from: the README and the documentation site.
+PAGES = [README, *(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").rglob("*.md")))]
 
 
 def _help(*command: str) -> str:
@@ -45,9 +48,9 @@ def test_replay_help_has_its_own_exit_codes() -> None:
     assert replay.split("Exit codes:")[1] != run.split("Exit codes:")[1]
 
 
-def test_the_readme_says_reconcile_takes_a_subset() -> None:
-    assert "`replay` and `reconcile`\ntake the same delivery flags" not in README
-    assert "`reconcile` takes a subset of them" in README
+def test_the_docs_say_reconcile_takes_a_subset() -> None:
+    assert "`replay` and `reconcile`\ntake the same delivery flags" not in RUN_PAGE
+    assert "`reconcile` takes a subset of them" in RUN_PAGE
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -102,9 +105,12 @@ def test_the_fake_server_can_say_which_assistants_exist(clean_env: None, tmp_pat
     assert "aia_asst_a: ok" in check.stdout + check.stderr
 
 
-def test_readme_shell_lines_quote_urls_with_a_query() -> None:
+def test_shell_lines_of_the_docs_quote_urls_with_a_query() -> None:
     # zsh reads an unquoted ? as a glob: `--to redis://h/0?stream=x` fails there ("no matches").
-    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    blocks = [
+        b for page in PAGES for b in re.findall(r"```(?:sh|console)[^\n]*\n(.*?)```", page, re.S)
+    ]
+    assert len(blocks) > 20
     for line in (line for block in blocks for line in block.splitlines()):
         for url in re.findall(r"(?<!['\"])\b(?:redis|amqp)s?://\S*\?\S*", line):
             pytest.fail(f"unquoted URL with a query in a shell line: {url} ({line})")

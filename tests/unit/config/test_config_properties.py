@@ -4,6 +4,7 @@ that names where a bad value came from. Never another exception, never an ``inf`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
@@ -44,21 +46,31 @@ VALUES = st.one_of(
 GIVEN = st.dictionaries(st.sampled_from(FIELDS), st.tuples(st.sampled_from(ORIGINS), VALUES))
 
 
-README = ROOT / "README.md"
+def _reference() -> ModuleType:
+    """The site's reference generator (docs/hooks/reference.py): the settings table it makes
+    is the one the documentation shows."""
+    spec = importlib.util.spec_from_file_location("docs_reference", REFERENCE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REFERENCE = ROOT / "docs" / "hooks" / "reference.py"
 
 
 def documented_ranges() -> dict[str, tuple[float, float, float | None]]:
-    """The README's table of ranges: name -> (lowest, highest, default; None: "none", the
-    setting is off unless given). The properties below hold the code to these documented
-    numbers, not to the model's own metadata."""
-    section = README.read_text(encoding="utf-8").split("## Configuration", 1)[1]
-    rows = re.findall(
-        r"^\| `(\w+)` \| ([\d.]+) to ([\d.]+)\b[^|]*\| ([\d.]+|none) \|$", section, re.M
-    )
-    return {
-        name: (float(lo), float(hi), None if default == "none" else float(default))
-        for name, lo, hi, default in rows
-    }
+    """The documentation's table of ranges (Reference, Settings): name -> (lowest, highest,
+    default; None: "none", the setting is off unless given). The properties below hold the
+    code to these documented numbers: what the page says is what a value is checked against."""
+    ranges = {}
+    for name, shown, default, *_ in _reference().settings_rows():
+        found = re.fullmatch(r"([\d.]+) to ([\d.]+)", shown)
+        if found:
+            low, high = float(found.group(1)), float(found.group(2))
+            ranges[name] = (low, high, None if default == "none" else float(default))
+    return ranges
 
 
 RANGES = documented_ranges()

@@ -14,7 +14,7 @@ from fakeclock import Clock
 from pipeline.delivery.circuit import Gate
 from pipeline.errors import OutageError
 
-FIRST_CONTACT_S = 30.0  # the bound the README states
+FIRST_CONTACT_S = 30.0  # the bound the docs state (docs/explanation/exactly-once.md)
 
 
 def _gate(clock: Clock) -> Gate:

@@ -168,3 +168,63 @@ def test_a_port_in_use_is_a_configuration_error(run_cli: Cli, tmp_path: Path) ->
     assert result.stderr.startswith("feedback-pipeline: configuration error: --metrics-port: ")
     assert result.stderr.count("\n") == 1
     assert run_cli.server.state.posts_received == 0
+
+
+class _Flow:
+    limit, cap, api_cap, rate, ceiling = 2, 40.0, 40.0, 200.0, 64
+
+
+class _Sending:
+    flow, retries = _Flow(), 3
+
+
+class _Draining:
+    """A queue source whose drain waits (its words go on the progress line)."""
+
+    def waiting(self) -> str:
+        return "3 entries held by consumer w1, idle 12 s"
+
+
+def test_the_alerts_metrics_say_ceilings_drain_waits_and_a_lost_lease() -> None:
+    from prometheus_client import generate_latest
+
+    from pipeline.observe.metrics import RunMetrics
+    from pipeline.observe.monitor import Monitor
+    from pipeline.observe.pulse import Pulse
+    from pipeline.observe.summary import Summary
+
+    summary = Summary("run", "r1")
+    pulse = Pulse("r1", "w2", heartbeat_at=1.0, progress_at=1.0)
+    metrics = RunMetrics(Monitor(summary, [_Draining()], sending=_Sending()), pulse)
+    labels = {"run": "r1", "consumer": "w2"}
+
+    before = _samples(generate_latest(metrics.registry).decode())
+    summary.aborted = "lease lost: no renewal reached the ledger for 36.1 s (lease 15 s)"
+    after = _samples(generate_latest(metrics.registry).decode())
+
+    assert _value(before, "feedback_concurrency_limit") == 2
+    assert _value(before, "feedback_concurrency_ceiling") == 64
+    assert _value(before, "feedback_rate_limit") == 200
+    assert _value(before, "feedback_rate_cap") == 40
+    assert _value(before, "feedback_drain_waiting", **labels) == 1
+    assert _value(before, "feedback_lease_lost", **labels) == 0
+    assert _value(after, "feedback_lease_lost", **labels) == 1
+
+
+def test_a_run_that_waits_for_nothing_says_0() -> None:
+    from prometheus_client import generate_latest
+
+    from pipeline.observe.metrics import RunMetrics
+    from pipeline.observe.monitor import Monitor
+    from pipeline.observe.pulse import Pulse
+    from pipeline.observe.summary import Summary
+
+    summary = Summary("run", "r1")
+    summary.aborted = "authentication refused"
+    metrics = RunMetrics(Monitor(summary), Pulse("r1", "w1"))
+    shown = _samples(generate_latest(metrics.registry).decode())
+
+    assert _value(shown, "feedback_drain_waiting", run="r1", consumer="w1") == 0
+    assert _value(shown, "feedback_lease_lost", run="r1", consumer="w1") == 0
+    assert _value(shown, "feedback_rate_limit") == 0  # a run that sends nothing: no --rate
+    assert ("feedback_concurrency_ceiling", ()) not in shown

@@ -22,7 +22,7 @@ class Input:
 
 
 def _delivery(rate: float | None) -> SimpleNamespace:
-    limits = SimpleNamespace(limit=16, cap=rate, rate=rate, api_cap=None)
+    limits = SimpleNamespace(limit=16, cap=rate, rate=rate, api_cap=None, ceiling=16)
     return SimpleNamespace(retries=0, flow=limits)
 
 

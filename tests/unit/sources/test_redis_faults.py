@@ -199,7 +199,7 @@ def test_what_reconcile_found_not_stored_stays_pending_and_the_next_run_sends_it
 ) -> None:
     # A 500 may or may not have stored the record; here it did not. The following run's
     # periodic reconcile says so: the entries are not acked, and the next run sends them
-    # (this run would take them for duplicates of its own: see README, Redis Streams).
+    # (this run would take them for duplicates of its own: see docs/brokers/redis.md).
     api.state.update_faults({"error_status": 500})
     rows = make_rows(4, assistant=OK)
     stream.add(*rows)

@@ -223,8 +223,8 @@ def test_jsonl_line_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ]
 
 
-def test_the_readme_states_the_limits_the_code_has() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_state_the_limits_the_code_has() -> None:
+    readme = (ROOT / "docs" / "reference" / "run.md").read_text(encoding="utf-8")
     text = " ".join(readme.split())
     assert f"A CSV field is at most {csv_source.FIELD_LIMIT} characters" in text
     assert f"a JSON line at most {jsonl_source.LINE_LIMIT} bytes" in text

@@ -1,6 +1,7 @@
-"""The README's "Scale out" shell block, run as written: only the hosts (`q`, `db`) and the
-names (stream, ledger schema) are replaced by the test's own, and the API is the fake one
-(``FEEDBACK_PIPELINE_BASE_URL``). A block that does not work as pasted fails here."""
+"""The "Scale out" how-to's shell block (docs/how-to/scale-out.md), run as written: only the
+hosts (`q`, `db`) and the names (stream, ledger schema) are replaced by the test's own, and the
+API is the fake one (``FEEDBACK_PIPELINE_BASE_URL``). A block that does not work as pasted
+fails here."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from redis_helpers import REDIS_URL, Stream, stream
 from pipeline.fake import FakeServer, FakeState, Faults
 
 __all__ = ["pg_schema", "stream"]  # fixtures, used by name
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "how-to" / "scale-out.md"
 OK = "aia_asst_test"
 
 
 def scale_out_block() -> str:
-    text = README.read_text()
+    text = PAGE.read_text()
     section = text[text.index("**Fanning a backfill out.**") :]
-    found = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert found, "no shell block in the README's Scale out section"
+    found = re.search(r"```sh[^\n]*\n(.*?)```", section, re.S)
+    assert found, "no shell block in the how-to's fanning-out section"
     return found.group(1)
 
 
