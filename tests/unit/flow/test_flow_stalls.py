@@ -61,7 +61,8 @@ def test_an_overdue_request_gives_its_slot_back() -> None:
 
 def test_overdue_requests_give_back_a_quarter_of_the_slots_at_most() -> None:
     # A server that stalls is never sent more than a quarter over the limit meanwhile.
-    slots = Slots(lambda: 16)
+    told: list[bool] = []
+    slots = Slots(lambda: 16, told.append)
     tickets = []
     for _ in range(16):
         slots.take_now()
@@ -71,10 +72,12 @@ def test_overdue_requests_give_back_a_quarter_of_the_slots_at_most() -> None:
         slots.overdue(ticket)
     assert (slots.taken, slots.freed, slots.on_wire) == (12, 4, 10)
     assert [ticket.freed for ticket in tickets[:6]] == [True] * 4 + [False] * 2
+    assert told == [True] * 4  # the run starts a worker for each slot given back...
     for ticket in tickets:
         ticket.answered = True
         slots.give_back(ticket)
     assert (slots.taken, slots.freed, slots.on_wire) == (0, 0, 0)
+    assert told == [True] * 4 + [False] * 4  # ... until that request's own answer came
 
 
 def test_rare_errors_with_no_verdict_yet_need_no_backoff() -> None:
