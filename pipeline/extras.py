@@ -1,7 +1,7 @@
 """Parts of the package that need a client library installed as an extra.
 
 The brokers' and the shared ledger's client libraries are extras (``pip install
-'feedback-pipeline[redis]'``, ``[amqp]``, ``[postgres]``, or ``[all]``): the module that needs
+'feedback-pipeline[redis]'``, ``[amqp]``, ``[nats]``, ``[sqs]``, ``[postgres]``, or ``[all]``): the module that needs
 one is imported only when its scheme is used, through :func:`load`, and a missing library is
 one line naming the install command (a :class:`~pipeline.errors.MissingExtraError`, exit 2).
 """
@@ -21,6 +21,7 @@ EXTRAS = {
     "aiormq": "amqp",
     "pamqp": "amqp",
     "asyncpg": "postgres",
+    "nats": "nats",
 }
 
 

@@ -46,6 +46,7 @@ __all__ = [
 _BROKERS: dict[str, str] = {
     "amqp": "pipeline.sources.amqp.queue",
     "amqps": "pipeline.sources.amqp.queue",
+    "nats": "pipeline.sources.nats.stream",
     "redis": "pipeline.sources.redis.stream",
 }
 
