@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 
 async def _with(action: Callable[[Client, JetStreamContext, JetStreamManager], Awaitable[T]]) -> T:
-    connection = await nats.connect(f"nats://{HOST}:{PORT}", connect_timeout=5, allow_reconnect=False)
+    url = f"nats://{HOST}:{PORT}"
+    connection = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
     try:
         return await action(connection, connection.jetstream(), connection.jsm())
     finally:
@@ -86,12 +87,12 @@ class JsStream:
 
         run(action)
 
-    def counts(self) -> tuple[int, int]:
-        """The consumer's messages not delivered yet, and delivered but not acked."""
+    def counts(self, consumer: str | None = None) -> tuple[int, int]:
+        """A consumer's (``workers``) messages not delivered yet, and delivered not acked."""
 
         async def action(_: Client, __: JetStreamContext, jsm: JetStreamManager) -> tuple[int, int]:
             try:
-                info = await jsm.consumer_info(self.name, self.consumer)
+                info = await jsm.consumer_info(self.name, consumer or self.consumer)
             except NotFoundError:
                 return (await jsm.stream_info(self.name)).state.messages, 0
             return info.num_pending or 0, info.num_ack_pending or 0
@@ -106,7 +107,7 @@ class JsStream:
                 state = (await jsm.stream_info(stream)).state
             except NotFoundError:
                 return []
-            found = []
+            found: list[tuple[bytes, dict[str, str]]] = []
             if not state.messages:
                 return found
             for seq in range(state.first_seq, state.last_seq + 1):

@@ -4,8 +4,9 @@ by the stream that stores it (a copy counts only once JetStream has it).
 
 A message (data and headers together) may not exceed the server's ``max_payload``, and
 JetStream refuses headers over 64 KiB: a copy that would not fit (a producer's huge headers,
-plus our reason) would be refused for every worker that takes the message in turn. So a copy is sized before it is sent; one that
-would not fit keeps our headers and says, in ``truncated``, what was left out.
+plus our reason) would be refused for every worker that takes the message in turn. So a
+copy is sized before it is sent; one that would not fit keeps our headers and says, in
+``truncated``, what was left out.
 
 The original's ``Nats-`` headers are not copied: they are instructions to JetStream (a
 message id that would de-duplicate the copy against another dead letter, expectations that

@@ -125,8 +125,11 @@ async def connect(target: Target, on_lost: Callable[[], None] | None = None) -> 
         if on_lost is not None:
             on_lost()
 
-    async def quiet(_: Exception) -> None:
-        pass  # the calls that fail say it, as one line; no traceback printed by the client
+    seen: list[Exception] = []
+
+    async def quiet(exc: Exception) -> None:
+        # Kept for our one line (the calls that fail say it): the client prints nothing.
+        seen.append(exc)
 
     try:
         return await nats.connect(
@@ -137,13 +140,16 @@ async def connect(target: Target, on_lost: Callable[[], None] | None = None) -> 
             name=consumer_name(),
             allow_reconnect=False,
             connect_timeout=_CONNECT_TIMEOUT,
-            max_reconnect_attempts=0,
+            # Tried twice at once, then given up (0 would mean: try for ever).
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
             disconnected_cb=lost,
             closed_cb=lost,
             error_cb=quiet,
         )
     except Exception as exc:  # noqa: BLE001 - refused, DNS, TLS, login: one line, exit 2
-        raise SourceError(f"{target.shown}: cannot connect: {target.failure(exc)}") from None
+        cause = seen[-1] if seen else exc  # "no servers available" says less than its cause
+        raise SourceError(f"{target.shown}: cannot connect: {target.failure(cause)}") from None
 
 
 async def ensure_stream(jsm: JetStreamManager, target: Target) -> None:
