@@ -23,6 +23,8 @@ EXTRAS = {
     "pamqp": "amqp",
     "asyncpg": "postgres",
     "nats": "nats",
+    "aiobotocore": "sqs",
+    "botocore": "sqs",
 }
 
 

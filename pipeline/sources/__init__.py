@@ -48,6 +48,7 @@ _BROKERS: dict[str, str] = {
     "amqps": "pipeline.sources.amqp.queue",
     "nats": "pipeline.sources.nats.stream",
     "redis": "pipeline.sources.redis.stream",
+    "sqs": "pipeline.sources.sqs.queue",
 }
 
 
