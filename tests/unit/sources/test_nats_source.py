@@ -190,9 +190,10 @@ def test_a_server_that_cannot_be_used_at_start_is_one_line_and_exit_2(
     run_cli: Cli, url: str, expected: str
 ) -> None:
     results = [run_cli.run(url, "--drain")]
-    if "consumer" in expected:  # enqueue needs no consumer
-        results.append(run_cli("enqueue", "-", "--format", "jsonl", "--to", url, stdin=b""))
-    for result in results[:1]:
+    if "consumer" not in expected:  # enqueue needs no consumer
+        line = b'{"session_id": "s"}\n'
+        results.append(run_cli("enqueue", "-", "--format", "jsonl", "--to", url, stdin=line))
+    for result in results:
         assert result.exit_code == 2, result.output
         assert expected in result.output
         assert "s3cret" not in result.output
