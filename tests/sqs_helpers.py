@@ -75,7 +75,7 @@ async def _with(action: Callable[[SQSClient], Awaitable[T]], port: int | None) -
 
 def run(action: Callable[[SQSClient], Awaitable[T]], port: int | None = None) -> T:
     """``action(client)`` with a client of its own (from synchronous code)."""
-    return asyncio.run(_with(action, port))
+    return asyncio.run(_with(action, port or moto_port()))  # the port first: not in a loop
 
 
 @dataclass

@@ -277,7 +277,7 @@ class BrokerContract:
             workers.start(name, broker.url(name), "--claim-idle", str(_SPREAD_IDLE))
         ends = [workers.finish(name, since, _SPREAD_LIMIT) for name in names]
 
-        assert [code for code, _ in ends] == [0, 0]
+        assert [code for code, _ in ends] == [0, 0], [workers.output(n)[-3000:] for n in names]
         check_once(api, rows)
         assert broker.left() == 0
         figures(

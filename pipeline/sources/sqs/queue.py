@@ -5,14 +5,12 @@
 columns. Choices, and why:
 
 - **Long polling**: each receive waits up to ``wait`` seconds (default 1, at most 20) for
-  messages, so an idle queue costs one call a ``wait``, and a stop is seen within it. Several
-  receives (ten messages each, SQS's most) are in flight together to fill a batch.
+  messages, so an idle queue costs one call a ``wait``, and a stop is seen within it. A few
+  receives are in flight at all times (:mod:`pipeline.sources.sqs.receive`).
 - **Visibility**: a message received is invisible to other consumers for ``--claim-idle``
   (in whole seconds, at least 1): a dead worker's messages come back after it. This run
-  extends the visibility of every message it holds (handed out, given back, or whose dead
-  letter was refused) every third of it, so a record still being sent is never received by
-  another consumer; a message received again while this run holds it (a late extension) is
-  not handed out twice: its newer receipt replaces the one held.
+  extends the visibility of every message it holds every third of it, so a record still
+  being sent is never received by another consumer.
 - **Delete only after the ledger** holds the outcome (DeleteMessageBatch, ten at a time); a
   dead letter is an explicit copy with the reason (:mod:`pipeline.sources.sqs.dead`) sent to
   ``dead=`` (default ``QUEUE-dead``, or ``QUEUE-dead.fifo``), created when missing, before the
@@ -32,9 +30,6 @@ columns. Choices, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -42,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from pipeline.errors import DeadLetterError, SourceError
-from pipeline.logs import event
 from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
 from pipeline.sources.release import Holding
 from pipeline.sources.sqs.dead import dead_letter
-from pipeline.sources.sqs.link import ERRORS, Link, Target, parse_url, visibility
-from pipeline.sources.sqs.publish import BATCH, SqsPublisher, fifo_id, open_publisher
+from pipeline.sources.sqs.link import ERRORS, Link, Target, parse_url
+from pipeline.sources.sqs.publish import SqsPublisher, fifo_id, open_publisher
+from pipeline.sources.sqs.receive import Receiving, chunks, receivers
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -57,7 +52,6 @@ if TYPE_CHECKING:
 
 #: The largest message body read as a record; a larger one is dead-lettered unparsed.
 MESSAGE_LIMIT = 1024 * 1024
-_RECEIVERS = 16  # receives in flight together at most
 _COUNTS = [
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -81,10 +75,6 @@ def to_record(queue: str, message: MessageTypeDef) -> RawRecord:
     return replace(json_object(location, body), handle=handle)
 
 
-def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-
-
 class SqsSource:
     """Receives from one queue; see the module's docstring for the choices."""
 
@@ -99,91 +89,42 @@ class SqsSource:
         self._url, self._dead_url = urls
         self._options = options
         self._dead_limit = dead_limit
-        self._visibility = visibility(options.claim_idle)
-        self._held: dict[str, MessageTypeDef] = {}  # every message held, by message id
+        self._r = Receiving(self._t, client, self._url, options)
         self._given_back: Holding[str] = Holding(options.claim_idle)
         self._waiting: str | None = None
-        self._beat: asyncio.Task[None] | None = None
-        self._closing = False
 
     def _gone(self, exc: BaseException) -> SourceError:
         return SourceError(f"{self.name}: SQS went away: {self._t.failure(exc)}")
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
-        if self._beat is None:
-            self._beat = asyncio.create_task(self._heartbeat())
-        while not stop.is_set():
-            again = [self._held[i] for i in self._given_back.due() if i in self._held]
-            if again:
-                yield [to_record(self._t.queue, m) for m in again]
-                continue
-            batch = await self._receive()
-            if batch:
-                self._waiting = None
-                yield [to_record(self._t.queue, m) for m in batch]
-            elif self._options.drain and await self._drained():
-                return
-
-    async def _receive(self) -> list[MessageTypeDef]:
-        calls = max(1, min(_RECEIVERS, math.ceil(self._options.batch_size / BATCH)))
+        self._r.start()
         try:
-            answers = await asyncio.gather(
-                *(
-                    self._client.receive_message(
-                        QueueUrl=self._url,
-                        MaxNumberOfMessages=BATCH,
-                        WaitTimeSeconds=self._t.wait,
-                        VisibilityTimeout=self._visibility,
-                        MessageAttributeNames=["All"],
-                        MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
-                    )
-                    for _ in range(calls)
-                )
-            )
-        except ERRORS as exc:
-            raise self._gone(exc) from None
-        fresh: list[MessageTypeDef] = []
-        for answer in answers:
-            for message in answer.get("Messages", []):
-                known = message["MessageId"] in self._held
-                self._held[message["MessageId"]] = message  # the newest receipt is the one
-                if not known:
-                    fresh.append(message)
-        return fresh
+            while not stop.is_set():
+                if self._r.lost is not None:
+                    raise self._gone(self._r.lost)
+                again = [self._r.held[i] for i in self._given_back.due() if i in self._r.held]
+                if again:
+                    yield [to_record(self._t.queue, m) for m in again]
+                    continue
+                batch = await self._take()
+                if batch:
+                    self._waiting = None
+                    yield [to_record(self._t.queue, m) for m in batch]
+                elif self._options.drain and await self._drained():
+                    return
+        finally:
+            await self._r.stop_receiving()
 
-    async def _heartbeat(self) -> None:
-        """Extend the visibility of every message held, a third of it apart."""
-        every = self._visibility / 3
-        while not self._closing:
-            await asyncio.sleep(every)
-            held = list(self._held.values())
-            with contextlib.suppress(*ERRORS):
-                answers = await asyncio.gather(
-                    *(
-                        self._client.change_message_visibility_batch(
-                            QueueUrl=self._url,
-                            Entries=[
-                                {
-                                    "Id": str(i),
-                                    "ReceiptHandle": m["ReceiptHandle"],
-                                    "VisibilityTimeout": self._visibility,
-                                }
-                                for i, m in enumerate(chunk)
-                            ],
-                        )
-                        for chunk in _chunks(held)
-                    )
-                )
-                lapsed = sum(len(a.get("Failed", [])) for a in answers)
-                if lapsed:
-                    event(
-                        logging.WARNING,
-                        f"{self.name}: the visibility of {lapsed} messages could not be "
-                        "extended (received again elsewhere: the ledger keeps their records "
-                        "from being sent twice)",
-                        "visibility_lapsed",
-                        messages=lapsed,
-                    )
+    async def _take(self) -> list[MessageTypeDef]:
+        # A little over one long poll: a receive that found nothing has answered by then.
+        try:
+            first = await asyncio.wait_for(self._r.buffer.get(), self._t.wait + 0.25)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < self._options.batch_size and not self._r.buffer.empty():
+            batch.append(self._r.buffer.get_nowait())
+        return batch
 
     async def _counts(self) -> tuple[int, int, int]:
         answer = await self._client.get_queue_attributes(
@@ -205,12 +146,12 @@ class SqsSource:
             visible, invisible, delayed = await self._counts()
         except ERRORS as exc:
             raise self._gone(exc) from None
-        if visible or delayed:
+        if visible or delayed or not self._r.buffer.empty():
             return False  # the next receive takes them (delayed ones: once they show)
-        others = invisible - len(self._held)
+        others = invisible - len(self._r.held)
         self._waiting = (
             f"{others} messages in flight with other consumers of {self._t.queue} (visible "
-            f"again {self._visibility} s after the last extension of the one holding them)"
+            f"again {self._r.visibility} s after the last extension of the one holding them)"
             if others > 0
             else None
         )
@@ -229,7 +170,7 @@ class SqsSource:
     async def ack(self, done: Sequence[Done]) -> None:
         """Deletes at once; a dead letter's original only once its copy is sent. A copy SQS
         refuses leaves its message held (said, the run goes on)."""
-        handles = [d for d in done if isinstance(d.handle, _Handle) and d.handle.id in self._held]
+        handles = [d for d in done if isinstance(d.handle, _Handle) and d.handle.id in self._r.held]
         dead = [d for d in handles if d.dead_letter is not None]
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
         gone = [r for r in copies if isinstance(r, ERRORS) and not isinstance(r, ClientError)]
@@ -247,7 +188,7 @@ class SqsSource:
             raise DeadLetterError(problems, len(refused))
 
     async def _delete(self, handles: list[_Handle]) -> None:
-        messages = [self._held.pop(h.id) for h in handles if h.id in self._held]
+        messages = [m for h in handles if (m := self._r.forget(h.id)) is not None]
         try:
             await asyncio.gather(
                 *(
@@ -258,7 +199,7 @@ class SqsSource:
                             for i, m in enumerate(chunk)
                         ],
                     )
-                    for chunk in _chunks(messages)
+                    for chunk in chunks(messages)
                 )
             )
         except ERRORS as exc:
@@ -279,7 +220,7 @@ class SqsSource:
         handle = done.handle
         assert isinstance(handle, _Handle)
         assert done.dead_letter is not None
-        message = self._held[handle.id]
+        message = self._r.held[handle.id]
         copy = dead_letter(
             message.get("Body", ""), dict(message.get("MessageAttributes", {})),
             done.dead_letter, handle.location, self._t.queue, self._dead_limit,
@@ -297,19 +238,14 @@ class SqsSource:
         return copy.truncated
 
     async def close(self) -> None:
-        self._closing = True
-        if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+        await self._r.close()
         await self._link.close()
 
 
 async def open_source(url: str, options: SourceOptions) -> SqsSource:
     """The client; the queue and the dead letters' queue, created if missing."""
     link = Link(parse_url(url))
-    calls = max(1, min(_RECEIVERS, math.ceil(options.batch_size / BATCH)))
-    client = await link.open(connections=calls + 2 * BATCH)
+    client = await link.open(connections=receivers(options) + 20)  # deletes, extensions too
     try:
         queue = await link.queue_url(link.target.queue, create=True)
         dead = await link.queue_url(link.target.dead, create=True)
