@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -48,6 +49,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, JetStreamManager
 
 from pipeline.errors import DeadLetterError, SourceError
+from pipeline.logs import event
 from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.decode import json_object
@@ -185,7 +187,11 @@ class NatsSource:
             )
             for m in msgs
         ]  # fmt: skip
-        await self.ack(done)
+        try:
+            await self.ack(done)
+        except DeadLetterError as exc:  # said; the message stays unacked, held by this run
+            for location, what in exc.problems:
+                event(logging.WARNING, f"{location}: {what}", "dead_letter_problem")
 
     async def _heartbeat(self) -> None:
         """Progress acks for every message held, a third of the ack wait apart."""
@@ -285,6 +291,8 @@ class NatsSource:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
+        with contextlib.suppress(Exception):
+            await self._nc.flush(timeout=2)  # the last acks reach the server before the close
         with contextlib.suppress(Exception):
             await self._nc.close()
 

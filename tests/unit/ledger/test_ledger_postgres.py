@@ -258,4 +258,5 @@ async def test_a_connection_that_cannot_go_back_to_its_pool_ends_without_a_trace
     unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
     assert unread == []
     kept_back = [r for r in caplog.records if "could not be returned" in r.getMessage()]
-    assert len(kept_back) == 1 and kept_back[0].levelno == logging.DEBUG
+    assert len(kept_back) == 1
+    assert kept_back[0].levelno == logging.DEBUG
