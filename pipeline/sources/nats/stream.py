@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -52,7 +51,6 @@ from pipeline.errors import DeadLetterError, SourceError
 from pipeline.logs import event
 from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
-from pipeline.sources.decode import json_object
 from pipeline.sources.nats.dead import dead_letter
 from pipeline.sources.nats.link import (
     API_TIMEOUT,
@@ -63,29 +61,11 @@ from pipeline.sources.nats.link import (
     parse_url,
 )
 from pipeline.sources.nats.publish import NatsPublisher, open_publisher
+from pipeline.sources.nats.records import Handle, location, to_record
 from pipeline.sources.release import Holding
 
-#: The largest message data read as a record; a larger one is dead-lettered unparsed.
-MESSAGE_LIMIT = 1024 * 1024
 _IDLE = 0.25  # seconds a drain run's fetch waits before it asks what is left
 _WAIT = 1.0  # seconds a following run's fetch waits: a stop is seen within this
-
-
-@dataclass(frozen=True, slots=True)
-class _Handle:
-    seq: int  # the stream sequence: the message, whichever delivery of it is held
-    location: str
-
-
-def to_record(stream: str, msg: Msg) -> RawRecord:
-    """A message as a raw record: parse errors (and a huge body) become the record's error."""
-    seq = msg.metadata.sequence.stream
-    location = f"nats:{stream}/{seq}"
-    handle = _Handle(seq, location)
-    if len(msg.data) > MESSAGE_LIMIT:
-        reason = f"message of {len(msg.data)} bytes, more than {MESSAGE_LIMIT} (the limit)"
-        return RawRecord(location, {}, reason, handle)
-    return replace(json_object(location, msg.data), handle=handle)
 
 
 class NatsSource:
@@ -180,8 +160,7 @@ class NatsSource:
         """Dead-letter at once what JetStream would not deliver again (``max_deliver``)."""
         done = [
             Done(
-                _Handle(m.metadata.sequence.stream, f"nats:{self._t.stream}/"
-                        f"{m.metadata.sequence.stream}"),
+                Handle(m.metadata.sequence.stream, location(self._t.stream, m)),
                 f"delivered {m.metadata.num_delivered} times without an outcome "
                 f"(max_deliver={self._max_deliver}): the server would not deliver it again",
             )
@@ -236,20 +215,20 @@ class NatsSource:
         return info.num_pending, info.num_ack_pending
 
     def release(self, handles: Sequence[object]) -> None:
-        self._given_back.hold(h.seq for h in handles if isinstance(h, _Handle))
+        self._given_back.hold(h.seq for h in handles if isinstance(h, Handle))
 
     async def ack(self, done: Sequence[Done]) -> None:
         """Plain acks at once; a dead letter's original only once its copy is confirmed. A
         copy JetStream refuses leaves its message unacked and held (said, the run goes on)."""
         self._check()
-        plain = [d.handle for d in done if d.dead_letter is None and isinstance(d.handle, _Handle)]
-        dead = [d for d in done if d.dead_letter is not None and isinstance(d.handle, _Handle)]
+        plain = [d.handle for d in done if d.dead_letter is None and isinstance(d.handle, Handle)]
+        dead = [d for d in done if d.dead_letter is not None and isinstance(d.handle, Handle)]
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
         self._check()  # a copy that failed because the connection went: the run ends
         confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if _copied(r)]
         try:
             for handle in [*plain, *confirmed]:
-                assert isinstance(handle, _Handle)
+                assert isinstance(handle, Handle)
                 msg = self._held.pop(handle.seq, None)
                 if msg is not None:
                     await msg.ack()
@@ -258,7 +237,7 @@ class NatsSource:
         problems = [
             (d.handle.location, self._problem(r))
             for d, r in zip(dead, copies, strict=True)
-            if isinstance(d.handle, _Handle) and r is not None
+            if isinstance(d.handle, Handle) and r is not None
         ]
         if problems:
             refused = sum(1 for r in copies if isinstance(r, BaseException))
@@ -275,7 +254,7 @@ class NatsSource:
     async def _dead_letter(self, done: Done) -> str | None:
         """Publish the copy and wait for JetStream's ack; what was left out (None: whole)."""
         handle = done.handle
-        assert isinstance(handle, _Handle)
+        assert isinstance(handle, Handle)
         assert done.dead_letter is not None
         msg = self._held[handle.seq]
         copy = dead_letter(

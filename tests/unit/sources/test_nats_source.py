@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats_helpers import JsStream, run, unique_stream
 
 from pipeline.sources.nats.dead import HEADER_LIMIT, dead_letter
-from pipeline.sources.nats.stream import MESSAGE_LIMIT, to_record
+from pipeline.sources.nats.records import MESSAGE_LIMIT, to_record
 from pipeline.sources.queue_depth import depth
 
 
