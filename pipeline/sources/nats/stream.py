@@ -169,8 +169,8 @@ class NatsSource:
         try:
             await self.ack(done)
         except DeadLetterError as exc:  # said; the message stays unacked, held by this run
-            for location, what in exc.problems:
-                event(logging.WARNING, f"{location}: {what}", "dead_letter_problem")
+            for where, what in exc.problems:
+                event(logging.WARNING, f"{where}: {what}", "dead_letter_problem")
 
     async def _heartbeat(self) -> None:
         """Progress acks for every message held, a third of the ack wait apart."""
