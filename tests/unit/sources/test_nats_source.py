@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows
@@ -15,10 +17,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, JetStreamManager
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats_helpers import JsStream, run, unique_stream
+from nats_helpers import PORT, JsStream, run, unique_stream
+from tcp_proxy import TcpProxy
 
+from pipeline.errors import DeadLetterError, SourceError
+from pipeline.models import RawRecord
+from pipeline.sources.base import Done, SourceOptions
 from pipeline.sources.nats.dead import HEADER_LIMIT, dead_letter
 from pipeline.sources.nats.records import MESSAGE_LIMIT, to_record
+from pipeline.sources.nats.stream import open_source
 from pipeline.sources.queue_depth import depth
 
 
@@ -209,3 +216,69 @@ def test_dead_letters_stored_in_the_stream_read_are_refused(run_cli: Cli, stream
     result = run_cli.run(stream.url(), "--drain")
     assert result.exit_code == 2, result.output
     assert "is stored in the stream this consumer reads" in result.output
+
+
+# --- the source's own calls, in process --------------------------------------------------
+
+
+def _options(**changes: object) -> SourceOptions:
+    base = {"batch_size": 10, "concurrency": 2, "drain": True, "claim_idle": 0.3}
+    return SourceOptions(**{**base, **changes})  # type: ignore[arg-type]
+
+
+async def _first(source: Any, stop: asyncio.Event) -> list[RawRecord]:
+    batch: list[RawRecord]
+    async for batch in source.batches(stop):
+        return batch
+    return []
+
+
+async def test_given_back_records_come_again_and_a_refused_copy_keeps_its_message(
+    stream: JsStream,
+) -> None:
+    await asyncio.to_thread(stream.publish, [b'{"session_id": "s1"}', b"not json"])
+    await asyncio.to_thread(
+        run,
+        lambda _, __, jsm: jsm.add_stream(
+            name=stream.dead_stream, subjects=[stream.dead], max_msg_size=1
+        ),
+    )
+    source = await open_source(stream.url(), _options())
+    try:
+        stop = asyncio.Event()
+        first = await _first(source, stop)
+        assert [r.location for r in first] == [f"nats:{stream.name}/1", f"nats:{stream.name}/2"]
+        assert await source.depth() == (0, 2)
+        source.release([first[0].handle])
+        again = await _first(source, stop)  # after claim_idle, handed on by this run
+        assert [r.location for r in again] == [first[0].location]
+        with pytest.raises(DeadLetterError) as refused:
+            await source.ack([Done(first[0].handle), Done(first[1].handle, "invalid: x")])
+        assert refused.value.refused == 1
+        assert "stays on its stream, unacked" in str(refused.value)
+        assert await source.depth() == (0, 1)  # the refused one is still held
+    finally:
+        await source.close()
+
+
+async def test_a_cut_link_ends_the_reading_with_one_line(stream: JsStream) -> None:
+    await asyncio.to_thread(stream.publish, [b'{"session_id": "s1"}'])
+    proxy = TcpProxy("127.0.0.1", PORT)
+    proxy.start()
+    try:
+        source = await open_source(stream.url(proxy.port), _options(drain=False))
+        stop = asyncio.Event()
+        [record] = await _first(source, stop)
+        proxy.cut()
+        with pytest.raises(SourceError, match="connection to the server lost"):
+            await _first(source, stop)
+        with pytest.raises(SourceError, match="connection to the server lost"):
+            await source.ack([Done(record.handle)])
+        await source.close()
+    finally:
+        proxy.close()
+
+
+async def test_depth_of_a_missing_stream_is_one_line() -> None:
+    with pytest.raises(SourceError, match="reading the stream"):
+        await depth(f"nats://127.0.0.1:{PORT}?stream=fpnosuch{uuid.uuid4().hex[:8]}&consumer=c")
