@@ -211,6 +211,7 @@ class NatsSource:
 
     async def depth(self) -> tuple[int | None, int | None]:
         """Messages not delivered yet and delivered but unacked, for the queue-lag metrics."""
+        await self._nc.flush(timeout=int(API_TIMEOUT))  # this run's acks counted first
         info = await self._jsm.consumer_info(self._t.stream, self._t.consumer)
         return info.num_pending, info.num_ack_pending
 
