@@ -61,7 +61,7 @@ bench-smoke: venv
 # What the documentation's sessions leave in the repository's root (ledgers of the fake API, reports,
 # the nightly script) goes too, so a clean tree is clean.
 RECIPE_FILES := backfill.sqlite3* backfill.json nightly.sh nightly.sqlite3* nightly.log reports \
-	fix.sqlite3* fix.csv queue.sqlite3* night2.json night2.prom
+	fix.sqlite3* fix.csv queue.sqlite3* night2.json night2.prom nats.sqlite3* sqs.sqlite3*
 
 clean:
 	rm -rf $(VENV) demo-out site .mypy_cache .ruff_cache .pytest_cache .coverage $(RECIPE_FILES)

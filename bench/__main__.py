@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import limits, local, matrix, network, noise, queues, scale_out, shared_rate
+from bench import (
+    broker_drains,
+    limits,
+    local,
+    matrix,
+    network,
+    noise,
+    queues,
+    scale_out,
+    shared_rate,
+)
 from bench.data import Files
 from bench.procs import BenchError
 from bench.sizes import Context, add_arguments, from_arguments
@@ -30,6 +40,8 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "matrix": ("9 flow-control matrix", matrix.flow_matrix),
     "noise": ("13 noise and overload matrix", noise.noise_matrix),
     "queue": ("10 Redis --drain vs file", queues.redis_vs_file),
+    "queue-nats": ("10b NATS JetStream --drain vs file", broker_drains.nats_vs_file),
+    "queue-sqs": ("10b Amazon SQS (moto) --drain vs file", broker_drains.sqs_vs_file),
     "shared-rate": ("11 shared rate accuracy", shared_rate.shared_rate_accuracy),
     "scale": ("12 scale-out: 1 vs 3 workers, Redis + PostgreSQL", scale_out.one_vs_three),
 }

@@ -1,9 +1,10 @@
 """Parts of the package that need a client library installed as an extra.
 
 The brokers' and the shared ledger's client libraries are extras (``pip install
-'feedback-pipeline[redis]'``, ``[amqp]``, ``[postgres]``, or ``[all]``): the module that needs
-one is imported only when its scheme is used, through :func:`load`, and a missing library is
-one line naming the install command (a :class:`~pipeline.errors.MissingExtraError`, exit 2).
+'feedback-pipeline[redis]'``, ``[amqp]``, ``[nats]``, ``[sqs]``, ``[postgres]``, or
+``[all]``): the module that needs one is imported only when its scheme is used, through
+:func:`load`, and a missing library is one line naming the install command (a
+:class:`~pipeline.errors.MissingExtraError`, exit 2).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ EXTRAS = {
     "aiormq": "amqp",
     "pamqp": "amqp",
     "asyncpg": "postgres",
+    "nats": "nats",
+    "aiobotocore": "sqs",
+    "botocore": "sqs",
 }
 
 

@@ -25,7 +25,13 @@ from pipeline.engine.enqueue import enqueue_sources
     )
 )
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
-@click.option("--to", "to", required=True, metavar="URL", help="The queue: redis://... amqp://...")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="URL",
+    help="The queue: redis://... amqp://... nats://... sqs://...",
+)
 @click.option("--config", "config_file", metavar="FILE", help="TOML settings file.")
 @click.option("--assistant-id", metavar="ID", help="For records without an assistant_id.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format.")

@@ -11,7 +11,8 @@ sends every record again. Three guards, cheapest first:
   :data:`MAX_PAGES` pages per assistant and :data:`MAX_SECONDS` in all. Found records stop
   the run before anything is sent (exit 2, ``new_ledger = "check"``), are recorded as sent
   in the new ledger and not sent again (``"adopt"``), or are sent anyway (``"send"``, which
-  also skips the lookup).
+  also skips the lookup). A ledger that holds records by the time they are found is no
+  longer new (another worker of a shared ledger started meanwhile): the run goes on.
 """
 
 from __future__ import annotations
@@ -200,9 +201,12 @@ async def guard(
             f"new ledger: {adopted} of the first {found.checked} records are already at the "
             "API: recorded as sent in this ledger (--new-ledger adopt), not sent again"
         )
-    elif found.items:
+    elif found.items and not any((await ledger.counts()).values()):
         await _close(batches)
         raise refusal(url, found)
+    # Found, but the ledger holds records now: another worker of this (shared) ledger started
+    # meanwhile and sent them, as a run starting a moment later would have seen (and checked
+    # nothing): the claims tell which are sent.
     return _prepend(first, batches)
 
 

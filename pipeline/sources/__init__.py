@@ -46,7 +46,9 @@ __all__ = [
 _BROKERS: dict[str, str] = {
     "amqp": "pipeline.sources.amqp.queue",
     "amqps": "pipeline.sources.amqp.queue",
+    "nats": "pipeline.sources.nats.stream",
     "redis": "pipeline.sources.redis.stream",
+    "sqs": "pipeline.sources.sqs.queue",
 }
 
 
@@ -77,7 +79,8 @@ async def open_source(spec: str, options: SourceOptions) -> Source:
 async def open_publisher(spec: str, options: SourceOptions) -> Publisher:
     """Where ``enqueue --to`` publishes: a broker URL (a file is not a queue)."""
     if not is_queue(spec):
-        raise ConfigError(f"--to: {spec} is not a queue URL (redis://... or amqp://...)")
+        known = " or ".join(f"{s}://..." for s in sorted(_BROKERS))
+        raise ConfigError(f"--to: {spec} is not a queue URL ({known})")
     publisher: Publisher = await _broker(spec, "open_publisher", "--to")(spec, options)
     return publisher
 

@@ -5,6 +5,7 @@ and entries handed out and not acked (pending).
   ``pending`` count, from XINFO GROUPS.
 - RabbitMQ: the queue's ready messages (a passive declare); how many are delivered and
   unacked is not told over AMQP, so ``pending`` is None (unknown).
+- Every broker: the ``depth`` module of its folder, found through the source registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from dataclasses import dataclass
 
 from pipeline.errors import SourceError
 from pipeline.extras import load
+from pipeline.sources import _BROKERS
 from pipeline.urls import mask_url, scheme
+
+# Schemes redis-py reads that the registry does not name as sources.
+_ALIASES = {"rediss": "pipeline.sources.redis.stream", "unix": "pipeline.sources.redis.stream"}
 
 #: Seconds a broker may take to answer (each broker's module reads it).
 TIMEOUT_S = 5.0
@@ -36,12 +41,13 @@ class Depth:
 
 async def depth(url: str) -> Depth:
     """The queue ``url`` names, read once; a queue that cannot be read is a SourceError."""
-    name = scheme(url)
-    # Each broker's reading is in its own folder, imported only for its scheme.
-    if name in ("redis", "rediss", "unix"):
-        found: Depth = await load("pipeline.sources.redis.depth", what=f"{name}://").depth(url)
-        return found
-    if name in ("amqp", "amqps"):
-        found = await load("pipeline.sources.amqp.depth", what=f"{name}://").depth(url)
-        return found
-    raise SourceError(f"--queue {mask_url(url)}: not a queue URL (redis://... or amqp://...)")
+    name = scheme(url) or ""
+    # Each broker's reading is the ``depth`` module of its folder (the registry names the
+    # folder's source module), imported only for its scheme.
+    module = _BROKERS.get(name) or _ALIASES.get(name)
+    if module is None:
+        known = " or ".join(f"{s}://..." for s in sorted(_BROKERS))
+        raise SourceError(f"--queue {mask_url(url)}: not a queue URL ({known})")
+    reader = load(module.rpartition(".")[0] + ".depth", what=f"{name}://")
+    found: Depth = await reader.depth(url)
+    return found

@@ -54,6 +54,12 @@ class Broker(ABC):
     def url(self, consumer: str, port: int | None = None) -> str:
         """The source URL of worker ``consumer`` (through a proxy listening on ``port``)."""
 
+    def carries(self, body: bytes) -> bool:
+        """Whether the broker carries ``body`` at all: one it refuses at publish (over its
+        largest message, bytes it cannot hold) never reaches a worker, so it is no poison
+        case for this broker."""
+        return True
+
     @abstractmethod
     def publish(self, bodies: Sequence[bytes]) -> None:
         """Each body (a JSON object, or poison) as one entry."""
@@ -142,6 +148,7 @@ class BrokerContract:
             json.dumps({"session_id": "bad", "score": 7}).encode(),
             *lines.poison,
         ]
+        poison = [body for body in poison if broker.carries(body)]
         broker.publish_rows(rows[:6])
         broker.publish(poison)
         extra = broker.publish_poison()
@@ -271,7 +278,7 @@ class BrokerContract:
             workers.start(name, broker.url(name), "--claim-idle", str(_SPREAD_IDLE))
         ends = [workers.finish(name, since, _SPREAD_LIMIT) for name in names]
 
-        assert [code for code, _ in ends] == [0, 0]
+        assert [code for code, _ in ends] == [0, 0], [workers.output(n)[-3000:] for n in names]
         check_once(api, rows)
         assert broker.left() == 0
         figures(

@@ -1,8 +1,10 @@
 """The tutorial's and the how-to guides' shell sessions run as written, against the fake API
-(and the brokers' pages against the real Redis and RabbitMQ): documentation that cannot drift.
+(and the brokers' pages against the real Redis, RabbitMQ and NATS, and the tests' own moto
+SQS server): documentation that cannot drift.
 
 Only what a reader's machine has differently is replaced: the fake API's port (8080 in the
-pages, a free one here) and the names of streams and queues (each run's own, deleted after).
+pages, a free one here), the local SQS endpoint (the tests' moto server), and the names of
+streams and queues (each run's own, deleted after).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import pytest
 import redis
 from amqp_helpers import Queue, require_rabbitmq
+from nats_helpers import JsStream, require_nats
 from paths import ROOT
 from redis_helpers import REDIS_URL, free_port, require_redis, unavailable
+from sqs_helpers import endpoint
 
 import pipeline
 from documentation.blocks import Command, fences, matches, run_session, sessions
@@ -46,6 +50,7 @@ def names() -> Iterator[dict[str, str]]:
     own = {
         "stream=feedback": f"stream=docs-{uuid.uuid4().hex[:10]}",
         "queue=feedback": f"queue=docs-{uuid.uuid4().hex[:10]}",
+        "sqs://feedback?": f"sqs://docs-{uuid.uuid4().hex[:10]}?",
     }
     yield own
     stream = own["stream=feedback"].split("=", 1)[1]
@@ -57,6 +62,9 @@ def names() -> Iterator[dict[str, str]]:
         client.close()
     with contextlib.suppress(Exception):
         Queue(queue).delete()
+    with contextlib.suppress(Exception):  # NATS: the stream and its dead letters' stream
+        JsStream(name=stream).delete()
+    # SQS: the queues live on the test process's own moto server, gone when it ends.
 
 
 def _env() -> dict[str, str]:
@@ -82,6 +90,10 @@ def test_the_page_runs_as_written(page: Path, tmp_path: Path, names: dict[str, s
         require_redis()
     if "amqp://" in text:
         require_rabbitmq()
+    if "nats://" in text:
+        require_nats()
+    if "sqs://" in text:  # the pages' local SQS endpoint is the tests' own moto server
+        text = text.replace("http://127.0.0.1:5000", endpoint())
     if "promtool" in text and shutil.which("promtool") is None:
         unavailable("promtool (Debian's prometheus package)")
     shutil.copytree(ROOT / "samples", tmp_path / "samples")

@@ -17,7 +17,7 @@ from pipeline.errors import MissingExtraError
 from pipeline.flow.budget import shared_rate
 
 SAMPLE = str(ROOT / "samples" / "ratings.csv")
-CLIENT_LIBRARIES = ("redis", "aio_pika", "aiormq", "asyncpg")
+CLIENT_LIBRARIES = ("redis", "aio_pika", "aiormq", "asyncpg", "nats", "aiobotocore", "botocore")
 
 
 def _without(missing: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,8 @@ def test_import_pipeline_loads_no_client_library() -> None:
         ("redis", "redis", ("enqueue", SAMPLE, "--to", "redis://127.0.0.1:6379/0?stream=x")),
         ("aio_pika", "amqp", ("enqueue", SAMPLE, "--to", "amqp://guest:guest@127.0.0.1/?queue=x")),
         ("asyncpg", "postgres", ("status", "--ledger", "postgresql://postgres@127.0.0.1/x")),
+        ("nats", "nats", ("enqueue", SAMPLE, "--to", "nats://127.0.0.1:4222?stream=x")),
+        ("aiobotocore", "sqs", ("enqueue", SAMPLE, "--to", "sqs://x?region=us-east-1")),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_the_install_command(

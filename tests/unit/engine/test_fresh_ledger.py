@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +14,8 @@ import pytest
 from conftest import Cli, make_rows, write_csv
 
 from pipeline.delivery.client import FeedbackClient
+from pipeline.engine.stages import Item
+from pipeline.errors import ConfigError
 from pipeline.fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeServer, FakeState
 from pipeline.models import Accepted, FeedbackRecord
 
@@ -127,3 +130,42 @@ def test_the_lookup_is_bounded_in_pages() -> None:
 
 async def _free() -> None:
     return None
+
+
+def test_records_found_once_another_worker_filled_the_ledger_do_not_stop_the_run(
+    tmp_path: Path,
+) -> None:
+    # Two workers start on one new shared ledger; one sends before the other's lookup: the
+    # ledger is no longer new then, and the found records are that worker's, not a mistake.
+    from pipeline.engine.fresh_ledger import guard
+    from pipeline.ledger import open_ledger
+    from pipeline.models import Outcome, Status
+
+    state = FakeState()
+    state.store("aia_asst_b", {"session_id": "s1"}, account_sid=DEFAULT_ACCOUNT_SID)
+    record = Accepted.of("x:1", FeedbackRecord(assistant_id="aia_asst_b", session_id="s1"))
+
+    async def first_batch(filled: bool) -> list[object]:
+        ledger = await open_ledger(str(tmp_path / f"{filled}.sqlite3"), "run-1", command="run")
+        if filled:  # the other worker's claim and outcome
+            await ledger.claim([record])
+            await ledger.record([Outcome(record.key, Status.SENT, 201, feedback_id="aia_fdbk_1")])
+
+        async def batches() -> AsyncIterator[list[Item]]:
+            yield [record]
+
+        auth = aiohttp.encode_basic_auth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+        try:
+            async with aiohttp.ClientSession(headers={"Authorization": auth}) as session:
+                guarded = await guard(
+                    batches(), url="l.sqlite3", mode="check", ledger=ledger,
+                    client=FeedbackClient(session, server.url), acquire=_free, notice=print,
+                )  # fmt: skip
+                return [item async for batch in guarded for item in batch]
+        finally:
+            await ledger.close()
+
+    with FakeServer(state) as server:
+        assert asyncio.run(first_batch(True)) == [record]
+        with pytest.raises(ConfigError, match="already at the API"):
+            asyncio.run(first_batch(False))

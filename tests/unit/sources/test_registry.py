@@ -104,7 +104,7 @@ async def test_an_unknown_ledger_scheme_is_a_one_line_error(url: str) -> None:
 # --- source registry ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["foo://x", "nats://:s3cret@localhost:4222/0?subject=s"])
+@pytest.mark.parametrize("url", ["foo://x", "kafka://:s3cret@localhost:9092/0?topic=s"])
 async def test_an_unregistered_source_scheme_is_a_one_line_error(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         await open_source(url, OPTIONS)

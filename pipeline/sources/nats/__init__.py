@@ -1,0 +1,1 @@
+"""NATS JetStream: a source, its dead letters, its connection, its publisher."""

@@ -1,0 +1,1 @@
+"""Amazon SQS: a source, its dead letters, its client, its publisher."""
