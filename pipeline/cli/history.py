@@ -22,13 +22,16 @@ from pipeline.cli.failures import reading
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, SourceError
 from pipeline.ledger.fleet import FleetLedger, FleetView
+from pipeline.sources import is_broker
 from pipeline.sources.queue_depth import Depth, depth
 from pipeline.urls import mask_url, scheme
 
 STATES = ("sent", "failed", "invalid", "in_flight", "unknown", "retired")
 #: How often ``--wait`` reads the ledger (and the queue) again.
 POLL_S = 1.0
-_QUEUES = ("redis", "rediss", "amqp", "amqps")
+#: Brokers whose URL names one worker's consumer (Redis: the group is the queue); on NATS the
+#: consumer is the durable every worker shares, part of what the queue is.
+_ONE_WORKER_CONSUMER = ("redis", "rediss")
 
 _EXITS = (
     "\b\nExit codes: 0 shown (with --wait: the job is complete), 1 --wait ran out before\n"
@@ -152,8 +155,9 @@ def _queue_of(view: FleetView) -> str | None:
     password is stored masked, so such a queue needs ``--queue``."""
     for run in view.runs:
         for source in (run.source or "").split():
-            if scheme(source) in _QUEUES and ":***@" not in source:
-                return _without_consumer(source)
+            if is_broker(source) and ":***@" not in source:
+                one_worker = scheme(source) in _ONE_WORKER_CONSUMER
+                return _without_consumer(source) if one_worker else source
     return None
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "SourceOptions",
     "check_readable",
     "detect_format",
+    "is_broker",
     "is_queue",
     "open_publisher",
     "open_reader",
@@ -66,6 +67,11 @@ def source_options(settings: Settings) -> SourceOptions:
 def is_queue(spec: str) -> bool:
     """Whether ``spec`` names a queue (a URL) rather than a file or stdin."""
     return scheme(spec) is not None
+
+
+def is_broker(spec: str) -> bool:
+    """Whether ``spec`` is the URL of a registered broker (a queue this package reads)."""
+    return scheme(spec) in _BROKERS
 
 
 async def open_source(spec: str, options: SourceOptions) -> Source:

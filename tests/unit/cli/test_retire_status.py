@@ -171,3 +171,21 @@ def test_retire_is_refused_while_a_run_holds_the_ledger(strict_cli: Cli, tmp_pat
     assert listed.exit_code == 0
     assert listed.stdout.count("\n") == 5
     assert strict_cli.ledger_rows() == before
+
+
+def test_status_finds_the_queue_the_runs_read_on_every_broker() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.cli.history import _queue_of
+
+    def view(*sources: str) -> Any:
+        return SimpleNamespace(runs=[SimpleNamespace(source=s) for s in sources])
+
+    redis = "redis://127.0.0.1:6379/0?stream=s&group=g&consumer=w1"
+    nats = "nats://127.0.0.1:4222?stream=s&consumer=senders"  # the durable all workers share
+    sqs = "sqs://q?region=us-east-1"
+    assert _queue_of(view(redis)) == "redis://127.0.0.1:6379/0?stream=s&group=g"
+    assert _queue_of(view(nats)) == nats
+    assert _queue_of(view(sqs)) == sqs
+    assert _queue_of(view("in.csv", "amqp://u:***@h/v?queue=q")) is None  # masked: --queue
+    assert _queue_of(view("kafka://h/t")) is None  # no such broker here
