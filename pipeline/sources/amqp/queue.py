@@ -51,13 +51,14 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPConnectionError
 
-from pipeline.errors import DeadLetterError, SourceError
+from pipeline.errors import SourceError
 from pipeline.models import RawRecord
 from pipeline.sources.amqp.acks import AckPlan
 from pipeline.sources.amqp.dead import dead_letter, frame_max
 from pipeline.sources.amqp.link import Target, open_channel, parse_url
 from pipeline.sources.amqp.publish import AmqpPublisher, open_publisher
 from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.copies import copied, raise_problems
 from pipeline.sources.decode import json_object
 from pipeline.sources.release import Holding
 
@@ -71,10 +72,6 @@ _IDLE = 0.2  # seconds without a delivery before a drain run asks the broker wha
 class _Handle:
     message: AbstractIncomingMessage
     location: str
-
-
-def _copied(result: BaseException | str | None) -> bool:
-    return not isinstance(result, BaseException)
 
 
 def _tag(message: AbstractIncomingMessage) -> int:
@@ -235,7 +232,7 @@ class AmqpSource:
         plain = [d.handle for d in done if d.dead_letter is None]
         dead = [d for d in done if d.dead_letter is not None]
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
-        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if _copied(r)]
+        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if copied(r)]
         try:
             await self._ack([h for h in [*plain, *confirmed] if isinstance(h, _Handle)])
         except Exception as exc:  # noqa: BLE001 - say what happened, without secrets
@@ -244,21 +241,16 @@ class AmqpSource:
                 self._check()
             raise SourceError(f"ack failed: {self._target.failure(exc)}") from None
         self._check()  # a copy that failed because the connection went: the run ends
-        problems = [
-            (d.handle.location, self._problem(r))
+        located = [
+            (d.handle.location, r)
             for d, r in zip(dead, copies, strict=True)
-            if isinstance(d.handle, _Handle) and r is not None
+            if isinstance(d.handle, _Handle)
         ]
-        if problems:
-            refused = sum(1 for r in copies if isinstance(r, BaseException))
-            raise DeadLetterError(problems, refused)
-
-    def _problem(self, result: BaseException | str) -> str:
-        if isinstance(result, str):
-            return f"dead letter to {self._target.dead} written truncated: {result}"
-        return (
-            f"dead letter to {self._target.dead} refused ({self._target.failure(result)}): "
-            "the message stays on its queue, unacked"
+        raise_problems(
+            located,
+            self._target.dead,
+            self._target.failure,
+            "the message stays on its queue, unacked",
         )
 
     async def _ack(self, handles: list[_Handle]) -> None:

@@ -51,6 +51,7 @@ from pipeline.errors import DeadLetterError, SourceError
 from pipeline.logs import event
 from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.copies import copied, raise_problems
 from pipeline.sources.nats.dead import dead_letter
 from pipeline.sources.nats.link import (
     API_TIMEOUT,
@@ -226,7 +227,7 @@ class NatsSource:
         dead = [d for d in done if d.dead_letter is not None and isinstance(d.handle, Handle)]
         copies = await asyncio.gather(*(self._dead_letter(d) for d in dead), return_exceptions=True)
         self._check()  # a copy that failed because the connection went: the run ends
-        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if _copied(r)]
+        confirmed = [d.handle for d, r in zip(dead, copies, strict=True) if copied(r)]
         try:
             for handle in [*plain, *confirmed]:
                 assert isinstance(handle, Handle)
@@ -235,21 +236,13 @@ class NatsSource:
                     await msg.ack()
         except (NatsError, OSError) as exc:
             raise self._gone(exc) from None
-        problems = [
-            (d.handle.location, self._problem(r))
+        located = [
+            (d.handle.location, r)
             for d, r in zip(dead, copies, strict=True)
-            if isinstance(d.handle, Handle) and r is not None
+            if isinstance(d.handle, Handle)
         ]
-        if problems:
-            refused = sum(1 for r in copies if isinstance(r, BaseException))
-            raise DeadLetterError(problems, refused)
-
-    def _problem(self, result: BaseException | str) -> str:
-        if isinstance(result, str):
-            return f"dead letter to {self._t.dead} written truncated: {result}"
-        return (
-            f"dead letter to {self._t.dead} refused ({self._t.failure(result)}): the message "
-            "stays on its stream, unacked"
+        raise_problems(
+            located, self._t.dead, self._t.failure, "the message stays on its stream, unacked"
         )
 
     async def _dead_letter(self, done: Done) -> str | None:
@@ -275,10 +268,6 @@ class NatsSource:
             await self._nc.flush(timeout=2)  # the last acks reach the server before the close
         with contextlib.suppress(Exception):
             await self._nc.close()
-
-
-def _copied(result: BaseException | str | None) -> bool:
-    return not isinstance(result, BaseException)
 
 
 async def open_source(url: str, options: SourceOptions) -> NatsSource:

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from pipeline.errors import DeadLetterError, SourceError
+from pipeline.errors import SourceError
 from pipeline.models import RawRecord
 from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.copies import raise_problems
 from pipeline.sources.decode import json_object
 from pipeline.sources.release import Holding
 from pipeline.sources.sqs.dead import dead_letter
@@ -179,13 +180,12 @@ class SqsSource:
         refused = {id(d) for d, r in zip(dead, copies, strict=True) if isinstance(r, BaseException)}
         settled = [d.handle for d in handles if id(d) not in refused]
         await self._delete([h for h in settled if isinstance(h, _Handle)])
-        problems = [
-            (d.handle.location, self._problem(r))
+        located = [
+            (d.handle.location, r)
             for d, r in zip(dead, copies, strict=True)
-            if isinstance(d.handle, _Handle) and r is not None
+            if isinstance(d.handle, _Handle)
         ]
-        if problems:
-            raise DeadLetterError(problems, len(refused))
+        raise_problems(located, self._t.dead, self._t.failure, "the message stays on its queue")
 
     async def _delete(self, handles: list[_Handle]) -> None:
         messages = [m for h in handles if (m := self._r.forget(h.id)) is not None]
@@ -206,14 +206,6 @@ class SqsSource:
             raise self._gone(exc) from None
         # An entry that failed (its receipt lapsed and another consumer received it again)
         # is that consumer's now: the ledger has its outcome, so it skips and deletes it.
-
-    def _problem(self, result: BaseException | str) -> str:
-        if isinstance(result, str):
-            return f"dead letter to {self._t.dead} written truncated: {result}"
-        return (
-            f"dead letter to {self._t.dead} refused ({self._t.failure(result)}): the message "
-            "stays on its queue"
-        )
 
     async def _dead_letter(self, done: Done) -> str | None:
         """Send the copy; what was left out of it (None: whole)."""
