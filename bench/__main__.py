@@ -41,7 +41,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "noise": ("13 noise and overload matrix", noise.noise_matrix),
     "queue": ("10 Redis --drain vs file", queues.redis_vs_file),
     "queue-nats": ("10b NATS JetStream --drain vs file", broker_drains.nats_vs_file),
-    "queue-sqs": ("10b Amazon SQS (moto) --drain vs file", broker_drains.sqs_vs_file),
+    "queue-sqs": ("10b Amazon SQS (bench endpoint) --drain vs file", broker_drains.sqs_vs_file),
     "shared-rate": ("11 shared rate accuracy", shared_rate.shared_rate_accuracy),
     "scale": ("12 scale-out: 1 vs 3 workers, Redis + PostgreSQL", scale_out.one_vs_three),
 }

@@ -1,4 +1,4 @@
-"""Scenario 9: the same records from a Redis stream (``run --drain``) and from a CSV file.
+"""Scenario 10: the same records from a Redis stream (``run --drain``) and from a CSV file.
 
 Both runs go to the same fast fake server, with no rate limit, in the same suite run; the
 ratio is the stream's records/s over the file's. Its size is half of ``run_rows`` (50,000 at
@@ -79,7 +79,7 @@ def redis_vs_file(ctx: Context) -> list[Row]:
     stream_rate = count(from_stream, "sent") / duration(from_stream)
     return [
         Row(
-            scenario=f"9 Redis --drain, {rows:,} entries",
+            scenario=f"10 Redis --drain, {rows:,} entries",
             measured=f"{stream_rate:,.0f} rec/s",
             baseline=f"{file_rate:,.0f} rec/s same records from a file",
             ratio=stream_rate / file_rate,

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -95,7 +95,7 @@ def to_record(queue: str, message: AbstractIncomingMessage) -> RawRecord:
     if size > MESSAGE_LIMIT:
         reason = f"message of {size} bytes, more than {MESSAGE_LIMIT} (the limit)"
         return RawRecord(location, {}, reason, handle)
-    return replace(json_object(location, message.body), handle=handle)
+    return json_object(location, message.body, handle=handle)
 
 
 class AmqpSource:

@@ -3,7 +3,7 @@ every delivery of the message)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
@@ -31,4 +31,4 @@ def to_record(stream: str, msg: Msg) -> RawRecord:
     if len(msg.data) > MESSAGE_LIMIT:
         reason = f"message of {len(msg.data)} bytes, more than {MESSAGE_LIMIT} (the limit)"
         return RawRecord(where, {}, reason, handle)
-    return replace(json_object(where, msg.data), handle=handle)
+    return json_object(where, msg.data, handle=handle)

@@ -21,6 +21,9 @@ Choices, and why:
 - **max_deliver=N** (default: no limit) is set on a consumer this run creates; JetStream
   delivers a message no more than N times, then forgets it unacked. So on a message's last
   delivery this run does not risk it: it is dead-lettered at once, with the reason, and acked.
+- **Pulls** (:mod:`pipeline.sources.nats.pull`): one pull request open at a time, for a
+  batch, read by a callback; messages delivered but not taken yet get progress acks too, and
+  go back at once (a nak) when the run stops reading.
 - **A plain connection**, never reconnecting silently: a lost link ends the run (exit 3)
   once every outcome is recorded; the rerun's ledger skips what was sent.
 - **Location** ``nats:STREAM/SEQUENCE`` (the stream sequence: the same on every delivery, so
@@ -44,7 +47,6 @@ from collections.abc import AsyncIterator, Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, JetStreamManager
 
 from pipeline.errors import DeadLetterError, SourceError
@@ -62,6 +64,7 @@ from pipeline.sources.nats.link import (
     parse_url,
 )
 from pipeline.sources.nats.publish import NatsPublisher, open_publisher
+from pipeline.sources.nats.pull import Puller, PullError
 from pipeline.sources.nats.records import Handle, location, to_record
 from pipeline.sources.release import Holding
 
@@ -95,6 +98,7 @@ class NatsSource:
         self._closing = False
         self._waiting: str | None = None
         self._beat: asyncio.Task[None] | None = None
+        self._puller: Puller | None = None
 
     def lost(self) -> None:
         """The connection went (the client's callback)."""
@@ -110,10 +114,12 @@ class NatsSource:
         return SourceError(f"{self.name}: connection to the server lost ({self._t.failure(exc)})")
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
+        puller = Puller(self._nc, self._t.stream, self._t.consumer)
         try:
-            sub = await self._js.pull_subscribe_bind(self._t.consumer, self._t.stream)
-        except NatsError as exc:
-            raise SourceError(f"{self.name}: {self._t.failure(exc)}") from None
+            await puller.start()
+        except (NatsError, OSError) as exc:
+            raise self._gone(exc) from None
+        self._puller = puller
         if self._beat is None:
             self._beat = asyncio.create_task(self._heartbeat())
         wait = _IDLE if self._options.drain else _WAIT
@@ -124,21 +130,21 @@ class NatsSource:
                 if again:
                     yield [to_record(self._t.stream, m) for m in again]
                     continue
-                batch = await self._fetch(sub, wait)
+                batch = await self._fetch(puller, wait)
                 if batch:
                     self._waiting = None
                     yield [to_record(self._t.stream, m) for m in batch]
                 elif self._options.drain and await self._drained():
                     return
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            self._puller = None
+            await puller.stop()
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription, wait: float) -> list[Msg]:
+    async def _fetch(self, puller: Puller, wait: float) -> list[Msg]:
         try:
-            msgs = await sub.fetch(self._options.batch_size, timeout=wait)
-        except (NatsTimeout, TimeoutError):
-            return []
+            msgs = await puller.take(self._options.batch_size, wait)
+        except PullError as exc:
+            raise SourceError(f"{self.name}: {exc}") from None
         except (NatsError, OSError) as exc:
             raise self._gone(exc) from None
         fresh: list[Msg] = []
@@ -181,7 +187,8 @@ class NatsSource:
             if self._lost is not None or self._nc.is_closed:
                 return
             with contextlib.suppress(NatsError, OSError):
-                for msg in list(self._held.values()):
+                kept = self._puller.kept() if self._puller is not None else []
+                for msg in [*self._held.values(), *kept]:
                     await msg.in_progress()
 
     async def _drained(self) -> bool:
@@ -196,8 +203,8 @@ class NatsSource:
             info = await self._jsm.consumer_info(self._t.stream, self._t.consumer)
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._gone(exc) from None
-        if info.num_pending:
-            return False  # not delivered yet: the next fetch takes them
+        if info.num_pending or (self._puller is not None and self._puller.kept()):
+            return False  # not delivered or not taken yet: the next fetch takes them
         others = (info.num_ack_pending or 0) - len(self._held)
         self._waiting = (
             f"{others} messages held by other consumers of {self._t.consumer} (delivered "

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -77,7 +77,7 @@ def decode(location: str, entry_id: bytes, fields: Fields) -> RawRecord:
         return RawRecord(location, {}, "entry is not valid UTF-8", handle)
     if "body" not in text:
         return RawRecord(location, text, None, handle)
-    return replace(json_object(location, fields[b"body"]), handle=handle)
+    return json_object(location, fields[b"body"], handle=handle)
 
 
 class RedisStreamSource:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -73,7 +73,7 @@ def to_record(queue: str, message: MessageTypeDef) -> RawRecord:
     if len(body) > MESSAGE_LIMIT:
         reason = f"message of {len(body)} bytes, more than {MESSAGE_LIMIT} (the limit)"
         return RawRecord(location, {}, reason, handle)
-    return replace(json_object(location, body), handle=handle)
+    return json_object(location, body, handle=handle)
 
 
 class SqsSource:
