@@ -7,7 +7,6 @@ that fails); nothing here knows of the ledger or of sending.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
@@ -56,10 +55,13 @@ async def raw_batches(
         async with closing(source.batches(control.stop)) as batches:
             try:
                 async for raw_batch in batches:
+                    # Built directly: dataclasses.replace inspects the fields per record.
                     yield [
                         raw
                         if raw.handle is None
-                        else dataclasses.replace(raw, handle=AckHandle(source, raw.handle))
+                        else RawRecord(
+                            raw.location, raw.fields, raw.error, AckHandle(source, raw.handle)
+                        )
                         for raw in raw_batch
                     ]
             except PipelineError as exc:
