@@ -46,6 +46,9 @@ class Puller:
         self._owed = 0  # messages the open request may still bring; 0: none is open
         self._wake = asyncio.Event()
         self._problem: str | None = None
+        #: The last read's request ended without a word from the server, not even its 408:
+        #: nobody serves the consumer any more (deleted), or the server is stuck.
+        self.unheard = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
@@ -77,8 +80,9 @@ class Puller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait + _GRACE):
                     await self._wake.wait()
-            if not self._arrived and self._owed and not self._wake.is_set():
-                self._owed = 0  # the request's end was never heard of: ask afresh
+            self.unheard = not self._arrived and self._owed > 0 and not self._wake.is_set()
+            if self.unheard:
+                self._owed = 0  # ask afresh
         if self._problem is not None:
             problem, self._problem = self._problem, None
             raise PullError(problem)

@@ -48,6 +48,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, JetStreamManager
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
 
 from pipeline.errors import DeadLetterError, SourceError
 from pipeline.logs import event
@@ -143,6 +145,8 @@ class NatsSource:
     async def _fetch(self, puller: Puller, wait: float) -> list[Msg]:
         try:
             msgs = await puller.take(self._options.batch_size, wait)
+            if puller.unheard:  # no answer at all: is the consumer still there?
+                await self._consumer_info()
         except PullError as exc:
             raise SourceError(f"{self.name}: {exc}") from None
         except (NatsError, OSError) as exc:
@@ -200,7 +204,7 @@ class NatsSource:
             return False
         try:
             await self._nc.flush(timeout=int(API_TIMEOUT))  # our acks reach the server first
-            info = await self._jsm.consumer_info(self._t.stream, self._t.consumer)
+            info = await self._consumer_info()
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._gone(exc) from None
         if info.num_pending or (self._puller is not None and self._puller.kept()):
@@ -213,6 +217,18 @@ class NatsSource:
             else None
         )
         return others <= 0
+
+    async def _consumer_info(self) -> ConsumerInfo:
+        """The consumer's counts; one that was deleted under the run is said as such."""
+        try:
+            info: ConsumerInfo = await self._jsm.consumer_info(self._t.stream, self._t.consumer)
+        except NotFoundError:
+            raise SourceError(  # said after the source's name by the run
+                f"consumer {self._t.consumer} of stream {self._t.stream} no longer exists "
+                "(deleted while this run read it); the ledger keeps what was sent, and a "
+                "rerun creates the consumer again"
+            ) from None
+        return info
 
     def waiting(self) -> str | None:
         return self._waiting

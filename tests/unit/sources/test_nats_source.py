@@ -282,3 +282,27 @@ async def test_a_cut_link_ends_the_reading_with_one_line(stream: JsStream) -> No
 async def test_depth_of_a_missing_stream_is_one_line() -> None:
     with pytest.raises(SourceError, match="reading the stream"):
         await depth(f"nats://127.0.0.1:{PORT}?stream=fpnosuch{uuid.uuid4().hex[:8]}&consumer=c")
+
+
+@pytest.mark.parametrize("drain", [True, False], ids=["drain", "follow"])
+async def test_a_consumer_deleted_under_the_run_is_said_as_such(
+    stream: JsStream, drain: bool
+) -> None:
+    await asyncio.to_thread(stream.publish, [b'{"session_id": "s1"}'])
+    source = await open_source(stream.url(), _options(drain=drain))
+    try:
+        stop = asyncio.Event()
+        [record] = await _first(source, stop)
+        await source.ack([Done(record.handle)])
+        await asyncio.to_thread(
+            run, lambda _, __, jsm: jsm.delete_consumer(stream.name, stream.consumer)
+        )
+        async with asyncio.timeout(10):  # a pull request's wait and its grace, not forever
+            with pytest.raises(SourceError) as gone:
+                await _first(source, stop)
+        assert f"consumer {stream.consumer} of stream {stream.name} no longer exists" in str(
+            gone.value
+        )
+        assert "connection" not in str(gone.value)
+    finally:
+        await source.close()
