@@ -22,6 +22,7 @@ import json
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,7 +191,9 @@ class Sqs:
         return {"Messages": out} if out else {}
 
     @staticmethod
-    def _batch(body: dict[str, Any], q: Queue, act: Any) -> dict[str, Any]:
+    def _batch(
+        body: dict[str, Any], q: Queue, act: Callable[[Message, dict[str, Any]], object]
+    ) -> dict[str, Any]:
         done, failed = [], []
         for entry in body["Entries"]:
             m = q.by_receipt(str(entry["ReceiptHandle"]))

@@ -98,6 +98,7 @@ class Puller:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        self._owed = 0  # the server drops a request whose inbox nobody reads
         left, self._arrived = self._arrived, []
         for msg in left:
             with contextlib.suppress(Exception):

@@ -100,7 +100,7 @@ class NatsSource:
         self._closing = False
         self._waiting: str | None = None
         self._beat: asyncio.Task[None] | None = None
-        self._puller: Puller | None = None
+        self._puller = Puller(connection, target.stream, target.consumer)
 
     def lost(self) -> None:
         """The connection went (the client's callback)."""
@@ -116,12 +116,10 @@ class NatsSource:
         return SourceError(f"{self.name}: connection to the server lost ({self._t.failure(exc)})")
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[list[RawRecord]]:
-        puller = Puller(self._nc, self._t.stream, self._t.consumer)
         try:
-            await puller.start()
+            await self._puller.start()
         except (NatsError, OSError) as exc:
             raise self._gone(exc) from None
-        self._puller = puller
         if self._beat is None:
             self._beat = asyncio.create_task(self._heartbeat())
         wait = _IDLE if self._options.drain else _WAIT
@@ -132,20 +130,19 @@ class NatsSource:
                 if again:
                     yield [to_record(self._t.stream, m) for m in again]
                     continue
-                batch = await self._fetch(puller, wait)
+                batch = await self._fetch(wait)
                 if batch:
                     self._waiting = None
                     yield [to_record(self._t.stream, m) for m in batch]
                 elif self._options.drain and await self._drained():
                     return
         finally:
-            self._puller = None
-            await puller.stop()
+            await self._puller.stop()
 
-    async def _fetch(self, puller: Puller, wait: float) -> list[Msg]:
+    async def _fetch(self, wait: float) -> list[Msg]:
         try:
-            msgs = await puller.take(self._options.batch_size, wait)
-            if puller.unheard:  # no answer at all: is the consumer still there?
+            msgs = await self._puller.take(self._options.batch_size, wait)
+            if self._puller.unheard:  # no answer at all: is the consumer still there?
                 await self._consumer_info()
         except PullError as exc:
             raise SourceError(f"{self.name}: {exc}") from None
@@ -191,8 +188,7 @@ class NatsSource:
             if self._lost is not None or self._nc.is_closed:
                 return
             with contextlib.suppress(NatsError, OSError):
-                kept = self._puller.kept() if self._puller is not None else []
-                for msg in [*self._held.values(), *kept]:
+                for msg in [*self._held.values(), *self._puller.kept()]:
                     await msg.in_progress()
 
     async def _drained(self) -> bool:
@@ -207,7 +203,7 @@ class NatsSource:
             info = await self._consumer_info()
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._gone(exc) from None
-        if info.num_pending or (self._puller is not None and self._puller.kept()):
+        if info.num_pending or self._puller.kept():
             return False  # not delivered or not taken yet: the next fetch takes them
         others = (info.num_ack_pending or 0) - len(self._held)
         self._waiting = (

@@ -9,7 +9,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows
@@ -18,11 +17,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, JetStreamManager
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats_helpers import PORT, JsStream, run, unique_stream
+from source_calls import first_batch, source_options
 from tcp_proxy import TcpProxy
 
 from pipeline.errors import DeadLetterError, SourceError
-from pipeline.models import RawRecord
-from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.base import Done
 from pipeline.sources.nats.dead import HEADER_LIMIT, dead_letter
 from pipeline.sources.nats.records import MESSAGE_LIMIT, to_record
 from pipeline.sources.nats.stream import open_source
@@ -221,18 +220,6 @@ def test_dead_letters_stored_in_the_stream_read_are_refused(run_cli: Cli, stream
 # --- the source's own calls, in process --------------------------------------------------
 
 
-def _options(**changes: object) -> SourceOptions:
-    base = {"batch_size": 10, "concurrency": 2, "drain": True, "claim_idle": 0.3}
-    return SourceOptions(**{**base, **changes})  # type: ignore[arg-type]
-
-
-async def _first(source: Any, stop: asyncio.Event) -> list[RawRecord]:
-    batch: list[RawRecord]
-    async for batch in source.batches(stop):
-        return batch
-    return []
-
-
 async def test_given_back_records_come_again_and_a_refused_copy_keeps_its_message(
     stream: JsStream,
 ) -> None:
@@ -243,14 +230,14 @@ async def test_given_back_records_come_again_and_a_refused_copy_keeps_its_messag
             name=stream.dead_stream, subjects=[stream.dead], max_msg_size=1
         ),
     )
-    source = await open_source(stream.url(), _options())
+    source = await open_source(stream.url(), source_options())
     try:
         stop = asyncio.Event()
-        first = await _first(source, stop)
+        first = await first_batch(source, stop)
         assert [r.location for r in first] == [f"nats:{stream.name}/1", f"nats:{stream.name}/2"]
         assert await source.depth() == (0, 2)
         source.release([first[0].handle])
-        again = await _first(source, stop)  # after claim_idle, handed on by this run
+        again = await first_batch(source, stop)  # after claim_idle, handed on by this run
         assert [r.location for r in again] == [first[0].location]
         with pytest.raises(DeadLetterError) as refused:
             await source.ack([Done(first[0].handle), Done(first[1].handle, "invalid: x")])
@@ -266,12 +253,12 @@ async def test_a_cut_link_ends_the_reading_with_one_line(stream: JsStream) -> No
     proxy = TcpProxy("127.0.0.1", PORT)
     proxy.start()
     try:
-        source = await open_source(stream.url(proxy.port), _options(drain=False))
+        source = await open_source(stream.url(proxy.port), source_options(drain=False))
         stop = asyncio.Event()
-        [record] = await _first(source, stop)
+        [record] = await first_batch(source, stop)
         proxy.cut()
         with pytest.raises(SourceError, match="connection to the server lost"):
-            await _first(source, stop)
+            await first_batch(source, stop)
         with pytest.raises(SourceError, match="connection to the server lost"):
             await source.ack([Done(record.handle)])
         await source.close()
@@ -289,17 +276,17 @@ async def test_a_consumer_deleted_under_the_run_is_said_as_such(
     stream: JsStream, drain: bool
 ) -> None:
     await asyncio.to_thread(stream.publish, [b'{"session_id": "s1"}'])
-    source = await open_source(stream.url(), _options(drain=drain))
+    source = await open_source(stream.url(), source_options(drain=drain))
     try:
         stop = asyncio.Event()
-        [record] = await _first(source, stop)
+        [record] = await first_batch(source, stop)
         await source.ack([Done(record.handle)])
         await asyncio.to_thread(
             run, lambda _, __, jsm: jsm.delete_consumer(stream.name, stream.consumer)
         )
         async with asyncio.timeout(10):  # a pull request's wait and its grace, not forever
             with pytest.raises(SourceError) as gone:
-                await _first(source, stop)
+                await first_batch(source, stop)
         assert f"consumer {stream.consumer} of stream {stream.name} no longer exists" in str(
             gone.value
         )

@@ -9,15 +9,15 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import Cli, assert_counts_add_up, assert_exactly_once, make_rows
+from source_calls import first_batch, source_options
 from sqs_helpers import SqsQueue, unique_queue
 
 from pipeline.errors import DeadLetterError, SourceError
 from pipeline.models import RawRecord
-from pipeline.sources.base import Done, SourceOptions
+from pipeline.sources.base import Done
 from pipeline.sources.queue_depth import depth
 from pipeline.sources.sqs.dead import dead_letter
 from pipeline.sources.sqs.publish import fifo_id
@@ -153,36 +153,24 @@ def test_a_queue_that_cannot_be_used_at_start_is_one_line_and_exit_2(
 # --- the source's own calls, in process --------------------------------------------------
 
 
-def _options(**changes: object) -> SourceOptions:
-    base = {"batch_size": 10, "concurrency": 2, "drain": True, "claim_idle": 0.3}
-    return SourceOptions(**{**base, **changes})  # type: ignore[arg-type]
-
-
-async def _first(source: Any, stop: asyncio.Event) -> list[RawRecord]:
-    batch: list[RawRecord]
-    async for batch in source.batches(stop):
-        return batch
-    return []
-
-
 async def test_given_back_records_come_again_and_a_refused_copy_keeps_its_message(
     queue: SqsQueue,
 ) -> None:
     refusing = f"{queue.dead}-refusing.fifo"  # of the other type: SQS refuses every copy
     await asyncio.to_thread(queue.create, refusing)
     await asyncio.to_thread(queue.send, ['{"session_id": "s1"}', "not json"])
-    source = await open_source(queue.url(dead=refusing), _options())
+    source = await open_source(queue.url(dead=refusing), source_options())
     try:
         stop = asyncio.Event()
         first: list[RawRecord] = []
         while len(first) < 2:
-            first += await _first(source, stop)
+            first += await first_batch(source, stop)
         assert all(r.location.startswith(f"sqs:{queue.name}/") for r in first)
         assert await source.depth() == (0, 2)
         good = next(r for r in first if r.error is None)
         bad = next(r for r in first if r.error is not None)
         source.release([good.handle])
-        again = await _first(source, stop)  # after claim_idle, handed on by this run
+        again = await first_batch(source, stop)  # after claim_idle, handed on by this run
         assert [r.location for r in again] == [good.location]
         with pytest.raises(DeadLetterError) as refused:
             await source.ack([Done(good.handle), Done(bad.handle, "invalid: x")])
