@@ -10,6 +10,9 @@ so no control codes reach a log file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -32,16 +35,26 @@ class LiveDisplay:
     def __init__(self, monitor: Monitor, console: Console | None = None) -> None:
         self._monitor = monitor
         self._meter = RateMeter()
+        # Redrawn by :meth:`run` on the event loop's thread, where the log lines come from,
+        # not by rich's own thread: a log line redraws the display too, rendered in one thread
+        # and written after the other's newer frame, so a stale frame could follow it.
         self._live = Live(
             console=console or Console(stderr=True),
             get_renderable=self._render,
-            refresh_per_second=REFRESH_PER_SECOND,
+            auto_refresh=False,
             redirect_stdout=False,
             redirect_stderr=True,
         )
 
     def start(self) -> None:
         self._live.start()
+
+    async def run(self, ended: asyncio.Event) -> None:
+        """Redraw REFRESH_PER_SECOND times a second until ``ended`` is set."""
+        while not ended.is_set():
+            self._live.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), 1 / REFRESH_PER_SECOND)
 
     def stop(self) -> None:
         """Draw the final state once more (100% at the end of the files) and stop."""

@@ -87,6 +87,7 @@ class Observer:
         tasks = []
         if display is not None:
             display.start()
+            tasks.append(asyncio.create_task(display.run(ended)))
         else:
             tasks.append(asyncio.create_task(log_progress(self.monitor, settings.log_every, ended)))
         if self.timeline is not None:
